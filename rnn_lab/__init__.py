@@ -1,0 +1,31 @@
+"""rnn_lab: a configuration-driven ablation laboratory for vanilla recurrent networks."""
+
+import os
+
+# One BLAS thread per process: at these sizes threads cost more than they give, a sweep gets
+# its parallelism from one job per core, and results do not depend on the thread count.
+# Must happen before NumPy is imported anywhere; an explicit setting in the environment wins.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+from pathlib import Path  # noqa: E402
+
+__version__ = "0.1.0"
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CONF_DIR = PROJECT_ROOT / "conf"
+EXPERIMENTS_DIR = PROJECT_ROOT / "experiments"
+
+
+def load_run(run_dir):
+    """Load a run directory's recordings; see :func:`rnn_lab.runs.load_run`."""
+    from rnn_lab.runs import load_run as _load_run
+
+    return _load_run(run_dir)
+
+
+def collect(sweep_dir, **kwargs):
+    """One row per run of a sweep; see :func:`rnn_lab.collect.collect`."""
+    from rnn_lab.collect import collect as _collect
+
+    return _collect(sweep_dir, **kwargs)

@@ -1,0 +1,775 @@
+"""Collect a sweep's run directories into one pandas table, one row per run.
+
+The only input is what docs/run_directory.md says a run directory holds (``.hydra/*.yaml``,
+``summary.json``, ``history.csv``, ``diagnostics.npz``); this module never imports the engine
+or the trainer, so a table can be built from a sweep copied off another machine.
+
+A damaged directory (unparseable JSON/YAML, missing config) is reported in
+``df.attrs["warnings"]`` and in the log, and skipped: one bad run never stops a collection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import math
+import os
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from rnn_lab.runfiles import atomic_write_bytes, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+SUMMARY_FILE = "summary.json"
+ANALYSIS_FILE = "analysis.json"
+HISTORY_FILE = "history.csv"
+DIAGNOSTICS_FILE = "diagnostics.npz"
+HYDRA_SUBDIR = ".hydra"
+MULTIRUN_FILE = "multirun.yaml"
+RESULTS_CSV = "results.csv"
+RESULTS_PARQUET = "results.parquet"
+
+# Directories under a sweep that never hold runs; not walking them keeps big sweeps fast.
+NOT_RUN_DIRS = {HYDRA_SUBDIR, "plots", "__pycache__", ".git", ".ipynb_checkpoints"}
+
+# summary.json statuses mapped to the status the table reports. A "running" summary read after
+# the sweep is over belongs to a job that was cut off, so it is reported as incomplete.
+STATUS_ALIASES = {"running": "incomplete"}
+
+# Columns every results table has, in this order, ahead of the varying config keys and metrics.
+LEADING_COLUMNS = ["path", "arm"]
+# Summary fields that are text, kept at the end of the table.
+TEXT_SUMMARY_FIELDS = ["error", "sample"]
+
+try:  # the C loader is several times faster on Hydra's long hydra.yaml
+    _YamlLoader = yaml.CSafeLoader
+except AttributeError:  # pragma: no cover - depends on how PyYAML was built
+    _YamlLoader = yaml.SafeLoader
+
+
+class DamagedRunDir(Exception):
+    """A run directory that cannot be read; the message says which file and why."""
+
+
+@dataclass
+class RunRecord:
+    """What one run directory says about itself, before the sweep-wide table is built."""
+
+    path: Path
+    config: dict  # flattened .hydra/config.yaml: dotted key -> scalar (lists as JSON text)
+    choices: dict  # hydra.runtime.choices without hydra/* groups
+    overrides: list[str]  # .hydra/overrides.yaml
+    summary: dict  # flattened summary.json (+ analysis.json), or {} when absent
+    hydra: dict = field(default_factory=dict)  # the parts of hydra.yaml the report uses
+    study: dict | None = None  # the config's `study` node, unflattened
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def _load_yaml(path: Path):
+    with path.open(encoding="utf-8") as f:
+        return yaml.load(f, Loader=_YamlLoader)
+
+
+def flatten(node, prefix: str = "") -> dict:
+    """Nested mappings -> {"a.b": scalar}; lists become JSON text so a cell stays a scalar."""
+    out = {}
+    if isinstance(node, dict):
+        for k, v in node.items():
+            key = f"{prefix}.{k}" if prefix else str(k)
+            if isinstance(v, dict) and v:
+                out.update(flatten(v, key))
+            else:
+                out[key] = _cell(v)
+    else:
+        out[prefix] = _cell(node)
+    return out
+
+
+def _cell(v):
+    if isinstance(v, list | tuple | dict):
+        return json.dumps(v, default=str)
+    return v
+
+
+def canonical(v) -> str:
+    """A comparison key for a config value, so 1 == 1.0 == "1.0" and True == "true".
+
+    Grid values come from Hydra override strings while table values are parsed YAML; both must
+    land on the same key for the grid ledger and for matching a study's baseline.
+    """
+    if v is None:
+        return "null"
+    if isinstance(v, bool | np.bool_):
+        return "true" if v else "false"
+    if isinstance(v, int | float | np.integer | np.floating):
+        f = float(v)
+        return "null" if math.isnan(f) else format(f, ".12g")
+    if isinstance(v, str):
+        s = v.strip()
+        if len(s) >= 2 and s[0] == s[-1] and s[0] in "'\"":
+            s = s[1:-1]
+        low = s.lower()
+        if low in ("true", "false"):
+            return low
+        if low in ("null", "none", "~", ""):
+            return "null"
+        try:
+            return format(float(s), ".12g")
+        except ValueError:
+            return s
+    return json.dumps(v, sort_keys=True, default=str)
+
+
+def format_value(v) -> str:
+    """How a config value is written in an arm label (YAML spelling: true, null, 0.01)."""
+    if v is None:
+        return "null"
+    if isinstance(v, float) and math.isnan(v):
+        return "?"
+    if isinstance(v, bool | np.bool_):
+        return "true" if v else "false"
+    if isinstance(v, np.generic):
+        v = v.item()
+    return str(v)
+
+
+def arm_label(values: dict) -> str:
+    """`{"init": "xavier", "activation": "relu"}` -> "init=xavier, activation=relu"."""
+    if not values:
+        return "all runs"
+    return ", ".join(f"{k}={format_value(v)}" for k, v in values.items())
+
+
+def _sort_key(canon: str):
+    try:
+        return (0, float(canon), "")
+    except ValueError:
+        return (1, 0.0, canon)
+
+
+# --------------------------------------------------------------------------- Hydra overrides
+
+
+def parse_sweep_override(text: str) -> tuple[str, list[str]] | None:
+    """`"init=orthogonal,xavier"` -> ("init", ["orthogonal", "xavier"]); `range(1,4)` expands.
+
+    Uses Hydra's own override grammar when it can (quoting, choice(), range()); falls back to
+    splitting on commas. Deletions (`~key`) and non-enumerable sweeps (interval) give None.
+    """
+    text = str(text).strip()
+    if not text or text.startswith("~") or "=" not in text or text.startswith("hydra"):
+        return None
+    try:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        override = OverridesParser.create().parse_override(text)
+        key = override.get_key_element().lstrip("+")
+        if override.is_sweep_override():
+            return key, [str(v) for v in override.sweep_string_iterator()]
+        return key, [canonical_str(override.value())]
+    except Exception:  # unknown grammar, interval/glob sweeps, or Hydra missing
+        key, _, value = text.partition("=")
+        key = key.strip().lstrip("+")
+        if "@" in key:
+            key = key.split("@", 1)[0]
+        if any(value.startswith(f) for f in ("interval(", "glob(", "tag(")):
+            return None
+        if value.startswith("range("):
+            try:
+                args = [int(a) for a in value[len("range(") : -1].split(",")]
+                return key, [str(i) for i in range(*args)]
+            except ValueError:
+                return None
+        for prefix in ("choice(",):
+            if value.startswith(prefix) and value.endswith(")"):
+                value = value[len(prefix) : -1]
+        return key, [p.strip() for p in value.split(",")]
+
+
+def canonical_str(v) -> str:
+    """A single override value back as the string a user would type."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if v is None:
+        return "null"
+    return str(v)
+
+
+# --------------------------------------------------------------------------- reading runs
+
+
+def find_run_dirs(sweep_dir: str | Path) -> list[Path]:
+    """Every directory under sweep_dir holding summary.json or a .hydra directory, sorted.
+
+    A run directory's own subdirectories are not searched (runs do not nest). Sorting is
+    numeric-aware so Hydra's job dirs come out 0, 1, 2, ..., 10 rather than 0, 1, 10, 2.
+    """
+    root = Path(sweep_dir)
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        if SUMMARY_FILE in filenames or HYDRA_SUBDIR in dirnames:
+            found.append(here)
+            dirnames[:] = []
+            continue
+        dirnames[:] = [d for d in dirnames if d not in NOT_RUN_DIRS]
+
+    def natural(p: Path):
+        parts = p.relative_to(root).parts
+        return [(0, int(x), "") if x.isdigit() else (1, 0, x) for x in parts]
+
+    return sorted(found, key=natural)
+
+
+def read_run(run_dir: str | Path) -> RunRecord:
+    """Read one run directory; raise DamagedRunDir (with the file and reason) if unusable."""
+    run_dir = Path(run_dir)
+    hydra_dir = run_dir / HYDRA_SUBDIR
+
+    config_path = hydra_dir / "config.yaml"
+    if not config_path.exists():
+        raise DamagedRunDir(f"missing {HYDRA_SUBDIR}/config.yaml")
+    try:
+        config = _load_yaml(config_path)
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise DamagedRunDir(f"unparseable {HYDRA_SUBDIR}/config.yaml ({_one_line(e)})") from None
+    if not isinstance(config, dict) or not config:
+        raise DamagedRunDir(f"{HYDRA_SUBDIR}/config.yaml is not a mapping (truncated?)")
+
+    hydra_info: dict = {}
+    choices: dict = {}
+    hydra_path = hydra_dir / "hydra.yaml"
+    if hydra_path.exists():
+        try:
+            hydra_cfg = _load_yaml(hydra_path)
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise DamagedRunDir(f"unparseable {HYDRA_SUBDIR}/hydra.yaml ({_one_line(e)})") from None
+        if not isinstance(hydra_cfg, dict) or not isinstance(hydra_cfg.get("hydra"), dict):
+            raise DamagedRunDir(f"{HYDRA_SUBDIR}/hydra.yaml has no `hydra` node (truncated?)")
+        hydra_info = _hydra_info(hydra_cfg["hydra"])
+        choices = hydra_info.get("choices", {})
+
+    overrides: list[str] = []
+    overrides_path = hydra_dir / "overrides.yaml"
+    if overrides_path.exists():
+        try:
+            loaded = _load_yaml(overrides_path)
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise DamagedRunDir(
+                f"unparseable {HYDRA_SUBDIR}/overrides.yaml ({_one_line(e)})"
+            ) from None
+        overrides = [str(o) for o in loaded] if isinstance(loaded, list) else []
+
+    summary: dict = {}
+    summary_path = run_dir / SUMMARY_FILE
+    if summary_path.exists():
+        summary = _read_json_mapping(summary_path)
+        analysis_path = run_dir / ANALYSIS_FILE
+        if analysis_path.exists():
+            # analysis.json is normally merged into summary.json already; fill in what is not.
+            try:
+                for k, v in _read_json_mapping(analysis_path).items():
+                    summary.setdefault(k, v)
+            except DamagedRunDir as e:
+                log.warning("%s: ignoring %s (%s)", run_dir, ANALYSIS_FILE, e)
+
+    study = config.get("study") if isinstance(config.get("study"), dict) else None
+    return RunRecord(
+        path=run_dir,
+        config=flatten(config),
+        choices=choices,
+        overrides=overrides,
+        summary=flatten(summary),
+        hydra=hydra_info,
+        study=study,
+    )
+
+
+def _read_json_mapping(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DamagedRunDir(f"unparseable {path.name} ({_one_line(e)})") from None
+    if not isinstance(data, dict):
+        raise DamagedRunDir(f"{path.name} is not a JSON object")
+    return data
+
+
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split())[:200]
+
+
+def _hydra_info(h: dict) -> dict:
+    """The few fields of a job's hydra.yaml the collector and report use."""
+    runtime = h.get("runtime") or {}
+    job = h.get("job") or {}
+    overrides = h.get("overrides") or {}
+    sweeper = h.get("sweeper") or {}
+    choices = {
+        k: v for k, v in (runtime.get("choices") or {}).items() if not str(k).startswith("hydra/")
+    }
+    return {
+        "choices": choices,
+        "job_name": job.get("name"),
+        "config_name": job.get("config_name"),
+        "override_dirname": job.get("override_dirname"),
+        "sweeper_params": dict(sweeper.get("params") or {}),
+        "task_overrides": list(overrides.get("task") or []),
+        "hydra_overrides": list(overrides.get("hydra") or []),
+        "mode": h.get("mode"),
+    }
+
+
+def read_multirun_yaml(sweep_dir: str | Path) -> dict:
+    """hydra info from <sweep_dir>/multirun.yaml (the sweep as typed); {} when absent/damaged."""
+    path = Path(sweep_dir) / MULTIRUN_FILE
+    if not path.exists():
+        return {}
+    try:
+        cfg = _load_yaml(path)
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        log.warning("%s: unparseable (%s); ignoring it", path, _one_line(e))
+        return {}
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("hydra"), dict):
+        return {}
+    info = _hydra_info(cfg["hydra"])
+    info["study"] = cfg.get("study") if isinstance(cfg.get("study"), dict) else None
+    return info
+
+
+def declared_grid(sweep_info: dict, runs: Iterable[RunRecord] = ()) -> dict[str, list[str]]:
+    """The study's declared grid, key -> list of value strings, in declaration order.
+
+    Sources, later ones winning for the same key as they do in Hydra: the sweeper params of the
+    config (`hydra.sweeper.params`, in every job's hydra.yaml and in multirun.yaml), then the
+    sweep overrides typed on the command line (multirun.yaml `hydra.overrides.task`). Without a
+    multirun.yaml the command-line part is rebuilt from the values the jobs' overrides show,
+    which cannot reveal a value no job ran.
+    """
+    runs = list(runs)
+    grid: dict[str, list[str]] = {}
+    params = dict(sweep_info.get("sweeper_params") or {})
+    for run in runs:
+        for k, v in (run.hydra.get("sweeper_params") or {}).items():
+            params.setdefault(k, v)
+    for key, value in params.items():
+        parsed = parse_sweep_override(f"{key}={_override_value_text(value)}")
+        if parsed:
+            grid[parsed[0]] = parsed[1]
+    if sweep_info.get("task_overrides"):
+        for text in sweep_info["task_overrides"]:
+            parsed = parse_sweep_override(text)
+            if parsed:
+                grid[parsed[0]] = parsed[1]
+    else:
+        seen: dict[str, dict[str, str]] = {}
+        for run in runs:
+            for text in run.overrides:
+                parsed = parse_sweep_override(text)
+                if parsed and parsed[0] not in grid:
+                    for v in parsed[1]:
+                        seen.setdefault(parsed[0], {}).setdefault(canonical(v), v)
+        for key, values in seen.items():
+            grid[key] = [values[c] for c in sorted(values, key=_sort_key)]
+    return grid
+
+
+def _override_value_text(value) -> str:
+    if isinstance(value, list | tuple):
+        return ",".join(canonical_str(v) for v in value)
+    return canonical_str(value)
+
+
+# --------------------------------------------------------------------------- the table
+
+
+def collect(sweep_dir: str | Path, write: bool = True) -> pd.DataFrame:
+    """One row per run directory under sweep_dir; writes results.csv (+ .parquet) if `write`.
+
+    Columns: `path` (relative to sweep_dir), `arm` (label of the varying non-seed keys), the
+    arm keys, `seed`, `status`, `steps_done`, every other config key that varies across runs,
+    then every scalar metric of summary.json (analysis metrics included), `error`, `sample`.
+
+    `df.attrs` carries what the statistics and the report need beyond the table:
+    `warnings` (list of {"path", "reason"} for skipped directories), `arm_keys`, `grid`
+    (declared grid, key -> values), `constant_config`, `study`, `hydra` (job name, overrides
+    for the reproduce command), `sweep_dir`.
+    """
+    sweep_dir = Path(sweep_dir)
+    warnings: list[dict] = []
+    runs: list[RunRecord] = []
+    for run_dir in find_run_dirs(sweep_dir):
+        rel = _relpath(run_dir, sweep_dir)
+        try:
+            runs.append(read_run(run_dir))
+        except DamagedRunDir as e:
+            hint = _override_hint(run_dir)
+            reason = str(e) + (f"; its overrides: {hint}" if hint else "")
+            warnings.append({"path": rel, "reason": reason})
+            log.warning("skipping %s: %s", run_dir, reason)
+        except OSError as e:  # unreadable file, permission, vanished mid-walk
+            warnings.append({"path": rel, "reason": f"cannot read ({_one_line(e)})"})
+            log.warning("skipping %s: cannot read (%s)", run_dir, e)
+
+    sweep_info = read_multirun_yaml(sweep_dir)
+    if not sweep_info and runs:
+        sweep_info = dict(runs[0].hydra)
+        sweep_info["task_overrides"] = []  # a job's overrides are its cell, not the sweep
+    grid = declared_grid(sweep_info, runs)
+
+    df, arm_keys, constant = _build_table(runs, sweep_dir, grid)
+    study = next((r.study for r in runs if r.study), None) or sweep_info.get("study")
+    df.attrs.update(
+        warnings=warnings,
+        arm_keys=arm_keys,
+        grid=grid,
+        constant_config=constant,
+        study=study or {},
+        hydra={k: v for k, v in sweep_info.items() if k != "study"},
+        sweep_dir=str(sweep_dir),
+        from_multirun_yaml=(sweep_dir / MULTIRUN_FILE).exists(),
+    )
+    if write and sweep_dir.is_dir():
+        write_results(df, sweep_dir)
+    return df
+
+
+def _relpath(path: Path, root: Path) -> str:
+    rel = path.relative_to(root).as_posix()
+    return rel if rel else "."
+
+
+def _override_hint(run_dir: Path) -> str:
+    """Which grid cell a damaged run was, from overrides.yaml if that at least is readable."""
+    try:
+        loaded = _load_yaml(run_dir / HYDRA_SUBDIR / "overrides.yaml")
+        return " ".join(str(o) for o in loaded) if isinstance(loaded, list) else ""
+    except Exception:
+        return ""
+
+
+def _build_table(runs: list[RunRecord], sweep_dir: Path, grid: dict[str, list[str]]):
+    config_keys = _ordered_union(r.config for r in runs)
+    choice_keys = _ordered_union(r.choices for r in runs)
+
+    def values_of(getter, key):
+        return [getter(r).get(key) for r in runs]
+
+    def varies(values) -> bool:
+        return len({canonical(v) for v in values}) > 1
+
+    varying_config = [k for k in config_keys if varies(values_of(lambda r: r.config, k))]
+    varying_choices = [k for k in choice_keys if varies(values_of(lambda r: r.choices, k))]
+
+    # A key like init.scale that changes only because the `init` group changed says nothing the
+    # group choice does not; it stays a column but is left out of the arm label.
+    def explained_by_choice(key: str) -> bool:
+        group = key.split(".", 1)[0]
+        if group not in varying_choices:
+            return False
+        mapping: dict[str, set] = {}
+        for r in runs:
+            mapping.setdefault(canonical(r.choices.get(group)), set()).add(
+                canonical(r.config.get(key))
+            )
+        return all(len(v) == 1 for v in mapping.values())
+
+    label_candidates = [k for k in grid if k != "seed" and len(grid[k]) > 1]
+    label_candidates += [k for k in varying_choices if k != "seed"]
+    label_candidates += [
+        k for k in varying_config if k != "seed" and not k.startswith("study.")
+        if not explained_by_choice(k)
+    ]
+    arm_keys = list(dict.fromkeys(label_candidates))
+
+    def value(r: RunRecord, key: str):
+        if key in r.choices:
+            return r.choices[key]
+        return r.config.get(key)
+
+    rows = []
+    for r in runs:
+        row = {"path": _relpath(r.path, sweep_dir)}
+        arm_values = {k: value(r, k) for k in arm_keys}
+        row["arm"] = arm_label(arm_values)
+        row.update(arm_values)
+        row["seed"] = r.config.get("seed")
+        has_summary = bool(r.summary)
+        status = r.summary.get("status") if has_summary else "incomplete"
+        status = STATUS_ALIASES.get(status, status) if status else "unknown"
+        row["status"] = status
+        row["steps_done"] = r.summary.get("steps_done")
+        for k in grid:
+            row.setdefault(k, value(r, k))
+        for k in varying_choices + varying_config:
+            row.setdefault(k, value(r, k))
+        for k, v in r.summary.items():
+            if k in ("status", "steps_done") or k in TEXT_SUMMARY_FIELDS or k in row:
+                continue
+            if v is None or isinstance(v, bool | int | float | str):
+                row[k] = v
+        for k in TEXT_SUMMARY_FIELDS:
+            row[k] = r.summary.get(k)
+        rows.append(row)
+
+    columns = LEADING_COLUMNS + arm_keys + ["seed", "status", "steps_done"]
+    df = pd.DataFrame(rows)
+    if df.empty:
+        df = pd.DataFrame(columns=columns + TEXT_SUMMARY_FIELDS)
+    rest = [c for c in df.columns if c not in columns and c not in TEXT_SUMMARY_FIELDS]
+    df = df[columns + rest + TEXT_SUMMARY_FIELDS]
+    df = _sort_runs(df, arm_keys, grid)
+
+    constant = {}
+    for k in config_keys:
+        if k not in varying_config and not k.startswith("study."):
+            constant[k] = runs[0].config.get(k)
+    for k in choice_keys:
+        # a group choice is worth listing only when its node has no `name` saying the same
+        same_as_name = canonical(runs[0].config.get(f"{k}.name")) == canonical(runs[0].choices[k])
+        if k not in varying_choices and not same_as_name:
+            constant.setdefault(k, runs[0].choices.get(k))
+    return df, arm_keys, constant
+
+
+def _ordered_union(dicts: Iterable[dict]) -> list[str]:
+    keys: dict[str, None] = {}
+    for d in dicts:
+        keys.update(dict.fromkeys(d))
+    return list(keys)
+
+
+def _sort_runs(df: pd.DataFrame, arm_keys: list[str], grid: dict) -> pd.DataFrame:
+    """Arms in grid declaration order (else natural order of values), then seeds ascending."""
+    if df.empty:
+        return df.reset_index(drop=True)
+    sort_cols = []
+    work = df.copy()
+    for k in arm_keys:
+        declared = [canonical(v) for v in grid.get(k, [])]
+        canon = work[k].map(canonical)
+        others = sorted(set(canon) - set(declared), key=_sort_key)
+        rank = {c: i for i, c in enumerate(declared + others)}
+        work[f"__rank_{k}"] = canon.map(rank)
+        sort_cols.append(f"__rank_{k}")
+    work["__seed"] = pd.to_numeric(work["seed"], errors="coerce")
+    work["__path"] = work["path"]
+    sort_cols += ["__seed", "__path"]
+    work = work.sort_values(sort_cols, kind="stable", na_position="last")
+    return df.loc[work.index].reset_index(drop=True)
+
+
+def arm_order(df: pd.DataFrame) -> list[str]:
+    """Arms in table order (collect sorts rows by the grid's declaration order)."""
+    return list(pd.unique(df["arm"])) if "arm" in df else []
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def write_results(df: pd.DataFrame, sweep_dir: str | Path) -> list[Path]:
+    """results.csv, and results.parquet when pyarrow imports; both written atomically."""
+    sweep_dir = Path(sweep_dir)
+    written = [sweep_dir / RESULTS_CSV]
+    atomic_write_text(written[0], df.to_csv(index=False))
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        return written
+    try:
+        buf = io.BytesIO()
+        _parquet_safe(df).to_parquet(buf, index=False)
+        atomic_write_bytes(sweep_dir / RESULTS_PARQUET, buf.getvalue())
+        written.append(sweep_dir / RESULTS_PARQUET)
+    except Exception as e:  # a column pyarrow cannot type must not lose the CSV
+        log.warning("results.parquet not written: %s", _one_line(e))
+    return written
+
+
+def _parquet_safe(df: pd.DataFrame) -> pd.DataFrame:
+    """Columns mixing Python types (e.g. 0.9 and "auto") become text; parquet needs one type."""
+    out = df.copy()
+    out.attrs = {}
+    for c in out.columns:
+        if out[c].dtype == object:
+            kinds = {type(v) for v in out[c] if v is not None and not _is_nan(v)}
+            if len(kinds) > 1 or (kinds and not kinds <= {str, bool, int, float}):
+                out[c] = out[c].map(lambda v: None if v is None or _is_nan(v) else str(v))
+    return out
+
+
+def _is_nan(v) -> bool:
+    return isinstance(v, float) and math.isnan(v)
+
+
+# --------------------------------------------------------------------------- per-run arrays
+
+
+def _runs_to_read(df: pd.DataFrame, sweep_dir, statuses) -> tuple[Path, pd.DataFrame]:
+    root = Path(sweep_dir if sweep_dir is not None else df.attrs.get("sweep_dir", "."))
+    rows = df if statuses is None else df[df["status"].isin(list(statuses))]
+    return root, rows
+
+
+def load_curves(
+    df: pd.DataFrame,
+    column: str,
+    sweep_dir: str | Path | None = None,
+    statuses: Iterable[str] | None = ("ok",),
+) -> pd.DataFrame:
+    """history.csv `column` for every run (default: ok runs), long format.
+
+    Returns columns arm, seed, path, step, <column>; rows where the value is missing or not
+    finite are dropped (val_loss is empty on most rows). Runs without history.csv or without
+    the column are skipped with a logged warning; `attrs["skipped"]` lists them.
+    """
+    root, rows = _runs_to_read(df, sweep_dir, statuses)
+    parts, skipped = [], []
+    for _, run in rows.iterrows():
+        path = root / run["path"] / HISTORY_FILE
+        try:
+            hist = pd.read_csv(path)
+        except FileNotFoundError:
+            skipped.append({"path": run["path"], "reason": f"no {HISTORY_FILE}"})
+            continue
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+            skipped.append({"path": run["path"], "reason": f"unreadable ({_one_line(e)})"})
+            continue
+        if column not in hist.columns or "step" not in hist.columns:
+            skipped.append({"path": run["path"], "reason": f"{HISTORY_FILE} has no {column!r}"})
+            continue
+        values = pd.to_numeric(hist[column], errors="coerce")
+        steps = pd.to_numeric(hist["step"], errors="coerce")
+        keep = np.isfinite(values) & np.isfinite(steps)
+        if not keep.any():
+            continue
+        parts.append(
+            pd.DataFrame(
+                {
+                    "arm": run["arm"],
+                    "seed": run["seed"],
+                    "path": run["path"],
+                    "step": steps[keep].astype(int).to_numpy(),
+                    column: values[keep].to_numpy(dtype=float),
+                }
+            )
+        )
+    for s in skipped:
+        log.warning("curves: skipping %s: %s", s["path"], s["reason"])
+    out = (
+        pd.concat(parts, ignore_index=True)
+        if parts
+        else pd.DataFrame(columns=["arm", "seed", "path", "step", column])
+    )
+    out.attrs["skipped"] = skipped
+    return out
+
+
+def load_diagnostics(run_dir: str | Path) -> dict[str, np.ndarray]:
+    """All arrays of a run's diagnostics.npz (raises FileNotFoundError / ValueError)."""
+    with np.load(Path(run_dir) / DIAGNOSTICS_FILE, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def load_diagnostic_profile(
+    df: pd.DataFrame,
+    key: str = "last_loss_grad_norm",
+    record_index: int = -1,
+    sweep_dir: str | Path | None = None,
+    statuses: Iterable[str] | None = ("ok",),
+) -> pd.DataFrame:
+    """One row of a (n, T) diagnostics array per run, long format over chunk position.
+
+    `record_index=-1` takes the last recorded step. Returns columns arm, seed, path,
+    record_step, position (1..T), <key>. Runs without diagnostics.npz (record=false) or
+    without the key are skipped; `attrs["skipped"]` lists them.
+    """
+    root, rows = _runs_to_read(df, sweep_dir, statuses)
+    parts, skipped = [], []
+    for _, run in rows.iterrows():
+        path = root / run["path"] / DIAGNOSTICS_FILE
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if key not in z.files:
+                    skipped.append({"path": run["path"], "reason": f"no {key!r} in npz"})
+                    continue
+                arr = np.asarray(z[key])
+                steps = np.asarray(z["record_step"]) if "record_step" in z.files else None
+        except FileNotFoundError:
+            skipped.append({"path": run["path"], "reason": f"no {DIAGNOSTICS_FILE}"})
+            continue
+        except (OSError, ValueError, EOFError) as e:  # zip damaged, pickled object arrays
+            skipped.append({"path": run["path"], "reason": f"unreadable ({_one_line(e)})"})
+            continue
+        if arr.ndim != 2 or arr.shape[0] == 0:
+            skipped.append({"path": run["path"], "reason": f"{key} has shape {arr.shape}"})
+            continue
+        row = arr[record_index]
+        step = int(steps[record_index]) if steps is not None and len(steps) == len(arr) else -1
+        parts.append(
+            pd.DataFrame(
+                {
+                    "arm": run["arm"],
+                    "seed": run["seed"],
+                    "path": run["path"],
+                    "record_step": step,
+                    "position": np.arange(1, len(row) + 1),
+                    key: np.abs(row).astype(float),
+                }
+            )
+        )
+    for s in skipped:
+        log.warning("diagnostics: skipping %s: %s", s["path"], s["reason"])
+    out = (
+        pd.concat(parts, ignore_index=True)
+        if parts
+        else pd.DataFrame(columns=["arm", "seed", "path", "record_step", "position", key])
+    )
+    out.attrs["skipped"] = skipped
+    return out
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def status_counts(df: pd.DataFrame) -> dict[str, int]:
+    return {str(k): int(v) for k, v in df["status"].value_counts().items()} if len(df) else {}
+
+
+def main_collect(argv: list[str] | None = None) -> int:
+    """`rnn-lab collect DIR`: write DIR/results.csv and say where it went."""
+    parser = argparse.ArgumentParser(
+        prog="rnn-lab collect", description="Collect a sweep's runs into DIR/results.csv."
+    )
+    parser.add_argument("dir", help="sweep directory (e.g. multirun/2024-01-01/12-00-00)")
+    args = parser.parse_args(argv)
+    sweep_dir = Path(args.dir)
+    if not sweep_dir.is_dir():
+        print(f"rnn-lab collect: no such directory: {sweep_dir}", file=sys.stderr)
+        return 2
+    df = collect(sweep_dir, write=True)
+    counts = ", ".join(f"{n} {s}" for s, n in status_counts(df).items()) or "none"
+    print(f"collected {len(df)} runs ({counts}) from {sweep_dir}")
+    for w in df.attrs["warnings"]:
+        print(f"  skipped {w['path']}: {w['reason']}")
+    outputs = [sweep_dir / RESULTS_CSV]
+    if (sweep_dir / RESULTS_PARQUET).exists():
+        outputs.append(sweep_dir / RESULTS_PARQUET)
+    print("wrote " + ", ".join(str(p) for p in outputs))
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    sys.exit(main_collect())

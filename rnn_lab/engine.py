@@ -1,0 +1,480 @@
+"""The vanilla RNN and its hand-written BPTT, in pure NumPy.
+
+    a_t = W_xh x_t + W_hh h_{t-1} + b_h        (pre-activation)
+    h_t = f(a_t)                               (hidden state)
+    o_t = W_hy h_t + b_y                       (output logits)
+
+Shapes follow the seed (W_xh (H,V), W_hh (H,H), W_hy (V,H)); arrays inside the engine are
+time-major with a batch axis: ``hs: (T+1, B, H)`` holds h_0 .. h_T, so B independent streams
+move together and B = 1 is the seed's single stream. Row vectors are used throughout
+(``h @ W_hh.T``) so every matmul is one BLAS call over the whole batch.
+
+The engine never sees a config object: it takes arrays, names and numbers. The loss lives
+in :mod:`rnn_lab.losses`; ``backward`` only needs dL/do_t, so any per-step loss (masked
+cross-entropy, squared error) plugs in without touching BPTT.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# --------------------------------------------------------------------------------------
+# Activations: the derivative is taken from the OUTPUT h = f(a), as the seed does, so the
+# backward pass never needs the pre-activations.
+# --------------------------------------------------------------------------------------
+
+
+def _tanh(a: np.ndarray) -> np.ndarray:
+    return np.tanh(a)
+
+
+def _tanh_(a: np.ndarray) -> np.ndarray:
+    return np.tanh(a, out=a)
+
+
+def _tanh_deriv(h: np.ndarray) -> np.ndarray:
+    return 1.0 - h * h
+
+
+def _relu(a: np.ndarray) -> np.ndarray:
+    return np.maximum(a, 0.0)
+
+
+def _relu_(a: np.ndarray) -> np.ndarray:
+    return np.maximum(a, 0.0, out=a)
+
+
+def _relu_deriv(h: np.ndarray) -> np.ndarray:
+    # h > 0 exactly where a > 0, so the output determines the derivative.
+    return (h > 0.0).astype(h.dtype)
+
+
+def _sigmoid(a: np.ndarray) -> np.ndarray:
+    # Split by sign so exp never overflows for large |a|.
+    out = np.empty_like(a)
+    pos = a >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-a[pos]))
+    ea = np.exp(a[~pos])
+    out[~pos] = ea / (1.0 + ea)
+    return out
+
+
+def _sigmoid_(a: np.ndarray) -> np.ndarray:
+    # sigmoid(a) = (1 + tanh(a / 2)) / 2: exact, overflow-free, and done in place.
+    a *= 0.5
+    np.tanh(a, out=a)
+    a += 1.0
+    a *= 0.5
+    return a
+
+
+def _sigmoid_deriv(h: np.ndarray) -> np.ndarray:
+    return h * (1.0 - h)
+
+
+@dataclass(frozen=True)
+class Activation:
+    name: str
+    fn: Callable[[np.ndarray], np.ndarray]
+    fn_inplace: Callable[[np.ndarray], np.ndarray]  # overwrites its argument (hot loop)
+    deriv_from_output: Callable[[np.ndarray], np.ndarray]
+    # Range of h, used by saturation diagnostics; None = unbounded above (relu).
+    low: float
+    high: float | None
+
+
+ACTIVATIONS: dict[str, Activation] = {
+    "tanh": Activation("tanh", _tanh, _tanh_, _tanh_deriv, -1.0, 1.0),
+    "relu": Activation("relu", _relu, _relu_, _relu_deriv, 0.0, None),
+    "sigmoid": Activation("sigmoid", _sigmoid, _sigmoid_, _sigmoid_deriv, 0.0, 1.0),
+}
+
+
+def get_activation(name: str) -> Activation:
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(
+            f"activation: unknown name {name!r}; valid: {', '.join(sorted(ACTIVATIONS))}"
+        ) from None
+
+
+# --------------------------------------------------------------------------------------
+# Parameters
+# --------------------------------------------------------------------------------------
+
+PARAM_NAMES = ("W_xh", "W_hh", "W_hy", "b_h", "b_y")
+
+
+@dataclass
+class Params:
+    """The five arrays of the seed, plus an optional input embedding ``E: (D, V)``.
+
+    Without ``E``, W_xh is (H, V) and a character index selects a column of it (the
+    one-hot matmul done as a lookup). With ``E``, x_t = E[:, idx] and W_xh is (H, D).
+    For real-valued inputs (synthetic tasks) W_xh is (H, D) and x_t is given directly.
+    """
+
+    W_xh: np.ndarray  # (H, V) or (H, D)
+    W_hh: np.ndarray  # (H, H)
+    W_hy: np.ndarray  # (O, H)
+    b_h: np.ndarray  # (H,)
+    b_y: np.ndarray  # (O,)
+    E: np.ndarray | None = None  # (D, V) learned input embedding, optional
+    # When packed, every array above is a view into this one buffer (see pack()).
+    flat: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.W_hh.shape[0]
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.W_hh.dtype
+
+    def names(self) -> tuple[str, ...]:
+        return PARAM_NAMES + (("E",) if self.E is not None else ())
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {n: getattr(self, n) for n in self.names()}
+
+    def copy(self) -> Params:
+        return Params(**{n: a.copy() for n, a in self.arrays().items()})
+
+    def astype(self, dtype) -> Params:
+        return Params(**{n: a.astype(dtype) for n, a in self.arrays().items()})
+
+    def n_trainable(self, freeze_whh: bool) -> int:
+        """Length of the leading slice of ``flat`` that trains (W_hh is the tail)."""
+        return self.flat.size - (self.W_hh.size if freeze_whh else 0)
+
+
+# Order in the flat buffer: W_hh last, so a frozen W_hh is simply the untouched tail.
+FLAT_ORDER = ("W_xh", "W_hy", "b_h", "b_y", "E", "W_hh")
+
+
+def flat_views(flat: np.ndarray, shapes: dict[str, tuple]) -> dict[str, np.ndarray]:
+    """Split a flat buffer into named views of the given shapes, in FLAT_ORDER."""
+    views, offset = {}, 0
+    for name in FLAT_ORDER:
+        if name not in shapes:
+            continue
+        size = int(np.prod(shapes[name]))
+        views[name] = flat[offset : offset + size].reshape(shapes[name])
+        offset += size
+    return views
+
+
+def pack(params: Params) -> Params:
+    """The same parameters, as views into one contiguous buffer (one-call clip and update)."""
+    arrays = params.arrays()
+    shapes = {n: a.shape for n, a in arrays.items()}
+    flat = np.empty(sum(a.size for a in arrays.values()), dtype=params.dtype)
+    views = flat_views(flat, shapes)
+    for n, a in arrays.items():
+        views[n][...] = a
+    return Params(**views, flat=flat)
+
+
+# --------------------------------------------------------------------------------------
+# Forward
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class ForwardCache:
+    """What the backward pass needs from the forward pass."""
+
+    inputs: np.ndarray  # (T, B) int character indices, or (T, B, D) real-valued inputs
+    x_embedded: np.ndarray | None  # (T, B, D) = E[:, idx] when an embedding is used
+    hs: np.ndarray  # (T+1, B, H): hs[0] = h_0 (carried in), hs[t] = h_t
+    logits: np.ndarray  # (T, B, O)
+
+    @property
+    def h_last(self) -> np.ndarray:
+        return self.hs[-1]
+
+
+def input_projection(params: Params, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """W_xh x_t for every t at once: (T, B, H). Integer inputs are one-hot by lookup."""
+    if np.issubdtype(inputs.dtype, np.integer):
+        if params.E is None:
+            # Selecting column idx of W_xh is W_xh @ one_hot(idx), without the one-hot.
+            return params.W_xh.T[inputs], None
+        x_embedded = params.E.T[inputs]  # (T, B, D)
+        return x_embedded @ params.W_xh.T, x_embedded
+    return inputs @ params.W_xh.T, None
+
+
+def forward(
+    params: Params, inputs: np.ndarray, h0: np.ndarray, activation: str | Activation
+) -> ForwardCache:
+    """Run the recurrence over one chunk.
+
+    inputs: (T, B) int or (T, B, D) float; h0: (B, H) carried in from the previous chunk.
+    """
+    act = activation if isinstance(activation, Activation) else get_activation(activation)
+    T = inputs.shape[0]
+    B, H = h0.shape
+    xw, x_embedded = input_projection(params, inputs)  # (T, B, H)
+    xw = xw + params.b_h  # bias folded in once, outside the time loop
+    W_hh_T = params.W_hh.T
+    hs = np.empty((T + 1, B, H), dtype=params.dtype)
+    hs[0] = h0
+    f_ = act.fn_inplace
+    # Iterating arrays yields views made in C; out= avoids a temporary per step.
+    for x_t, h_prev, h_t in zip(xw, hs, hs[1:]):
+        np.dot(h_prev, W_hh_T, out=h_t)  # W_hh h_{t-1} (np.dot: less call overhead)
+        h_t += x_t  # + W_xh x_t + b_h  = a_t
+        f_(h_t)  # h_t = f(a_t), in place
+    logits = hs[1:] @ params.W_hy.T + params.b_y  # (T, B, O) in one matmul
+    return ForwardCache(inputs=inputs, x_embedded=x_embedded, hs=hs, logits=logits)
+
+
+def run_hidden(
+    params: Params, inputs: np.ndarray, h0: np.ndarray, activation: str | Activation
+) -> np.ndarray:
+    """Hidden states only (no logits): (T+1, B, H). For analysis over long texts."""
+    act = activation if isinstance(activation, Activation) else get_activation(activation)
+    xw, _ = input_projection(params, inputs)
+    xw = xw + params.b_h
+    W_hh_T = params.W_hh.T
+    hs = np.empty((inputs.shape[0] + 1,) + h0.shape, dtype=params.dtype)
+    hs[0] = h0
+    for t in range(inputs.shape[0]):
+        hs[t + 1] = act.fn(xw[t] + hs[t] @ W_hh_T)
+    return hs
+
+
+# --------------------------------------------------------------------------------------
+# Backward (BPTT)
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Gradients:
+    grads: dict[str, np.ndarray]  # d(loss)/d(param), same names and shapes as Params
+    flat: np.ndarray  # the gradients in one buffer, laid out as Params.flat (FLAT_ORDER)
+    total_norm: float  # global L2 norm before clipping (W_hh excluded when frozen)
+    clipped: bool
+    clip_ratio: float  # norm after clipping / norm before (1.0 when not clipped)
+    per_step_grad_norm: np.ndarray  # (T,) ||dL/dh_t|| for t = 1..T (chunk loss)
+    last_loss_grad_norm: np.ndarray | None = None  # (T,) ||dL_T/dh_t||, with profile=True
+    param_grad_norms: dict[str, float] | None = None  # before clipping, with profile=True
+    da: np.ndarray | None = field(default=None, repr=False)  # (T, B, H) dL/da_t
+
+
+def backward(
+    params: Params,
+    cache: ForwardCache,
+    dlogits: np.ndarray,
+    activation: str | Activation,
+    *,
+    freeze_whh: bool = False,
+    clip: float = 0.0,
+    clip_mode: str = "norm",
+    profile: bool = False,
+) -> Gradients:
+    """BPTT through one chunk, given dL/do_t for every step.
+
+    dlogits: (T, B, O), already scaled the way the loss is (summed over t, averaged over B).
+    The gradient does not flow into h_0 (truncated BPTT: h carries forward, gradient not).
+    clip: 0 disables; clip_mode "norm" rescales all gradients by a global norm, "value"
+    clips element-wise to [-clip, clip] as min-char-rnn does.
+    profile: also return ||dL_T/dh_t|| (the gradient of the last step's loss alone, which
+    shows vanishing/exploding without the local losses masking it) and each parameter's
+    gradient norm before clipping. Off in the hot loop; on at record points.
+    """
+    act = activation if isinstance(activation, Activation) else get_activation(activation)
+    hs = cache.hs  # (T+1, B, H)
+    H = params.hidden_size
+    W_hh = params.W_hh
+
+    dfa = act.deriv_from_output(hs[1:])  # (T, B, H) f'(a_t), from h_t
+    # dh starts as W_hy^T do_t for every t (one matmul) and becomes dL/dh_t in the loop.
+    dh = dlogits @ params.W_hy  # (T, B, H)
+    dh_out_last = dh[-1].copy() if profile else None
+    da = np.empty_like(dh)  # dL/da_t
+    dh_next = np.zeros_like(dh[0])  # gradient arriving from step t+1
+    for dh_t, da_t, dfa_t in zip(dh[::-1], da[::-1], dfa[::-1]):
+        dh_t += dh_next  # two sources: the output at t and the future
+        np.multiply(dh_t, dfa_t, out=da_t)  # through the activation
+        np.dot(da_t, W_hh, out=dh_next)  # W_hh^T da_t (row form): the Jacobian factor
+    # Parameter gradients as single matmuls over all (t, b) at once, written straight into
+    # the views of one flat buffer.
+    O = dlogits.shape[-1]
+    shapes = {n: a.shape for n, a in params.arrays().items()}
+    gflat = np.empty(sum(int(np.prod(s)) for s in shapes.values()), dtype=dh.dtype)
+    grads = flat_views(gflat, shapes)
+    da_flat = da.reshape(-1, H)  # (T*B, H)
+    do_flat = dlogits.reshape(-1, O)  # (T*B, O)
+    if freeze_whh:
+        # Reservoir computing: W_hh is not trained, so its gradient is not part of the step
+        # (nor of the norm used for clipping), as in the seed.
+        grads["W_hh"][...] = 0.0
+    else:
+        np.dot(da_flat.T, hs[:-1].reshape(-1, H), out=grads["W_hh"])  # sum_t da_t h_{t-1}^T
+    da_flat.sum(axis=0, out=grads["b_h"])
+    np.dot(do_flat.T, hs[1:].reshape(-1, H), out=grads["W_hy"])  # sum_t do_t h_t^T
+    do_flat.sum(axis=0, out=grads["b_y"])
+    inputs = cache.inputs
+    if np.issubdtype(inputs.dtype, np.integer):
+        if params.E is None:
+            # dW_xh[:, v] = sum of da_t over the steps whose input is v.
+            _scatter_columns(da_flat, inputs.reshape(-1), out=grads["W_xh"])
+        else:
+            x_emb = cache.x_embedded.reshape(-1, params.E.shape[0])
+            np.dot(da_flat.T, x_emb, out=grads["W_xh"])
+            dx = da_flat @ params.W_xh  # (T*B, D) dL/dx_t
+            _scatter_columns(dx, inputs.reshape(-1), out=grads["E"])
+    else:
+        np.dot(da_flat.T, inputs.reshape(-1, inputs.shape[-1]), out=grads["W_xh"])
+
+    param_grad_norms = None
+    if profile:
+        param_grad_norms = {n: float(np.sqrt(np.vdot(g, g))) for n, g in grads.items()}
+    total_norm = float(np.sqrt(np.dot(gflat, gflat)))
+    clipped, clip_ratio = False, 1.0
+    if clip > 0:
+        if clip_mode == "norm":
+            if total_norm > clip:
+                clipped, clip_ratio = True, clip / total_norm
+                gflat *= clip_ratio
+        elif clip_mode == "value":
+            if float(np.abs(gflat).max()) > clip:
+                clipped = True
+                np.clip(gflat, -clip, clip, out=gflat)
+                after = float(np.sqrt(np.dot(gflat, gflat)))
+                clip_ratio = after / total_norm if total_norm > 0 else 1.0
+        else:
+            raise ValueError(f"clip_mode: unknown {clip_mode!r}; valid: norm, value")
+
+    per_step = np.sqrt(np.einsum("tbh,tbh->t", dh, dh))
+    last_profile = None
+    if profile:
+        last_profile = _last_loss_profile(dh_out_last, dfa, W_hh)
+    return Gradients(
+        grads=grads,
+        flat=gflat,
+        total_norm=total_norm,
+        clipped=clipped,
+        clip_ratio=clip_ratio,
+        per_step_grad_norm=per_step,
+        last_loss_grad_norm=last_profile,
+        param_grad_norms=param_grad_norms,
+        da=da,
+    )
+
+
+def _scatter_columns(values: np.ndarray, index: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out[:, v] = sum of values[i] over i with index[i] == v. values: (N, H), out: (H, n_cols)."""
+    # One matmul with a one-hot matrix beats np.add.at's per-element loop at these sizes.
+    one_hot = np.zeros((index.shape[0], out.shape[1]), dtype=values.dtype)
+    one_hot[np.arange(index.shape[0]), index] = 1.0
+    return np.dot(values.T, one_hot, out=out)
+
+
+def _last_loss_profile(dh_T: np.ndarray, dfa: np.ndarray, W_hh: np.ndarray) -> np.ndarray:
+    """||dL_T/dh_t|| for t = 1..T: the last step's loss pushed back alone through the chain."""
+    T = dfa.shape[0]
+    out = np.empty(T)
+    g = dh_T  # (B, H) dL_T/dh_T
+    for t in range(T - 1, -1, -1):
+        out[t] = np.sqrt(np.vdot(g, g))
+        g = (g * dfa[t]) @ W_hh
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Jacobian products (gradient-flow diagnostics)
+# --------------------------------------------------------------------------------------
+
+
+def jacobian_products(
+    params: Params, hs: np.ndarray, activation: str | Activation, lags: int
+) -> dict[str, np.ndarray]:
+    """Products prod diag(f'(a_i)) W_hh over the last ``lags`` steps of a chunk (stream 0).
+
+    J_t = dh_t/dh_{t-1} = diag(f'(a_t)) W_hh. For lag k = 1..lags the product is
+    P_k = J_T J_{T-1} ... J_{T-k+1} = dh_T/dh_{T-k}. Returns, for each lag, the spectral
+    norm of the one-step Jacobian J_{T-k+1}, and the spectral norm and spectral radius of P_k.
+    hs: (T+1, B, H) from forward.
+    """
+    act = activation if isinstance(activation, Activation) else get_activation(activation)
+    T = hs.shape[0] - 1
+    lags = min(lags, T)
+    H = params.hidden_size
+    step_norm = np.empty(lags)
+    product_norm = np.empty(lags)
+    product_radius = np.empty(lags)
+    product = np.eye(H, dtype=params.dtype)
+    for k in range(1, lags + 1):
+        t = T - k + 1  # the step whose Jacobian joins the product
+        J_t = act.deriv_from_output(hs[t, 0])[:, None] * params.W_hh
+        product = product @ J_t  # dh_T/dh_{t-1}
+        step_norm[k - 1] = np.linalg.norm(J_t, 2)
+        product_norm[k - 1] = np.linalg.norm(product, 2)
+        product_radius[k - 1] = np.max(np.abs(np.linalg.eigvals(product)))
+    return {
+        "jacobian_step_norm": step_norm,
+        "jacobian_product_norm": product_norm,
+        "jacobian_product_radius": product_radius,
+    }
+
+
+def spectral_radius(W: np.ndarray) -> float:
+    return float(np.max(np.abs(np.linalg.eigvals(W))))
+
+
+# --------------------------------------------------------------------------------------
+# Sampling
+# --------------------------------------------------------------------------------------
+
+
+def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
+    z = logits - logits.max(axis=axis, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def sample(
+    params: Params,
+    activation: str | Activation,
+    prime: list[int] | np.ndarray,
+    length: int,
+    temperature: float,
+    rng: np.random.Generator,
+    h0: np.ndarray | None = None,
+) -> list[int]:
+    """Generate ``length`` indices after a primed sequence (at least one index).
+
+    The prime is fed through the network (warming up h); sampling starts from the
+    distribution after its last character. temperature 0 means argmax (greedy).
+    """
+    act = activation if isinstance(activation, Activation) else get_activation(activation)
+    prime = [int(i) for i in prime]
+    if not prime:
+        raise ValueError("sample: the prime must hold at least one character")
+    H = params.hidden_size
+    h = np.zeros(H, dtype=params.dtype) if h0 is None else np.asarray(h0).reshape(H).copy()
+    W_in = params.W_xh.T if params.E is None else (params.E.T @ params.W_xh.T)  # (V, H)
+    W_hh_T, W_hy_T = params.W_hh.T, params.W_hy.T
+    for idx in prime[:-1]:
+        h = act.fn(W_in[idx] + params.b_h + h @ W_hh_T)
+    idx = prime[-1]
+    out: list[int] = []
+    for _ in range(length):
+        h = act.fn(W_in[idx] + params.b_h + h @ W_hh_T)
+        logits = h @ W_hy_T + params.b_y
+        if temperature <= 0:
+            idx = int(np.argmax(logits))
+        else:
+            p = softmax(logits.astype(np.float64) / temperature)
+            # Inverse-CDF draw: one uniform per character keeps the RNG stream simple.
+            idx = int(np.searchsorted(np.cumsum(p), rng.random() * p.sum(), side="right"))
+            idx = min(idx, p.shape[0] - 1)
+        out.append(idx)
+    return out

@@ -1,0 +1,70 @@
+"""Per-step losses and their gradients with respect to the output o_t.
+
+Every loss here is SUMMED over the time steps of a chunk and AVERAGED over the B streams,
+so that B = 1 is the seed's (and min-char-rnn's) summed chunk loss. A mask (T, B) of 0/1
+selects the positions that count (a copy task scores only its answer positions); None means
+every position counts. Each function returns (loss, dL/do, n_counted) where n_counted is the
+number of scored positions per stream on average, for per-character reporting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+LossFn = Callable[[np.ndarray, np.ndarray, np.ndarray | None], tuple[float, np.ndarray, float]]
+
+
+def softmax_cross_entropy(
+    logits: np.ndarray, targets: np.ndarray, mask: np.ndarray | None = None
+) -> tuple[float, np.ndarray, float]:
+    """logits: (T, B, V); targets: (T, B) int. Loss in nats."""
+    T, B, V = logits.shape
+    flat = logits.reshape(T * B, V)
+    rows = np.arange(T * B)
+    target_flat = targets.reshape(-1)
+    z = flat - flat.max(axis=1, keepdims=True)  # shift by the max: exp never overflows
+    e = np.exp(z)
+    s = e.sum(axis=1)
+    # -log p[target] from the log-softmax: exact, no epsilon needed.
+    nll = (np.log(s) - z[rows, target_flat]).reshape(T, B)
+    e /= s[:, None]  # probabilities
+    e[rows, target_flat] -= 1.0  # softmax-CE gradient: p - one_hot(target)
+    dlogits = e.reshape(T, B, V)
+    if mask is not None:
+        nll = nll * mask
+        dlogits *= mask[..., None]
+        n_counted = float(mask.sum()) / B
+    else:
+        n_counted = float(T)
+    dlogits /= B
+    return float(nll.sum()) / B, dlogits, n_counted
+
+
+def squared_error(
+    outputs: np.ndarray, targets: np.ndarray, mask: np.ndarray | None = None
+) -> tuple[float, np.ndarray, float]:
+    """outputs, targets: (T, B, O) real values; loss 0.5 * sum (o - y)^2."""
+    T, B = outputs.shape[:2]
+    diff = outputs - targets
+    if mask is not None:
+        diff = diff * mask[..., None]
+        n_counted = float(mask.sum()) / B
+    else:
+        n_counted = float(T)
+    loss = 0.5 * float(np.vdot(diff, diff)) / B
+    return loss, diff / B, n_counted
+
+
+LOSSES: dict[str, LossFn] = {
+    "cross_entropy": softmax_cross_entropy,
+    "squared_error": squared_error,
+}
+
+
+def get_loss(name: str) -> LossFn:
+    try:
+        return LOSSES[name]
+    except KeyError:
+        raise ValueError(f"loss: unknown name {name!r}; valid: {', '.join(sorted(LOSSES))}") from None
