@@ -488,7 +488,9 @@ def _build_table(runs: list[RunRecord], sweep_dir: Path, grid: dict[str, list[st
     label_candidates = [k for k in grid if k != "seed" and len(grid[k]) > 1]
     label_candidates += [k for k in varying_choices if k != "seed"]
     label_candidates += [
-        k for k in varying_config if k != "seed" and not k.startswith("study.")
+        k
+        for k in varying_config
+        if k != "seed" and not k.startswith("study.")
         if not explained_by_choice(k)
     ]
     arm_keys = list(dict.fromkeys(label_candidates))

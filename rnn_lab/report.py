@@ -145,16 +145,30 @@ def _legend_below(fig, handles, labels):
     room = fig.get_figwidth() * chars_per_inch
     per_entry = max(len(lb) for lb in labels) + 6  # + the line sample and padding
     ncol = int(max(1, min(len(labels), room // per_entry, 4)))
-    fig.legend(handles, labels, loc="outside lower center", ncol=ncol, frameon=False,
-               fontsize="small", title="arm", title_fontsize="small")
+    fig.legend(
+        handles,
+        labels,
+        loc="outside lower center",
+        ncol=ncol,
+        frameon=False,
+        fontsize="small",
+        title="arm",
+        title_fontsize="small",
+    )
+
+
+# Below this many seeds a t-based 95% CI is wider than the data (t = 12.7 for 2 seeds), so
+# curve plots shade the seed range instead and say so.
+MIN_SEEDS_FOR_CI_BAND = 3
 
 
 def curve_band(curves: pd.DataFrame, column: str, confidence: float = CONFIDENCE) -> pd.DataFrame:
-    """Per arm and step: mean over runs, t-based CI band, number of runs at that step.
+    """Per arm and step: mean over runs, t-based CI, min and max, number of runs at that step.
 
     Runs recorded at the same steps are averaged step by step; when their steps differ, each
     run is linearly interpolated onto the union of steps, inside its own range only.
     """
+    columns = ["arm", "step", "mean", "ci_low", "ci_high", "min", "max", "n"]
     out = []
     for arm, runs in curves.groupby("arm", sort=False):
         steps = np.unique(runs["step"].to_numpy())
@@ -169,23 +183,47 @@ def curve_band(curves: pd.DataFrame, column: str, confidence: float = CONFIDENCE
         n = np.sum(np.isfinite(stacked), axis=0)
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = np.nanmean(stacked, axis=0)
-            std = np.nanstd(stacked, axis=0, ddof=1) if len(stacked) > 1 else np.full_like(mean,
-                                                                                         np.nan)
+            if len(stacked) > 1:
+                std = np.nanstd(stacked, axis=0, ddof=1)
+            else:
+                std = np.full_like(mean, np.nan)
             tcrit = np.where(n >= 2, sps.t.ppf(0.5 + confidence / 2, np.maximum(n - 1, 1)), np.nan)
             half = tcrit * std / np.sqrt(n)
-        out.append(pd.DataFrame({"arm": arm, "step": steps, "mean": mean, "ci_low": mean - half,
-                                 "ci_high": mean + half, "n": n}))
+        frame = {
+            "arm": arm,
+            "step": steps,
+            "mean": mean,
+            "ci_low": mean - half,
+            "ci_high": mean + half,
+            "min": np.nanmin(stacked, axis=0),
+            "max": np.nanmax(stacked, axis=0),
+            "n": n,
+        }
+        out.append(pd.DataFrame(frame, columns=columns))
     if not out:
-        return pd.DataFrame(columns=["arm", "step", "mean", "ci_low", "ci_high", "n"])
+        return pd.DataFrame(columns=columns)
     return pd.concat(out, ignore_index=True)
 
 
-def _draw_band(ax, band: pd.DataFrame, color, label):
-    ax.plot(band["step"], band["mean"], color=color, lw=1.6, label=label)
-    ok = np.isfinite(band["ci_low"].to_numpy(float))
+def _draw_band(ax, band: pd.DataFrame, color, label) -> str:
+    """Mean line and a shaded band; returns what the band shows ("95% CI" or "min-max")."""
+    steps = band["step"].to_numpy(float)
+    ax.plot(steps, band["mean"], color=color, lw=1.6, label=label)
+    use_ci = np.median(band["n"]) >= MIN_SEEDS_FOR_CI_BAND
+    low, high = ("ci_low", "ci_high") if use_ci else ("min", "max")
+    lo, hi = band[low].to_numpy(float), band[high].to_numpy(float)
+    ok = np.isfinite(lo) & np.isfinite(hi) & (band["n"].to_numpy() >= 2)
     if ok.any():
-        ax.fill_between(band["step"].to_numpy(float), band["ci_low"].to_numpy(float),
-                        band["ci_high"].to_numpy(float), where=ok, color=color, alpha=0.2, lw=0)
+        ax.fill_between(steps, lo, hi, where=ok, color=color, alpha=0.2, lw=0)
+    return "95% CI" if use_ci else "min-max"
+
+
+def _band_text(kinds: set[str]) -> str:
+    if kinds == {"95% CI"}:
+        return "band: 95% CI over seeds"
+    if kinds == {"min-max"}:
+        return f"band: min-max over seeds (< {MIN_SEEDS_FOR_CI_BAND} seeds)"
+    return f"band: 95% CI, or min-max for arms with < {MIN_SEEDS_FOR_CI_BAND} seeds"
 
 
 def _n_seeds_text(curves: pd.DataFrame) -> str:
@@ -198,20 +236,24 @@ def _n_seeds_text(curves: pd.DataFrame) -> str:
 
 
 def plot_loss_curves(df: pd.DataFrame, out: Path, colors: dict) -> Path:
-    """(a) training and validation loss per arm: mean over seeds with a 95% CI band."""
+    """(a) training and validation loss per arm: mean over seeds, 95% CI (or range) band."""
     loss = load_curves(df, "loss")
     val = load_curves(df, "val_loss")
     panels = [(c, t) for c, t in ((loss, "training loss"), (val, "validation loss")) if len(c)]
     if not panels:
         raise PlotSkipped("no ok run has a history.csv with loss values")
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.6),
-                             layout="constrained", squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(6.2 * len(panels), 4.6), layout="constrained", squeeze=False
+    )
     column_of = {"training loss": "loss", "validation loss": "val_loss"}
     for ax, (curves, title) in zip(axes[0], panels):
         band = curve_band(curves, column_of[title])
-        for arm in [a for a in arm_order(df) if a in set(band["arm"])]:
+        kinds = {
             _draw_band(ax, band[band["arm"] == arm], colors[arm], arm)
-        ax.set_title(f"{title} ({_n_seeds_text(curves)}; band: 95% CI)")
+            for arm in arm_order(df)
+            if arm in set(band["arm"])
+        }
+        ax.set_title(f"{title}\n({_n_seeds_text(curves)}; {_band_text(kinds)})", fontsize="medium")
         ax.set_xlabel("training step")
         ax.set_ylabel("loss (nats/char)")
         ax.grid(alpha=0.3)
@@ -232,8 +274,14 @@ def plot_final_metrics(df: pd.DataFrame, metrics: Sequence[str], out: Path, colo
     arms = arm_order(df)
     summary = aggregate(df, metrics)
     width = max(6.5, 1.25 * len(arms) + 2.0)
-    fig, axes = plt.subplots(len(metrics), 1, figsize=(width, 2.6 * len(metrics) + 1.6),
-                             layout="constrained", sharex=True, squeeze=False)
+    fig, axes = plt.subplots(
+        len(metrics),
+        1,
+        figsize=(width, 2.6 * len(metrics) + 1.6),
+        layout="constrained",
+        sharex=True,
+        squeeze=False,
+    )
     rng = np.random.default_rng(0)  # fixed jitter: the same report twice gives the same plot
     for ax, metric in zip(axes[:, 0], metrics):
         for i, arm in enumerate(arms):
@@ -247,16 +295,23 @@ def plot_final_metrics(df: pd.DataFrame, metrics: Sequence[str], out: Path, colo
                 err = None
                 if np.isfinite(row["ci_low"]):
                     err = [[row["mean"] - row["ci_low"]], [row["ci_high"] - row["mean"]]]
-                ax.errorbar([i + 0.2], [row["mean"]], yerr=err, fmt="D", color="black",
-                            ms=5, capsize=4, zorder=3)
+                ax.errorbar(
+                    [i + 0.2],
+                    [row["mean"]],
+                    yerr=err,
+                    fmt="D",
+                    color="black",
+                    ms=5,
+                    capsize=4,
+                    zorder=3,
+                )
         ax.set_ylabel(metric_axis_label(metric))
         direction = metric_direction(metric)
         hint = {"lower": " (lower is better)", "higher": " (higher is better)"}.get(direction, "")
         ax.set_title(f"{metric} at the end of training{hint}", fontsize="medium", loc="left")
         ax.grid(axis="y", alpha=0.3)
     bottom = axes[-1, 0]
-    bottom.set_xticks(range(len(arms)), [_arm_tick_label(df, a) for a in arms],
-                      fontsize="small")
+    bottom.set_xticks(range(len(arms)), [_arm_tick_label(df, a) for a in arms], fontsize="small")
     bottom.set_xlim(-0.6, len(arms) - 0.4)
     bottom.set_xlabel("arm")
     legend_handles = [
@@ -272,8 +327,11 @@ def _arm_tick_label(df: pd.DataFrame, arm: str) -> str:
     """Arm label over several lines, plus the count of runs that are not ok."""
     label = arm.replace(", ", "\n")
     groups = df.loc[df["arm"] == arm, "status"].map(status_group)
-    bad = [f"{int((groups == g).sum())} {g}" for g in ("failed", "diverged", "incomplete")
-           if (groups == g).any()]
+    bad = [
+        f"{int((groups == g).sum())} {g}"
+        for g in ("failed", "diverged", "incomplete")
+        if (groups == g).any()
+    ]
     return label + (f"\n({', '.join(bad)})" if bad else "")
 
 
@@ -308,10 +366,12 @@ def plot_heatmap(df: pd.DataFrame, axes_keys: Sequence[str], metric: str, out: P
                 values[i, j] = cell.mean()
     if not np.isfinite(values).any():
         raise PlotSkipped(f"no ok run has a finite {metric}")
-    fig, ax = plt.subplots(figsize=(1.6 * len(cols) + 3.2, 1.0 * len(rows) + 2.2),
-                           layout="constrained")
-    cmap = plt.get_cmap("viridis_r" if metric_direction(metric) == "lower" else "viridis").copy()
-    cmap.set_bad("#dddddd")
+    fig, ax = plt.subplots(
+        figsize=(1.6 * len(cols) + 3.2, 1.0 * len(rows) + 2.2), layout="constrained"
+    )
+    # reversed for lower-is-better metrics, so the best cell is always the bright one
+    cmap = plt.get_cmap("viridis_r" if metric_direction(metric) == "lower" else "viridis")
+    cmap = cmap.with_extremes(bad="#dddddd")
     image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, aspect="auto")
     finite = values[np.isfinite(values)]
     mid = (finite.min() + finite.max()) / 2
@@ -320,9 +380,16 @@ def plot_heatmap(df: pd.DataFrame, axes_keys: Sequence[str], metric: str, out: P
             if np.isfinite(values[i, j]):
                 # dark text on the light end of the colormap, light text on the dark end
                 light_cell = (values[i, j] < mid) == (metric_direction(metric) == "lower")
-                text = f"{fmt_number(values[i, j])}\nn={counts[i, j]}"
-                ax.text(j, i, text, ha="center", va="center", fontsize="small",
-                        color="black" if light_cell else "white")
+                text = f"{fmt_number(values[i, j], strip_zeros=False)}\nn={counts[i, j]}"
+                ax.text(
+                    j,
+                    i,
+                    text,
+                    ha="center",
+                    va="center",
+                    fontsize="small",
+                    color="black" if light_cell else "white",
+                )
             else:
                 ax.text(j, i, "no ok runs", ha="center", va="center", fontsize="small")
     ax.set_xticks(range(len(cols)), [lb for _, lb in cols])
@@ -331,7 +398,8 @@ def plot_heatmap(df: pd.DataFrame, axes_keys: Sequence[str], metric: str, out: P
     ax.set_ylabel(row_key)
     fig.colorbar(image, ax=ax, label=f"mean {metric_axis_label(metric)}")
     hint = {"lower": " (lower is better)", "higher": " (higher is better)"}.get(
-        metric_direction(metric), "")
+        metric_direction(metric), ""
+    )
     ax.set_title(f"mean {metric} over ok seeds{hint}")
     return save_figure(fig, out)
 
@@ -340,8 +408,10 @@ def plot_grad_profile(df: pd.DataFrame, out: Path, colors: dict) -> Path:
     """(d) the vanishing-gradient profile: ||dL_T/dh_t|| over chunk position, log scale."""
     profile = load_diagnostic_profile(df, "last_loss_grad_norm")
     if profile.empty:
-        raise PlotSkipped("no ok run has diagnostics.npz with last_loss_grad_norm "
-                          "(runs with record=false write none)")
+        raise PlotSkipped(
+            "no ok run has diagnostics.npz with last_loss_grad_norm "
+            "(runs with record=false write none)"
+        )
     fig, ax = plt.subplots(figsize=(7.5, 5.0), layout="constrained")
     steps = sorted(set(profile["record_step"]))
     for arm in [a for a in arm_order(df) if a in set(profile["arm"])]:
@@ -350,17 +420,32 @@ def plot_grad_profile(df: pd.DataFrame, out: Path, colors: dict) -> Path:
         mean, lo, hi = by_pos.mean(), by_pos.min(), by_pos.max()
         positive = mean > 0  # a log axis cannot show zeros
         n = runs["path"].nunique()
-        ax.plot(mean.index[positive], mean[positive], color=colors[arm], lw=1.6, marker=".",
-                label=f"{arm} (n={n})")
+        ax.plot(
+            mean.index[positive],
+            mean[positive],
+            color=colors[arm],
+            lw=1.6,
+            marker=".",
+            label=f"{arm} (n={n})",
+        )
         if n > 1:
-            ax.fill_between(mean.index[positive], lo[positive].clip(lower=1e-300),
-                            hi[positive], color=colors[arm], alpha=0.15, lw=0)
+            ax.fill_between(
+                mean.index[positive],
+                lo[positive].clip(lower=1e-300),
+                hi[positive],
+                color=colors[arm],
+                alpha=0.15,
+                lw=0,
+            )
     ax.set_yscale("log")
     ax.set_xlabel("position t in the chunk (t = T is the last character)")
     ax.set_ylabel("‖∂L_T / ∂h_t‖ (log scale)")
     at = f"step {steps[0]}" if len(steps) == 1 and steps[0] >= 0 else "the last recorded step"
-    ax.set_title(f"Gradient of the last step's loss reaching h_t, at {at}\n"
-                 "(line: mean over seeds; band: min-max over seeds)", fontsize="medium")
+    ax.set_title(
+        f"Gradient of the last step's loss reaching h_t, at {at}\n"
+        "(line: mean over seeds; band: min-max over seeds)",
+        fontsize="medium",
+    )
     ax.grid(alpha=0.3, which="both")
     handles, labels = ax.get_legend_handles_labels()
     _legend_below(fig, handles, labels)
@@ -368,21 +453,25 @@ def plot_grad_profile(df: pd.DataFrame, out: Path, colors: dict) -> Path:
 
 
 def plot_spectral_radius(df: pd.DataFrame, out: Path, colors: dict) -> Path:
-    """(e) spectral radius of W_hh over training per arm, mean with a 95% CI band."""
+    """(e) spectral radius of W_hh over training per arm: mean over seeds and a band."""
     curves = load_curves(df, "spectral_radius")
     if curves.empty:
         raise PlotSkipped("no ok run has a history.csv with spectral_radius values")
     band = curve_band(curves, "spectral_radius")
     fig, ax = plt.subplots(figsize=(7.5, 5.0), layout="constrained")
-    for arm in [a for a in arm_order(df) if a in set(band["arm"])]:
+    kinds = {
         _draw_band(ax, band[band["arm"] == arm], colors[arm], arm)
-    ax.axhline(1.0, color="grey", ls="--", lw=1)
-    ax.annotate("ρ = 1", xy=(1.0, 1.0), xycoords=("axes fraction", "data"), xytext=(-4, 3),
-                textcoords="offset points", ha="right", color="grey", fontsize="small")
+        for arm in arm_order(df)
+        if arm in set(band["arm"])
+    }
+    # rho = 1 is where a linear recurrence neither shrinks nor grows its state
+    ax.axhline(1.0, color="grey", ls="--", lw=1, label="ρ = 1")
     ax.set_xlabel("training step")
     ax.set_ylabel("spectral radius ρ(W_hh)")
-    ax.set_title(f"Spectral radius of W_hh over training ({_n_seeds_text(curves)}; "
-                 "band: 95% CI)", fontsize="medium")
+    ax.set_title(
+        f"Spectral radius of W_hh over training\n({_n_seeds_text(curves)}; {_band_text(kinds)})",
+        fontsize="medium",
+    )
     ax.grid(alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
     _legend_below(fig, handles, labels)
@@ -397,8 +486,10 @@ def _md_escape(text) -> str:
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
-    lines = ["| " + " | ".join(_md_escape(h) for h in header) + " |",
-             "|" + "|".join(" --- " for _ in header) + "|"]
+    lines = [
+        "| " + " | ".join(_md_escape(h) for h in header) + " |",
+        "|" + "|".join(" --- " for _ in header) + "|",
+    ]
     lines += ["| " + " | ".join(_md_escape(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
@@ -412,8 +503,10 @@ def _cell(summary_row) -> str:
 
     text = num(summary_row["mean"])
     if np.isfinite(summary_row["std"]):
-        text += (f" ± {num(summary_row['std'], 2)} "
-                 f"[{num(summary_row['ci_low'])}, {num(summary_row['ci_high'])}]")
+        text += (
+            f" ± {num(summary_row['std'], 2)} "
+            f"[{num(summary_row['ci_low'])}, {num(summary_row['ci_high'])}]"
+        )
     if summary_row["n"] < summary_row["n_ok"]:
         text += f" (n={summary_row['n']})"
     return text
@@ -426,8 +519,13 @@ def results_table_md(summary: pd.DataFrame, metrics: Sequence[str]) -> str:
     for arm in pd.unique(summary["arm"]):
         per_arm = summary[summary["arm"] == arm]
         first = per_arm.iloc[0]
-        row = [arm, f"{first['n_ok']} / {first['n_runs']}", first["n_failed"],
-               first["n_diverged"], first["n_incomplete"]]
+        row = [
+            arm,
+            f"{first['n_ok']} / {first['n_runs']}",
+            first["n_failed"],
+            first["n_diverged"],
+            first["n_incomplete"],
+        ]
         for m in metrics:
             match = per_arm[per_arm["metric"] == m]
             row.append(_cell(match.iloc[0] if len(match) else None))
@@ -454,8 +552,11 @@ def reproduce_commands(df: pd.DataFrame, settings: dict) -> list[str]:
     # without multirun.yaml, from the cells that ran); spelling them out makes the command
     # reproduce the grid whichever config it is run with.
     grid = df.attrs.get("grid") or {}
-    overrides = typed + [f"{k}={','.join(str(v) for v in values)}" for k, values in grid.items()
-                         if k not in typed_keys]
+    overrides = typed + [
+        f"{k}={','.join(str(v) for v in values)}"
+        for k, values in grid.items()
+        if k not in typed_keys
+    ]
     skip = ("hydra.mode=", "hydra.sweep.dir=", "hydra.run.dir=", "hydra.job.")
     overrides += [o for o in hydra.get("hydra_overrides") or [] if not o.startswith(skip)]
     commands.append(" ".join(parts + [shlex.quote(str(o)) for o in overrides]))
@@ -489,18 +590,32 @@ def build_report(sweep_dir: str | Path) -> Path:
     plots_dir = sweep_dir / PLOTS_DIR
     first_metric = metrics[0] if metrics else None
     plot_jobs: list[tuple[str, str, Callable[[Path], Path]]] = [
-        ("loss_curves.png", "Training and validation loss per arm (mean over seeds, 95% CI).",
-         lambda p: plot_loss_curves(df, p, colors)),
-        ("final_metrics.png", "Final metrics per arm: every ok seed, mean and 95% CI.",
-         lambda p: plot_final_metrics(df, metrics, p, colors)),
-        ("heatmap.png", f"Mean {first_metric} over the two grid axes.",
-         lambda p: plot_heatmap(df, settings["axes"], first_metric, p)),
-        ("grad_norm_profile.png",
-         "Vanishing-gradient profile: norm of the last step's loss gradient reaching each "
-         "position of the chunk, at the last recorded step.",
-         lambda p: plot_grad_profile(df, p, colors)),
-        ("spectral_radius.png", "Spectral radius of W_hh over training per arm.",
-         lambda p: plot_spectral_radius(df, p, colors)),
+        (
+            "loss_curves.png",
+            "Training and validation loss per arm (mean over seeds, 95% CI).",
+            lambda p: plot_loss_curves(df, p, colors),
+        ),
+        (
+            "final_metrics.png",
+            "Final metrics per arm: every ok seed, mean and 95% CI.",
+            lambda p: plot_final_metrics(df, metrics, p, colors),
+        ),
+        (
+            "heatmap.png",
+            f"Mean {first_metric} over the two grid axes.",
+            lambda p: plot_heatmap(df, settings["axes"], first_metric, p),
+        ),
+        (
+            "grad_norm_profile.png",
+            "Vanishing-gradient profile: norm of the last step's loss gradient reaching each "
+            "position of the chunk, at the last recorded step.",
+            lambda p: plot_grad_profile(df, p, colors),
+        ),
+        (
+            "spectral_radius.png",
+            "Spectral radius of W_hh over training per arm.",
+            lambda p: plot_spectral_radius(df, p, colors),
+        ),
     ]
     plots, skipped_plots = [], []
     if df.empty:
@@ -517,23 +632,27 @@ def build_report(sweep_dir: str | Path) -> Path:
                 skipped_plots.append((name, f"error while drawing: {type(e).__name__}: {e}"))
                 plt.close("all")
 
-    text = _report_markdown(df, settings, summary, comparisons, ledger, plots, skipped_plots,
-                            sweep_dir)
+    text = _report_markdown(
+        df, settings, summary, comparisons, ledger, plots, skipped_plots, sweep_dir
+    )
     report_path = sweep_dir / REPORT_FILE
     atomic_write_text(report_path, text)
     return report_path
 
 
-def _report_markdown(df, settings, summary, comparisons, ledger, plots, skipped_plots,
-                     sweep_dir: Path) -> str:
+def _report_markdown(
+    df, settings, summary, comparisons, ledger, plots, skipped_plots, sweep_dir: Path
+) -> str:
     out: list[str] = []
     add = out.append
     title = settings["name"] or sweep_dir.name
     add(f"# Study report: {title}\n")
     counts = status_counts(df)
     count_text = ", ".join(f"{n} {s}" for s, n in counts.items()) or "none"
-    add(f"Sweep directory `{sweep_dir}`, {len(df)} runs ({count_text}); "
-        f"report built {datetime.now():%Y-%m-%d %H:%M}.\n")
+    add(
+        f"Sweep directory `{sweep_dir}`, {len(df)} runs ({count_text}); "
+        f"report built {datetime.now():%Y-%m-%d %H:%M}.\n"
+    )
     if settings["question"]:
         add(f"**Question.** {_md_escape(settings['question'])}\n")
     if settings["expect"]:
@@ -559,8 +678,7 @@ def _report_markdown(df, settings, summary, comparisons, ledger, plots, skipped_
     seeds = sorted({int(s) for s in pd.to_numeric(df["seed"], errors="coerce").dropna()})
     add(f"Arms: {len(pd.unique(df['arm']))}. Seeds found: {', '.join(map(str, seeds)) or '—'}.")
     if settings["declared_axes"] and set(settings["axes"]) != set(arm_keys):
-        add(f"\nThe study declares axes {settings['declared_axes']}; the runs vary in "
-            f"{arm_keys}.")
+        add(f"\nThe study declares axes {settings['declared_axes']}; the runs vary in {arm_keys}.")
     constant = df.attrs.get("constant_config") or {}
     if constant:
         add("\n<details><summary>Settings shared by every run</summary>\n")
@@ -571,16 +689,26 @@ def _report_markdown(df, settings, summary, comparisons, ledger, plots, skipped_
     # ---- results
     add("## Results (aggregated over seeds)\n")
     if settings["missing_metrics"]:
-        add(f"Metrics not found in any run and left out: {', '.join(settings['missing_metrics'])}."
-            "\n")
+        add(
+            f"Metrics not found in any run and left out: {', '.join(settings['missing_metrics'])}."
+            "\n"
+        )
     if len(summary):
-        add("Cells: mean ± sd [95% CI of the mean, t-based] over ok runs. Runs that failed, "
-            "diverged or did not finish are counted and excluded from the statistics.\n")
+        add(
+            "Cells: mean ± sd [95% CI of the mean, t-based] over ok runs. Runs that failed, "
+            "diverged or did not finish are counted and excluded from the statistics.\n"
+        )
         add(results_table_md(summary, settings["metrics"]))
-        add(f"\nFull table: [`{SUMMARY_TABLE}`]({SUMMARY_TABLE}); one row per run: "
+        add(
+            f"\nFull table: [`{SUMMARY_TABLE}`]({SUMMARY_TABLE}); one row per run: "
             f"[`{RESULTS_CSV}`]({RESULTS_CSV})"
-            + (f", [`{RESULTS_PARQUET}`]({RESULTS_PARQUET})"
-               if (sweep_dir / RESULTS_PARQUET).exists() else "") + ".\n")
+            + (
+                f", [`{RESULTS_PARQUET}`]({RESULTS_PARQUET})"
+                if (sweep_dir / RESULTS_PARQUET).exists()
+                else ""
+            )
+            + ".\n"
+        )
     else:
         add("No runs or no metrics to aggregate.\n")
 
@@ -590,10 +718,12 @@ def _report_markdown(df, settings, summary, comparisons, ledger, plots, skipped_
         add(f"*Note: {note}.*\n")
     if len(comparisons):
         base = comparisons.attrs.get("baseline") or {}
-        add(f"Each arm against the baseline ({', '.join(f'{k}={format_value(v)}' for k, v in base.items())}) "  # noqa: E501
+        add(
+            f"Each arm against the baseline ({', '.join(f'{k}={format_value(v)}' for k, v in base.items())}) "  # noqa: E501
             "with the other settings equal; paired t-test over shared seeds (Welch's t-test when "
             f"fewer than 2 seeds are shared), Holm-adjusted across the arms of each metric, "
-            f"α = {ALPHA}. Differences are arm − baseline.\n")
+            f"α = {ALPHA}. Differences are arm − baseline.\n"
+        )
         for metric in settings["metrics"]:
             add(f"**{metric_axis_label(metric)}**\n")
             for _, row in comparisons[comparisons["metric"] == metric].iterrows():
@@ -620,10 +750,21 @@ def _report_markdown(df, settings, summary, comparisons, ledger, plots, skipped_
         for _, run in bad.iterrows():
             steps = _steps_text(run)
             error = run.get("error")
-            error = "" if error is None or (isinstance(error, float) and math.isnan(error)) \
+            error = (
+                ""
+                if error is None or (isinstance(error, float) and math.isnan(error))
                 else str(error)[:300]
-            rows.append([f"`{run['path']}`", run["arm"], format_value(run["seed"]), run["status"],
-                         steps, error or "—"])
+            )
+            rows.append(
+                [
+                    f"`{run['path']}`",
+                    run["arm"],
+                    format_value(run["seed"]),
+                    run["status"],
+                    steps,
+                    error or "—",
+                ]
+            )
         add(markdown_table(["path", "arm", "seed", "status", "steps done", "error"], rows))
         add("")
     else:
@@ -631,27 +772,35 @@ def _report_markdown(df, settings, summary, comparisons, ledger, plots, skipped_
     warnings = df.attrs.get("warnings") or []
     if warnings:
         add("Directories skipped because they could not be read:\n")
-        add(markdown_table(["path", "reason"], [[f"`{w['path']}`", w["reason"]]
-                                                for w in warnings]))
+        add(markdown_table(["path", "reason"], [[f"`{w['path']}`", w["reason"]] for w in warnings]))
         add("")
 
     # ---- ledger
     add("## Grid ledger\n")
     n_cells = ledger.attrs.get("n_cells", 0)
     if not grid:
-        add("No declared grid found (no `hydra.sweeper.params` and no multirun.yaml), so "
-            "missing cells cannot be listed.\n")
+        add(
+            "No declared grid found (no `hydra.sweeper.params` and no multirun.yaml), so "
+            "missing cells cannot be listed.\n"
+        )
     elif len(ledger) == 0:
         add(f"All {n_cells} declared cells (arm × seed) have a run directory.\n")
     else:
-        add(f"{len(ledger)} of {n_cells} declared cells (arm × seed) have no usable run "
-            "directory:\n")
-        add(markdown_table(["arm", "seed"], [[r["arm"], format_value(r["seed"])]
-                                             for _, r in ledger.iterrows()]))
+        add(
+            f"{len(ledger)} of {n_cells} declared cells (arm × seed) have no usable run "
+            "directory:\n"
+        )
+        add(
+            markdown_table(
+                ["arm", "seed"], [[r["arm"], format_value(r["seed"])] for _, r in ledger.iterrows()]
+            )
+        )
         add("")
     if ledger.attrs.get("unchecked_keys"):
-        add(f"Grid keys not found in the runs' configs (not checked): "
-            f"{', '.join(ledger.attrs['unchecked_keys'])}.\n")
+        add(
+            f"Grid keys not found in the runs' configs (not checked): "
+            f"{', '.join(ledger.attrs['unchecked_keys'])}.\n"
+        )
 
     # ---- reproduce
     add("## Reproduce\n")
@@ -678,7 +827,8 @@ def main_report(argv: list[str] | None = None) -> int:
     """`rnn-lab report DIR`: build DIR/report.md and say where everything went."""
     parser = argparse.ArgumentParser(
         prog="rnn-lab report",
-        description="Build report.md, tables and plots for a sweep directory.")
+        description="Build report.md, tables and plots for a sweep directory.",
+    )
     parser.add_argument("dir", help="sweep directory (e.g. multirun/2024-01-01/12-00-00)")
     args = parser.parse_args(argv)
     sweep_dir = Path(args.dir)
@@ -688,8 +838,10 @@ def main_report(argv: list[str] | None = None) -> int:
     report = build_report(sweep_dir)
     plots = sorted((sweep_dir / PLOTS_DIR).glob("*.png"))
     print(f"report: {report}")
-    print(f"tables: {sweep_dir / RESULTS_CSV}, {sweep_dir / SUMMARY_TABLE}, "
-          f"{sweep_dir / COMPARISONS_TABLE}")
+    print(
+        f"tables: {sweep_dir / RESULTS_CSV}, {sweep_dir / SUMMARY_TABLE}, "
+        f"{sweep_dir / COMPARISONS_TABLE}"
+    )
     print(f"plots:  {len(plots)} in {sweep_dir / PLOTS_DIR}")
     return 0
 

@@ -62,7 +62,7 @@ STATUS_GROUP = {
 
 
 def metric_direction(metric: str) -> str | None:
-    """"lower", "higher" or None; names ending in loss/error default to lower-is-better."""
+    """ "lower", "higher" or None; names ending in loss/error default to lower-is-better."""
     if metric in METRIC_DIRECTION:
         return METRIC_DIRECTION[metric]
     name = metric.rsplit(".", 1)[-1]
@@ -94,8 +94,15 @@ def mean_ci(values: Iterable[float], confidence: float = CONFIDENCE) -> dict:
     x = np.asarray([v for v in values if v is not None], dtype=float)
     x = x[np.isfinite(x)]
     n = len(x)
-    out = {"n": n, "mean": math.nan, "std": math.nan, "ci_low": math.nan, "ci_high": math.nan,
-           "min": math.nan, "max": math.nan}
+    out = {
+        "n": n,
+        "mean": math.nan,
+        "std": math.nan,
+        "ci_low": math.nan,
+        "ci_high": math.nan,
+        "min": math.nan,
+        "max": math.nan,
+    }
     if n == 0:
         return out
     out.update(mean=float(x.mean()), min=float(x.min()), max=float(x.max()))
@@ -127,9 +134,7 @@ def aggregate(
         counts = {g: int((groups == g).sum()) for g in ("ok", "failed", "diverged", "incomplete")}
         ok = runs[groups == "ok"]
         for metric in metrics:
-            values = (
-                pd.to_numeric(ok[metric], errors="coerce") if metric in ok else pd.Series([])
-            )
+            values = pd.to_numeric(ok[metric], errors="coerce") if metric in ok else pd.Series([])
             summary = mean_ci(values.tolist(), confidence)
             rows.append(
                 {
@@ -145,8 +150,23 @@ def aggregate(
                     **{k: summary[k] for k in ("mean", "std", "ci_low", "ci_high", "min", "max")},
                 }
             )
-    columns = ["arm", *arm_keys, "metric", "n_runs", "n_ok", "n", "n_failed", "n_diverged",
-               "n_incomplete", "mean", "std", "ci_low", "ci_high", "min", "max"]
+    columns = [
+        "arm",
+        *arm_keys,
+        "metric",
+        "n_runs",
+        "n_ok",
+        "n",
+        "n_failed",
+        "n_diverged",
+        "n_incomplete",
+        "mean",
+        "std",
+        "ci_low",
+        "ci_high",
+        "min",
+        "max",
+    ]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -176,8 +196,11 @@ def grid_ledger(df: pd.DataFrame, grid: dict[str, list[str]] | None = None) -> p
             continue
         values = dict(zip(keys, cell))
         missing.append(
-            {**values, "arm": arm_label({k: values[k] for k in arm_keys}),
-             "seed": values.get("seed")}
+            {
+                **values,
+                "arm": arm_label({k: values[k] for k in arm_keys}),
+                "seed": values.get("seed"),
+            }
         )
     out = pd.DataFrame(missing, columns=[*keys, "arm"] + ([] if "seed" in keys else ["seed"]))
     out.attrs["unchecked_keys"] = unchecked
@@ -221,8 +244,11 @@ def baseline_counterparts(
     Returns ({arm: counterpart arm or None}, the baseline dict used, notes); arms that are
     themselves baselines are not keys of the mapping.
     """
-    arm_keys = [k for k in (arm_keys if arm_keys is not None else df.attrs.get("arm_keys", []))
-                if k in df.columns]
+    arm_keys = [
+        k
+        for k in (arm_keys if arm_keys is not None else df.attrs.get("arm_keys", []))
+        if k in df.columns
+    ]
     notes: list[str] = []
     arms = arm_order(df)
     first = df.drop_duplicates("arm").set_index("arm")
@@ -290,20 +316,32 @@ def _ok_values_by_seed(df: pd.DataFrame, arm: str, metric: str) -> pd.Series:
     return values[keep].groupby(runs.loc[keep, "seed"]).mean()
 
 
-def compare_pair(arm_values: pd.Series, base_values: pd.Series,
-                 confidence: float = CONFIDENCE) -> dict:
+def compare_pair(
+    arm_values: pd.Series, base_values: pd.Series, confidence: float = CONFIDENCE
+) -> dict:
     """Compare one arm with its baseline; both Series are metric values indexed by seed.
 
     Paired t-test over shared seeds when there are at least 2; otherwise Welch's t-test if
     both sides have at least 2 runs; otherwise no test. `diff` is arm minus baseline.
     """
     shared = arm_values.index.intersection(base_values.index)
-    result = {"n_pairs": len(shared), "n_arm": len(arm_values), "n_baseline": len(base_values),
-              "mean_arm": float(arm_values.mean()) if len(arm_values) else math.nan,
-              "mean_baseline": float(base_values.mean()) if len(base_values) else math.nan,
-              "diff": math.nan, "ci_low": math.nan, "ci_high": math.nan, "t": math.nan,
-              "dof": math.nan, "p": math.nan, "effect_size": math.nan, "effect_name": "",
-              "test": "none", "note": ""}
+    result = {
+        "n_pairs": len(shared),
+        "n_arm": len(arm_values),
+        "n_baseline": len(base_values),
+        "mean_arm": float(arm_values.mean()) if len(arm_values) else math.nan,
+        "mean_baseline": float(base_values.mean()) if len(base_values) else math.nan,
+        "diff": math.nan,
+        "ci_low": math.nan,
+        "ci_high": math.nan,
+        "t": math.nan,
+        "dof": math.nan,
+        "p": math.nan,
+        "effect_size": math.nan,
+        "effect_name": "",
+        "test": "none",
+        "note": "",
+    }
     q = 0.5 + confidence / 2
     if len(shared) >= 2:
         a = arm_values.loc[shared].to_numpy(float)
@@ -312,17 +350,28 @@ def compare_pair(arm_values: pd.Series, base_values: pd.Series,
         n = len(d)
         mean, sd = float(d.mean()), float(d.std(ddof=1))
         half = float(sps.t.ppf(q, n - 1)) * sd / math.sqrt(n)
-        result.update(test="paired t", diff=mean, ci_low=mean - half, ci_high=mean + half,
-                      dof=n - 1, effect_name="d_z")
-        if sd > 0:
+        result.update(
+            test="paired t",
+            diff=mean,
+            ci_low=mean - half,
+            ci_high=mean + half,
+            dof=n - 1,
+            effect_name="d_z",
+        )
+        # Differences equal up to rounding (e.g. 2.1 - 1.1 vs 3.1 - 2.1) have no real spread;
+        # a t-test on rounding noise would report a meaningless t.
+        if sd > 1e-12 * max(1.0, float(np.abs(a).max()), float(np.abs(b).max())):
             t, p = sps.ttest_rel(a, b)
             result.update(t=float(t), p=float(p), effect_size=mean / sd)
         elif mean == 0:  # identical on every seed: no evidence of any difference
             result.update(t=0.0, p=1.0, effect_size=0.0, note="identical on every shared seed")
         else:  # the same nonzero difference on every seed: t is infinite
-            result.update(t=math.copysign(math.inf, mean), p=0.0,
-                          effect_size=math.copysign(math.inf, mean),
-                          note="the same difference on every shared seed")
+            result.update(
+                t=math.copysign(math.inf, mean),
+                p=0.0,
+                effect_size=math.copysign(math.inf, mean),
+                note="the same difference on every shared seed",
+            )
         return result
     if len(arm_values) >= 2 and len(base_values) >= 2:
         a, b = arm_values.to_numpy(float), base_values.to_numpy(float)
@@ -334,20 +383,28 @@ def compare_pair(arm_values: pd.Series, base_values: pd.Series,
         pooled = math.sqrt(((na - 1) * va + (nb - 1) * vb) / (na + nb - 2))
         result.update(test="Welch t", diff=mean, effect_name="d", note=note)
         if se > 0:
-            dof = (va / na + vb / nb) ** 2 / (
-                (va / na) ** 2 / (na - 1) + (vb / nb) ** 2 / (nb - 1)
-            )
+            dof = (va / na + vb / nb) ** 2 / ((va / na) ** 2 / (na - 1) + (vb / nb) ** 2 / (nb - 1))
             half = float(sps.t.ppf(q, dof)) * se
             t, p = sps.ttest_ind(a, b, equal_var=False)
-            result.update(ci_low=mean - half, ci_high=mean + half, t=float(t), p=float(p),
-                          dof=float(dof), effect_size=mean / pooled)
+            result.update(
+                ci_low=mean - half,
+                ci_high=mean + half,
+                t=float(t),
+                p=float(p),
+                dof=float(dof),
+                effect_size=mean / pooled,
+            )
         else:
-            result.update(ci_low=mean, ci_high=mean, p=1.0 if mean == 0 else 0.0,
-                          effect_size=0.0 if mean == 0 else math.copysign(math.inf, mean))
+            result.update(
+                ci_low=mean,
+                ci_high=mean,
+                p=1.0 if mean == 0 else 0.0,
+                effect_size=0.0 if mean == 0 else math.copysign(math.inf, mean),
+            )
         return result
     result["note"] = (
-        f"not enough ok runs to compare ({len(arm_values)} vs {len(base_values)}, "
-        f"{len(shared)} shared seeds)"
+        f"not enough ok runs ({len(arm_values)} vs {len(base_values)}, "
+        f"{len(shared)} shared seeds; a test needs 2 shared seeds or 2 runs on each side)"
     )
     return result
 
@@ -391,9 +448,28 @@ def compare_to_baseline(
             row["p_holm"] = float(p_holm)
             row["significant"] = bool(np.isfinite(p_holm) and p_holm < alpha)
         rows.extend(metric_rows)
-    columns = ["metric", "arm", "baseline", "test", "n_pairs", "n_arm", "n_baseline", "mean_arm",
-               "mean_baseline", "diff", "ci_low", "ci_high", "t", "dof", "p", "p_holm",
-               "effect_size", "effect_name", "significant", "note"]
+    columns = [
+        "metric",
+        "arm",
+        "baseline",
+        "test",
+        "n_pairs",
+        "n_arm",
+        "n_baseline",
+        "mean_arm",
+        "mean_baseline",
+        "diff",
+        "ci_low",
+        "ci_high",
+        "t",
+        "dof",
+        "p",
+        "p_holm",
+        "effect_size",
+        "effect_name",
+        "significant",
+        "note",
+    ]
     out = pd.DataFrame(rows, columns=columns)
     out.attrs["baseline"] = used
     out.attrs["notes"] = notes
@@ -444,13 +520,15 @@ def describe_comparison(row: dict | pd.Series, alpha: float = ALPHA) -> str:
     unit_text = f" {unit}" if unit else ""
     if base is None or row["test"] == "none":
         against = base if base is not None else "a baseline"
-        return f"{arm} vs {against} on {metric}: not compared ({row['note']})."
+        return f"{arm} vs {against} on {metric}: not compared, {row['note']}."
     diff, lo, hi = row["diff"], row["ci_low"], row["ci_high"]
     if row["test"] == "paired t":
         sample = f"{row['n_pairs']} paired seeds"
     else:
-        sample = (f"Welch's t-test, {row['n_arm']} vs {row['n_baseline']} runs, "
-                  f"{row['n_pairs']} shared seeds")
+        sample = (
+            f"Welch's t-test, {row['n_arm']} vs {row['n_baseline']} runs, "
+            f"{row['n_pairs']} shared seeds"
+        )
     effect = f"{row['effect_name']} = {fmt_number(abs(row['effect_size']), 2)}"
     stats_text = f"{fmt_p(row['p_holm'])} Holm-adjusted, {sample}, {effect}"
     significant = np.isfinite(row["p_holm"]) and row["p_holm"] < alpha

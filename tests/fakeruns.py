@@ -27,8 +27,16 @@ OPTIM_NODES = {
 }
 
 
-def fake_config(init="orthogonal", activation="tanh", seq_len=25, seed=1, optim="sgd",
-                study=None, steps=200, **extra) -> dict:
+def fake_config(
+    init="orthogonal",
+    activation="tanh",
+    seq_len=25,
+    seed=1,
+    optim="sgd",
+    study=None,
+    steps=200,
+    **extra,
+) -> dict:
     config = {
         "steps": steps,
         "hidden_size": 16,
@@ -49,8 +57,9 @@ def fake_config(init="orthogonal", activation="tanh", seq_len=25, seed=1, optim=
     return config
 
 
-def fake_summary(status="ok", final_loss=1.2, val_loss=None, spectral_radius=1.1, steps=200,
-                 error=None, **extra) -> dict:
+def fake_summary(
+    status="ok", final_loss=1.2, val_loss=None, spectral_radius=1.1, steps=200, error=None, **extra
+) -> dict:
     val_loss = final_loss + 0.05 if val_loss is None and final_loss is not None else val_loss
     done = {"ok": steps, "diverged": steps // 2, "failed": 0}.get(status, steps // 4)
     summary = {
@@ -72,8 +81,9 @@ def fake_summary(status="ok", final_loss=1.2, val_loss=None, spectral_radius=1.1
     return summary
 
 
-def fake_history(final_loss: float, spectral_radius: float, steps: int = 200,
-                 every: int = 10, val_every: int = 5) -> str:
+def fake_history(
+    final_loss: float, spectral_radius: float, steps: int = 200, every: int = 10, val_every: int = 5
+) -> str:
     """history.csv text: loss decaying from ln(27) to final_loss; val_loss on every 5th row."""
     lines = ["step,loss,val_loss,lr,grad_norm,clipped,clip_ratio,spectral_radius"]
     record_steps = list(range(every, steps + 1, every))
@@ -101,9 +111,15 @@ def fake_diagnostics(seq_len: int, decay: float, n_records: int = 3, steps: int 
     }
 
 
-def hydra_node(overrides: list[str], choices: dict, sweeper_params: dict | None = None,
-               job_name: str = "train", num: int = 0, sweep_dir: str = "multirun/x",
-               task_overrides: list[str] | None = None) -> dict:
+def hydra_node(
+    overrides: list[str],
+    choices: dict,
+    sweeper_params: dict | None = None,
+    job_name: str = "train",
+    num: int = 0,
+    sweep_dir: str = "multirun/x",
+    task_overrides: list[str] | None = None,
+) -> dict:
     """The parts of Hydra's hydra.yaml the collector reads, laid out as Hydra writes them."""
     return {
         "hydra": {
@@ -137,10 +153,19 @@ def hydra_node(overrides: list[str], choices: dict, sweeper_params: dict | None 
     }
 
 
-def make_fake_run(run_dir, config: dict, overrides: list[str], summary: dict | None,
-                  *, sweeper_params: dict | None = None, history: str | bool = True,
-                  diagnostics: dict | bool = True, job_name: str = "train", num: int = 0,
-                  sweep_dir: str = "multirun/x") -> Path:
+def make_fake_run(
+    run_dir,
+    config: dict,
+    overrides: list[str],
+    summary: dict | None,
+    *,
+    sweeper_params: dict | None = None,
+    history: str | bool = True,
+    diagnostics: dict | bool = True,
+    job_name: str = "train",
+    num: int = 0,
+    sweep_dir: str = "multirun/x",
+) -> Path:
     """Write one run directory. `summary=None` leaves summary.json out (a job cut off early).
 
     `history=True` / `diagnostics=True` synthesise the files from the summary's final_loss,
@@ -164,8 +189,9 @@ def make_fake_run(run_dir, config: dict, overrides: list[str], summary: dict | N
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     ok_numbers = summary is not None and summary.get("final_loss") is not None
     if history is True and ok_numbers:
-        history = fake_history(summary["final_loss"], summary.get("spectral_radius") or 1.0,
-                               steps=config["steps"])
+        history = fake_history(
+            summary["final_loss"], summary.get("spectral_radius") or 1.0, steps=config["steps"]
+        )
     if isinstance(history, str):
         (run_dir / "history.csv").write_text(history)
     if diagnostics is True and ok_numbers:
@@ -176,11 +202,17 @@ def make_fake_run(run_dir, config: dict, overrides: list[str], summary: dict | N
     return run_dir
 
 
-def write_multirun_yaml(sweep_dir, task_overrides: list[str], sweeper_params=None,
-                        study: dict | None = None, job_name: str = "train") -> Path:
+def write_multirun_yaml(
+    sweep_dir,
+    task_overrides: list[str],
+    sweeper_params=None,
+    study: dict | None = None,
+    job_name: str = "train",
+) -> Path:
     """<sweep_dir>/multirun.yaml as Hydra writes it: the sweep overrides as typed."""
-    node = hydra_node([], {}, sweeper_params, job_name, 0, str(sweep_dir),
-                      task_overrides=task_overrides)
+    node = hydra_node(
+        [], {}, sweeper_params, job_name, 0, str(sweep_dir), task_overrides=task_overrides
+    )
     node["hydra"]["job"]["id"] = "???"
     node["hydra"]["job"]["num"] = "???"
     if study is not None:
@@ -190,9 +222,15 @@ def write_multirun_yaml(sweep_dir, task_overrides: list[str], sweeper_params=Non
     return path
 
 
-def make_fake_sweep(sweep_dir, cells: list[dict], *, sweeper_params: dict | None = None,
-                    task_overrides: list[str] | None = None, study: dict | None = None,
-                    override_keys=("init", "activation", "seed")) -> list[Path]:
+def make_fake_sweep(
+    sweep_dir,
+    cells: list[dict],
+    *,
+    sweeper_params: dict | None = None,
+    task_overrides: list[str] | None = None,
+    study: dict | None = None,
+    override_keys=("init", "activation", "seed"),
+) -> list[Path]:
     """A multirun: one job dir per cell, numbered 0..n-1, plus multirun.yaml.
 
     A cell is a dict with config fields (init, activation, seq_len, seed, optim) and summary
@@ -210,8 +248,15 @@ def make_fake_sweep(sweep_dir, cells: list[dict], *, sweeper_params: dict | None
         summary_args = {k: v for k, v in cell.items() if k not in config_fields}
         summary = None if cell.get("status") == "no_summary" else fake_summary(**summary_args)
         paths.append(
-            make_fake_run(sweep_dir / str(num), config, overrides, summary,
-                          sweeper_params=sweeper_params, num=num, sweep_dir=str(sweep_dir))
+            make_fake_run(
+                sweep_dir / str(num),
+                config,
+                overrides,
+                summary,
+                sweeper_params=sweeper_params,
+                num=num,
+                sweep_dir=str(sweep_dir),
+            )
         )
     if task_overrides is not None:
         write_multirun_yaml(sweep_dir, task_overrides, sweeper_params, study)

@@ -1,0 +1,185 @@
+"""``rnn-lab``: one command for everything a user does with rnn_lab.
+
+    rnn-lab train [overrides...]          train one run (= python -m rnn_lab.train ...)
+    rnn-lab study NAME [overrides...]     run a named study from experiments/ and build its report
+    rnn-lab study --list                  list the studies and their questions
+    rnn-lab collect DIR                   one row per run of a sweep -> results.csv
+    rnn-lab report DIR                    (re)build a sweep's report.md and plots
+    rnn-lab analyze RUN_DIR               analyse a trained run (analysis.json, plots)
+    rnn-lab sample RUN_DIR [--prime ...]  sample text from a trained run
+    rnn-lab corpus [--out FILE]           write the Elman corpus to a file
+    rnn-lab bench [--quick]               speed against a seed-style loop and torch autograd
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+from rnn_lab import EXPERIMENTS_DIR, PROJECT_ROOT
+
+COMMANDS = ("train", "study", "collect", "report", "analyze", "sample", "corpus", "bench")
+
+
+def _hydra_train(argv: list[str]) -> int:
+    from rnn_lab import train
+
+    sys.argv = ["rnn-lab", *argv]
+    train.main()
+    return 0
+
+
+def list_studies() -> dict[str, str]:
+    """Study name -> its question (the `question:` line of the file)."""
+    studies = {}
+    for path in sorted(EXPERIMENTS_DIR.glob("*.yaml")):
+        question = ""
+        for line in path.read_text().splitlines():
+            m = re.match(r"\s*question:\s*(.+)", line)
+            if m:
+                question = m.group(1).strip().strip("\"'")
+                break
+        studies[path.stem] = question
+    return studies
+
+
+def _study_dir_suffix(overrides: list[str]) -> str:
+    """A sweep-dir suffix for extra overrides, so a shrunk study never mixes with the full one."""
+    kept = [o for o in overrides if not o.startswith(("hydra.", "launcher=", "+hydra.", "seed="))]
+    if not kept:
+        return ""
+    return "-" + re.sub(r"[^A-Za-z0-9=.,_+-]", "_", ",".join(sorted(kept)))
+
+
+def main_study(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="rnn-lab study",
+        description="Run a named ablation study from experiments/ (a Hydra multirun) and build "
+        "its report. Extra key=value overrides apply to every job, e.g. steps=500 for a quick "
+        "look (kept in a separate sweep folder).",
+    )
+    parser.add_argument("name", nargs="?", help="study name (a file experiments/NAME.yaml)")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. steps=500")
+    parser.add_argument("--list", action="store_true", help="list the studies")
+    args = parser.parse_args(argv)
+    studies = list_studies()
+    if args.list or not args.name:
+        for name, question in studies.items():
+            print(f"{name:18s} {question}")
+        return 0 if args.list else 2
+    if args.name not in studies:
+        print(
+            f"rnn-lab study: unknown study {args.name!r}; valid: {', '.join(studies)}",
+            file=sys.stderr,
+        )
+        return 2
+    overrides = list(args.overrides)
+    if not any(o.startswith("hydra.sweep.dir=") for o in overrides):
+        sweep_dir = Path("multirun") / f"{args.name}{_study_dir_suffix(overrides)}"
+        overrides.append(f"hydra.sweep.dir='{sweep_dir}'")  # quoted: the name may hold =
+    else:
+        given = next(o for o in overrides if o.startswith("hydra.sweep.dir="))
+        sweep_dir = Path(given.split("=", 1)[1].strip("'\""))
+    print(f"rnn-lab study {args.name}: sweep in {sweep_dir}/ (re-run the same command to resume)")
+    code = _hydra_train(["-m", f"experiment={args.name}", *overrides])
+    report = sweep_dir / "report.md"
+    if report.exists():
+        print(f"report: {report}")
+    return code
+
+
+def main_sample(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="rnn-lab sample", description="Sample text from a run.")
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--prime", default=" ", help="text to warm the hidden state with")
+    parser.add_argument("--length", type=int, default=300)
+    parser.add_argument("--temperature", type=float, default=None, help="default: the run's")
+    parser.add_argument("--seed", type=int, default=0, help="sampling RNG seed")
+    args = parser.parse_args(argv)
+    import numpy as np
+
+    from rnn_lab import engine
+    from rnn_lab.runfiles import read_json
+
+    ckpt, settings_path = args.run_dir / "checkpoint.npz", args.run_dir / "settings.json"
+    if not ckpt.exists() or not settings_path.exists():
+        print(f"rnn-lab sample: {args.run_dir} holds no trained run (no checkpoint.npz)", file=sys.stderr)
+        return 2
+    settings = read_json(settings_path)
+    chars = read_json(args.run_dir / "vocab.json")["chars"]
+    unknown = sorted(set(args.prime) - set(chars))
+    if unknown:
+        print(f"rnn-lab sample: --prime has characters not in the vocabulary: {unknown}", file=sys.stderr)
+        return 2
+    with np.load(ckpt) as z:
+        names = [n for n in (*engine.PARAM_NAMES, "E") if n in z.files]
+        params = engine.Params(**{n: z[n] for n in names})
+    index = {c: i for i, c in enumerate(chars)}
+    temperature = settings["temperature"] if args.temperature is None else args.temperature
+    ids = engine.sample(
+        params, settings["activation"], [index[c] for c in args.prime], args.length,
+        temperature, np.random.default_rng(args.seed),
+    )
+    print(args.prime + "".join(chars[i] for i in ids))
+    return 0
+
+
+def main_corpus(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="rnn-lab corpus", description="Write the Elman corpus.")
+    parser.add_argument("--out", type=Path, default=None, help="file (default: stdout)")
+    parser.add_argument("--num-sentences", type=int, default=600)
+    parser.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args(argv)
+    from rnn_lab.data import generate_elman_corpus
+    from rnn_lab.runfiles import atomic_write_text
+
+    text = generate_elman_corpus(args.num_sentences, args.seed)
+    if args.out is None:
+        print(text)
+    else:
+        atomic_write_text(args.out, text)
+        print(f"wrote {len(text)} characters ({len(set(text))} symbols) to {args.out}")
+    return 0
+
+
+def _delegate(module: str, func: str):
+    def run(argv: list[str]) -> int:
+        import importlib
+
+        return getattr(importlib.import_module(module), func)(argv)
+
+    return run
+
+
+HANDLERS = {
+    "train": _hydra_train,
+    "study": main_study,
+    "collect": _delegate("rnn_lab.collect", "main_collect"),
+    "report": _delegate("rnn_lab.report", "main_report"),
+    "analyze": _delegate("rnn_lab.analysis", "main_analyze"),
+    "sample": main_sample,
+    "corpus": main_corpus,
+    "bench": _delegate("rnn_lab.bench", "main_bench"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__.strip())
+        print(f"\nproject: {PROJECT_ROOT}")
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command not in HANDLERS:
+        # Bare overrides (rnn-lab seq_len=50) mean train, as python -m rnn_lab.train does.
+        if "=" in command or command.startswith("-"):
+            return _hydra_train(argv)
+        print(f"rnn-lab: unknown command {command!r}; valid: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    return HANDLERS[command](rest) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
