@@ -11,6 +11,7 @@ A damaged directory (unparseable JSON/YAML, missing config) is reported in
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import logging
@@ -165,10 +166,17 @@ def parse_sweep_override(text: str) -> tuple[str, list[str]] | None:
     """`"init=orthogonal,xavier"` -> ("init", ["orthogonal", "xavier"]); `range(1,4)` expands.
 
     Uses Hydra's own override grammar when it can (quoting, choice(), range()); falls back to
-    splitting on commas. Deletions (`~key`) and non-enumerable sweeps (interval) give None.
+    splitting on commas. Deletions (`~key`), hydra.* keys and non-enumerable sweeps (interval)
+    give None.
     """
+    parsed = _parse_override_cached(str(text))
+    return None if parsed is None else (parsed[0], list(parsed[1]))
+
+
+@functools.lru_cache(maxsize=4096)  # every job repeats the same few override strings
+def _parse_override_cached(text: str) -> tuple[str, tuple[str, ...]] | None:
     text = str(text).strip()
-    if not text or text.startswith("~") or "=" not in text or text.startswith("hydra"):
+    if not text or text.startswith(("~", "hydra.", "hydra/")) or "=" not in text:
         return None
     try:
         from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -176,8 +184,8 @@ def parse_sweep_override(text: str) -> tuple[str, list[str]] | None:
         override = OverridesParser.create().parse_override(text)
         key = override.get_key_element().lstrip("+")
         if override.is_sweep_override():
-            return key, [str(v) for v in override.sweep_string_iterator()]
-        return key, [canonical_str(override.value())]
+            return key, tuple(str(v) for v in override.sweep_string_iterator())
+        return key, (canonical_str(override.value()),)
     except Exception:  # unknown grammar, interval/glob sweeps, or Hydra missing
         key, _, value = text.partition("=")
         key = key.strip().lstrip("+")
@@ -188,13 +196,13 @@ def parse_sweep_override(text: str) -> tuple[str, list[str]] | None:
         if value.startswith("range("):
             try:
                 args = [int(a) for a in value[len("range(") : -1].split(",")]
-                return key, [str(i) for i in range(*args)]
+                return key, tuple(str(i) for i in range(*args))
             except ValueError:
                 return None
         for prefix in ("choice(",):
             if value.startswith(prefix) and value.endswith(")"):
                 value = value[len(prefix) : -1]
-        return key, [p.strip() for p in value.split(",")]
+        return key, tuple(p.strip() for p in value.split(","))
 
 
 def canonical_str(v) -> str:
@@ -535,13 +543,14 @@ def _build_table(runs: list[RunRecord], sweep_dir: Path, grid: dict[str, list[st
 
     constant = {}
     for k in config_keys:
-        if k not in varying_config and not k.startswith("study."):
+        if k not in varying_config and k != "study" and not k.startswith("study."):
             constant[k] = runs[0].config.get(k)
     for k in choice_keys:
         # a group choice is worth listing only when its node has no `name` saying the same
-        same_as_name = canonical(runs[0].config.get(f"{k}.name")) == canonical(runs[0].choices[k])
+        choice = runs[0].choices.get(k)
+        same_as_name = canonical(runs[0].config.get(f"{k}.name")) == canonical(choice)
         if k not in varying_choices and not same_as_name:
-            constant.setdefault(k, runs[0].choices.get(k))
+            constant.setdefault(k, choice)
     return df, arm_keys, constant
 
 

@@ -137,7 +137,9 @@ def settings_from_config(cfg: DictConfig | dict) -> TrainSettings:
     """Check every value and return plain TrainSettings; raise ConfigError on the first mistake."""
     if isinstance(cfg, DictConfig):
         try:
-            c = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+            # The hydra node (present in tests that compose with it) is Hydra's, not ours.
+            ours = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+            c = OmegaConf.to_container(ours, resolve=True, throw_on_missing=True)
         except Exception as e:  # a ??? left unset, e.g. data.path for data=text
             key = getattr(e, "full_key", None) or str(e)
             raise ConfigError(

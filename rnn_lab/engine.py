@@ -16,6 +16,8 @@ cross-entropy, squared error) plugs in without touching BPTT.
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -36,7 +38,8 @@ def _tanh_(a: np.ndarray) -> np.ndarray:
 
 
 def _tanh_deriv(h: np.ndarray) -> np.ndarray:
-    return 1.0 - h * h
+    d = np.multiply(h, h)
+    return np.subtract(1.0, d, out=d)  # 1 - h^2 with one temporary, not two
 
 
 def _relu(a: np.ndarray) -> np.ndarray:
@@ -158,14 +161,40 @@ FLAT_ORDER = ("W_xh", "W_hy", "b_h", "b_y", "E", "W_hh")
 
 def flat_views(flat: np.ndarray, shapes: dict[str, tuple]) -> dict[str, np.ndarray]:
     """Split a flat buffer into named views of the given shapes, in FLAT_ORDER."""
-    views, offset = {}, 0
-    for name in FLAT_ORDER:
-        if name not in shapes:
-            continue
-        size = int(np.prod(shapes[name]))
-        views[name] = flat[offset : offset + size].reshape(shapes[name])
+    layout, _ = _flat_layout(tuple((n, tuple(shapes[n])) for n in FLAT_ORDER if n in shapes))
+    return {name: flat[start:stop].reshape(shape) for name, start, stop, shape in layout}
+
+
+@functools.lru_cache(maxsize=256)
+def _flat_layout(named_shapes: tuple) -> tuple[tuple, int]:
+    """((name, start, stop, shape), ...) and the total size; cached, as the hot loop asks
+    for the same few layouts every step (computing offsets each time cost ~10% of a step)."""
+    layout, offset = [], 0
+    for name, shape in named_shapes:
+        size = math.prod(shape)
+        layout.append((name, offset, offset + size, shape))
         offset += size
-    return views
+    return tuple(layout), offset
+
+
+def _params_layout(params: Params) -> tuple[tuple, int]:
+    """The FLAT_ORDER layout of these parameters' gradients (cached by shapes)."""
+    E = params.E
+    return _flat_layout(
+        (
+            ("W_xh", params.W_xh.shape),
+            ("W_hy", params.W_hy.shape),
+            ("b_h", params.b_h.shape),
+            ("b_y", params.b_y.shape),
+        )
+        + ((("E", E.shape),) if E is not None else ())
+        + (("W_hh", params.W_hh.shape),)
+    )
+
+
+def _is_index_input(inputs: np.ndarray) -> bool:
+    # Same test as np.issubdtype(dtype, np.integer), at a fraction of its cost.
+    return inputs.dtype.kind in "iu"
 
 
 def pack(params: Params) -> Params:
@@ -200,13 +229,49 @@ class ForwardCache:
 
 def input_projection(params: Params, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """W_xh x_t for every t at once: (T, B, H). Integer inputs are one-hot by lookup."""
-    if np.issubdtype(inputs.dtype, np.integer):
+    if _is_index_input(inputs):
         if params.E is None:
             # Selecting column idx of W_xh is W_xh @ one_hot(idx), without the one-hot.
             return params.W_xh.T[inputs], None
         x_embedded = params.E.T[inputs]  # (T, B, D)
-        return x_embedded @ params.W_xh.T, x_embedded
-    return inputs @ params.W_xh.T, None
+        return _matmul_rows(x_embedded, params.W_xh.T), x_embedded
+    return _matmul_rows(inputs, params.W_xh.T), None
+
+
+def _matmul_rows(x: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """x @ W for x (..., K) as ONE 2-D matmul: ``(T, B, K) @ W`` on a 3-D array makes NumPy
+    loop over T and call BLAS once per slice, several times slower at B = 1."""
+    return np.dot(x.reshape(-1, x.shape[-1]), W).reshape(x.shape[:-1] + (W.shape[1],))
+
+
+def _recur(xw: np.ndarray, hs: np.ndarray, W_hh_T: np.ndarray, act: Activation) -> None:
+    """hs[t+1] = f(xw[t] + hs[t] @ W_hh^T) for t = 0..T-1, in place (hs[0] is h_0).
+
+    The only sequential part of the forward pass: three NumPy calls per step, each writing
+    into hs through out= (no temporaries). At B = 1 the rows are 1-D so np.dot is a gemv;
+    the result is bit-identical to the (1, H) gemm and the call is cheaper.
+    """
+    if hs.shape[1] == 1:
+        xw, hs = xw[:, 0], hs[:, 0]
+    dot, add = np.dot, np.add
+    if act.fn_inplace is _tanh_:  # the ufunc itself: no Python frame per step
+        tanh = np.tanh
+        for x_t, h_prev, h_t in zip(xw, hs, hs[1:]):
+            dot(h_prev, W_hh_T, out=h_t)  # W_hh h_{t-1}
+            add(h_t, x_t, out=h_t)  # + W_xh x_t + b_h  = a_t
+            tanh(h_t, out=h_t)  # h_t = f(a_t)
+    elif act.fn_inplace is _relu_:
+        maximum = np.maximum
+        for x_t, h_prev, h_t in zip(xw, hs, hs[1:]):
+            dot(h_prev, W_hh_T, out=h_t)
+            add(h_t, x_t, out=h_t)
+            maximum(h_t, 0.0, out=h_t)
+    else:
+        f_ = act.fn_inplace
+        for x_t, h_prev, h_t in zip(xw, hs, hs[1:]):
+            dot(h_prev, W_hh_T, out=h_t)
+            add(h_t, x_t, out=h_t)
+            f_(h_t)
 
 
 def forward(
@@ -220,17 +285,12 @@ def forward(
     T = inputs.shape[0]
     B, H = h0.shape
     xw, x_embedded = input_projection(params, inputs)  # (T, B, H)
-    xw = xw + params.b_h  # bias folded in once, outside the time loop
-    W_hh_T = params.W_hh.T
+    xw += params.b_h  # bias folded in once, outside the time loop (xw is a fresh array)
     hs = np.empty((T + 1, B, H), dtype=params.dtype)
     hs[0] = h0
-    f_ = act.fn_inplace
-    # Iterating arrays yields views made in C; out= avoids a temporary per step.
-    for x_t, h_prev, h_t in zip(xw, hs, hs[1:]):
-        np.dot(h_prev, W_hh_T, out=h_t)  # W_hh h_{t-1} (np.dot: less call overhead)
-        h_t += x_t  # + W_xh x_t + b_h  = a_t
-        f_(h_t)  # h_t = f(a_t), in place
-    logits = hs[1:] @ params.W_hy.T + params.b_y  # (T, B, O) in one matmul
+    _recur(xw, hs, params.W_hh.T, act)
+    logits = _matmul_rows(hs[1:], params.W_hy.T)  # (T, B, O) in one matmul
+    logits += params.b_y
     return ForwardCache(inputs=inputs, x_embedded=x_embedded, hs=hs, logits=logits)
 
 
@@ -240,12 +300,10 @@ def run_hidden(
     """Hidden states only (no logits): (T+1, B, H). For analysis over long texts."""
     act = activation if isinstance(activation, Activation) else get_activation(activation)
     xw, _ = input_projection(params, inputs)
-    xw = xw + params.b_h
-    W_hh_T = params.W_hh.T
+    xw += params.b_h
     hs = np.empty((inputs.shape[0] + 1,) + h0.shape, dtype=params.dtype)
     hs[0] = h0
-    for t in range(inputs.shape[0]):
-        hs[t + 1] = act.fn(xw[t] + hs[t] @ W_hh_T)
+    _recur(xw, hs, params.W_hh.T, act)
     return hs
 
 
@@ -290,38 +348,34 @@ def backward(
     """
     act = activation if isinstance(activation, Activation) else get_activation(activation)
     hs = cache.hs  # (T+1, B, H)
-    H = params.hidden_size
+    T, B, H = dlogits.shape[0], hs.shape[1], hs.shape[2]
     W_hh = params.W_hh
 
     dfa = act.deriv_from_output(hs[1:])  # (T, B, H) f'(a_t), from h_t
     # dh starts as W_hy^T do_t for every t (one matmul) and becomes dL/dh_t in the loop.
-    dh = dlogits @ params.W_hy  # (T, B, H)
+    dh = _matmul_rows(dlogits, params.W_hy)  # (T, B, H)
     dh_out_last = dh[-1].copy() if profile else None
     da = np.empty_like(dh)  # dL/da_t
-    dh_next = np.zeros_like(dh[0])  # gradient arriving from step t+1
-    for dh_t, da_t, dfa_t in zip(dh[::-1], da[::-1], dfa[::-1]):
-        dh_t += dh_next  # two sources: the output at t and the future
-        np.multiply(dh_t, dfa_t, out=da_t)  # through the activation
-        np.dot(da_t, W_hh, out=dh_next)  # W_hh^T da_t (row form): the Jacobian factor
+    _backprop_through_time(dh, da, dfa, W_hh)
+
     # Parameter gradients as single matmuls over all (t, b) at once, written straight into
-    # the views of one flat buffer.
-    O = dlogits.shape[-1]
-    shapes = {n: a.shape for n, a in params.arrays().items()}
-    gflat = np.empty(sum(int(np.prod(s)) for s in shapes.values()), dtype=dh.dtype)
-    grads = flat_views(gflat, shapes)
-    da_flat = da.reshape(-1, H)  # (T*B, H)
-    do_flat = dlogits.reshape(-1, O)  # (T*B, O)
+    # the views of one flat buffer laid out as Params.flat.
+    layout, total = _params_layout(params)
+    gflat = np.empty(total, dtype=dh.dtype)
+    grads = {name: gflat[start:stop].reshape(shape) for name, start, stop, shape in layout}
+    da_flat = da.reshape(T * B, H)
+    do_flat = dlogits.reshape(T * B, dlogits.shape[-1])
     if freeze_whh:
         # Reservoir computing: W_hh is not trained, so its gradient is not part of the step
         # (nor of the norm used for clipping), as in the seed.
-        grads["W_hh"][...] = 0.0
+        grads["W_hh"].fill(0.0)
     else:
-        np.dot(da_flat.T, hs[:-1].reshape(-1, H), out=grads["W_hh"])  # sum_t da_t h_{t-1}^T
+        np.dot(da_flat.T, hs[:-1].reshape(T * B, H), out=grads["W_hh"])  # sum_t da_t h_{t-1}^T
     da_flat.sum(axis=0, out=grads["b_h"])
-    np.dot(do_flat.T, hs[1:].reshape(-1, H), out=grads["W_hy"])  # sum_t do_t h_t^T
+    np.dot(do_flat.T, hs[1:].reshape(T * B, H), out=grads["W_hy"])  # sum_t do_t h_t^T
     do_flat.sum(axis=0, out=grads["b_y"])
     inputs = cache.inputs
-    if np.issubdtype(inputs.dtype, np.integer):
+    if _is_index_input(inputs):
         if params.E is None:
             # dW_xh[:, v] = sum of da_t over the steps whose input is v.
             _scatter_columns(da_flat, inputs.reshape(-1), out=grads["W_xh"])
@@ -367,6 +421,27 @@ def backward(
         param_grad_norms=param_grad_norms,
         da=da,
     )
+
+
+def _backprop_through_time(
+    dh: np.ndarray, da: np.ndarray, dfa: np.ndarray, W_hh: np.ndarray
+) -> None:
+    """The sequential part of BPTT, in place: on entry dh[t] = W_hy^T do_t (the output's
+    share); on return dh[t] = dL/dh_t (with the future's share) and da[t] = dL/da_t.
+
+    da_t = f'(a_t) * dh_t and dL/dh_{t-1} += W_hh^T da_t: three NumPy calls per step into
+    preallocated arrays. The gradient is not pushed into h_0 (truncated BPTT), so the
+    first step's product is never formed. At B = 1 the rows are 1-D (gemv, bit-identical).
+    """
+    if dh.shape[1] == 1:
+        dh, da, dfa = dh[:, 0], da[:, 0], dfa[:, 0]
+    dot, add, multiply = np.dot, np.add, np.multiply
+    dh_next = np.empty_like(dh[0])  # gradient arriving at step t from step t+1
+    multiply(dh[-1], dfa[-1], out=da[-1])  # the last step has no future
+    for dh_t, da_t, dfa_t, da_next in zip(dh[-2::-1], da[-2::-1], dfa[-2::-1], da[:0:-1]):
+        dot(da_next, W_hh, out=dh_next)  # W_hh^T da_{t+1} (row form): the Jacobian factor
+        add(dh_t, dh_next, out=dh_t)  # two sources: the output at t and the future
+        multiply(dh_t, dfa_t, out=da_t)  # through the activation
 
 
 def _scatter_columns(values: np.ndarray, index: np.ndarray, out: np.ndarray) -> np.ndarray:

@@ -155,7 +155,8 @@ def load_params_file(
     """Start from saved weights (arrays named W_xh, W_hh, W_hy, b_h, b_y; E optional)."""
     check_params_file(path, input_size, hidden_size, output_size, embed_dim)
     with np.load(path, allow_pickle=False) as z:
-        arrays = {k: np.asarray(z[k], dtype=dtype) for k in z.files}
+        # Only the parameter arrays: a checkpoint.npz also holds optimiser state and metadata.
+        arrays = {k: np.asarray(z[k], dtype=dtype) for k in (*PARAM_NAMES, "E") if k in z.files}
     E = arrays.get("E") if embed_dim > 0 else None
     if embed_dim > 0 and E is None:
         E = init_params(

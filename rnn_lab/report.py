@@ -218,11 +218,26 @@ def _draw_band(ax, band: pd.DataFrame, color, label) -> str:
     return "95% CI" if use_ci else "min-max"
 
 
+def _robust_ylim(ax, band: pd.DataFrame, floor: float | None = None) -> None:
+    """Y range covering every mean but only the 1st-99th percentile of the bands, so the band
+    of one early spike of one seed (up to 12 nats at step 10) does not flatten every curve."""
+    values = band[["mean", "ci_low", "ci_high", "min", "max"]].to_numpy(float).ravel()
+    values = values[np.isfinite(values)]
+    if len(values) < 20:  # too few points for percentiles to mean anything
+        return
+    lo, hi = np.percentile(values, [1, 99])
+    means = band["mean"].to_numpy(float)
+    lo, hi = min(lo, np.nanmin(means)), max(hi, np.nanmax(means))  # every mean stays visible
+    pad = 0.05 * (hi - lo) if hi > lo else 0.05 * abs(hi) + 1e-3
+    low = lo - pad if floor is None else max(floor, lo - pad)
+    ax.set_ylim(low, hi + pad)
+
+
 def _band_text(kinds: set[str]) -> str:
     if kinds == {"95% CI"}:
         return "band: 95% CI over seeds"
     if kinds == {"min-max"}:
-        return f"band: min-max over seeds (< {MIN_SEEDS_FOR_CI_BAND} seeds)"
+        return "band: min-max over seeds"
     return f"band: 95% CI, or min-max for arms with < {MIN_SEEDS_FOR_CI_BAND} seeds"
 
 
@@ -254,6 +269,7 @@ def plot_loss_curves(df: pd.DataFrame, out: Path, colors: dict) -> Path:
             if arm in set(band["arm"])
         }
         ax.set_title(f"{title}\n({_n_seeds_text(curves)}; {_band_text(kinds)})", fontsize="medium")
+        _robust_ylim(ax, band, floor=0.0)
         ax.set_xlabel("training step")
         ax.set_ylabel("loss (nats/char)")
         ax.grid(alpha=0.3)
@@ -466,6 +482,7 @@ def plot_spectral_radius(df: pd.DataFrame, out: Path, colors: dict) -> Path:
     }
     # rho = 1 is where a linear recurrence neither shrinks nor grows its state
     ax.axhline(1.0, color="grey", ls="--", lw=1, label="ρ = 1")
+    _robust_ylim(ax, band, floor=0.0)
     ax.set_xlabel("training step")
     ax.set_ylabel("spectral radius ρ(W_hh)")
     ax.set_title(
@@ -534,11 +551,19 @@ def results_table_md(summary: pd.DataFrame, metrics: Sequence[str]) -> str:
 
 
 def reproduce_commands(df: pd.DataFrame, settings: dict) -> list[str]:
-    """Commands that rerun the sweep: `rnn-lab study NAME` and the Hydra multirun line."""
+    """Commands that rerun the sweep: `rnn-lab study NAME [extras]` and the Hydra multirun."""
+    hydra = df.attrs.get("hydra") or {}
+    typed = list(hydra.get("task_overrides") or []) if df.attrs.get("from_multirun_yaml") else []
     commands = []
     if settings.get("name"):
-        commands.append(f"rnn-lab study {shlex.quote(str(settings['name']))}")
-    hydra = df.attrs.get("hydra") or {}
+        # `rnn-lab study NAME` selects experiment=NAME itself; other typed overrides pass through
+        extras = [o for o in typed if not o.startswith(("experiment=", "+experiment="))]
+        commands.append(
+            " ".join(
+                ["rnn-lab", "study", shlex.quote(str(settings["name"]))]
+                + [shlex.quote(str(o)) for o in extras]
+            )
+        )
     job_name = hydra.get("job_name") or "train"
     if not (Path(__file__).parent / f"{job_name}.py").exists():
         job_name = "train"
@@ -546,7 +571,6 @@ def reproduce_commands(df: pd.DataFrame, settings: dict) -> list[str]:
     config_name = hydra.get("config_name")
     if config_name and config_name != "config":
         parts += ["--config-name", str(config_name)]
-    typed = list(hydra.get("task_overrides") or []) if df.attrs.get("from_multirun_yaml") else []
     typed_keys = {o.split("=", 1)[0].lstrip("+~") for o in typed}
     # Grid keys not typed on the command line came from the config's hydra.sweeper.params (or,
     # without multirun.yaml, from the cells that ran); spelling them out makes the command
@@ -592,7 +616,8 @@ def build_report(sweep_dir: str | Path) -> Path:
     plot_jobs: list[tuple[str, str, Callable[[Path], Path]]] = [
         (
             "loss_curves.png",
-            "Training and validation loss per arm (mean over seeds, 95% CI).",
+            "Training and validation loss per arm: mean over seeds, shaded 95% CI (the seed "
+            f"range for arms with fewer than {MIN_SEEDS_FOR_CI_BAND} seeds).",
             lambda p: plot_loss_curves(df, p, colors),
         ),
         (
@@ -627,6 +652,8 @@ def build_report(sweep_dir: str | Path) -> Path:
                 plots.append((name, caption))
             except PlotSkipped as e:
                 skipped_plots.append((name, str(e)))
+                # a PNG left by an earlier report would show data this report no longer has
+                (plots_dir / name).unlink(missing_ok=True)
             except Exception as e:  # one broken plot must not cost the whole report
                 log.exception("plot %s failed", name)
                 skipped_plots.append((name, f"error while drawing: {type(e).__name__}: {e}"))
@@ -718,11 +745,21 @@ def _report_markdown(
         add(f"*Note: {note}.*\n")
     if len(comparisons):
         base = comparisons.attrs.get("baseline") or {}
+        base_text = ", ".join(f"{k}={format_value(v)}" for k, v in base.items())
+        other_axes = [k for k in df.attrs.get("arm_keys", []) if k not in base]
+        if other_axes:
+            against = (
+                f"the baseline {base_text} at the same {', '.join(other_axes)} "
+                "(the arm differing only in the baseline's keys)"
+            )
+        else:
+            against = f"the baseline arm {base_text}"
         add(
-            f"Each arm against the baseline ({', '.join(f'{k}={format_value(v)}' for k, v in base.items())}) "  # noqa: E501
-            "with the other settings equal; paired t-test over shared seeds (Welch's t-test when "
-            f"fewer than 2 seeds are shared), Holm-adjusted across the arms of each metric, "
-            f"α = {ALPHA}. Differences are arm − baseline.\n"
+            f"Each arm is compared with {against}: paired t-test over shared seeds (Welch's "
+            "t-test when fewer than 2 seeds are shared), Holm-adjusted across the arms of each "
+            f"metric, α = {ALPHA}. Differences are arm − baseline; their 95% CIs are per "
+            "comparison (not adjusted), so a CI can exclude 0 while the Holm-adjusted p is above "
+            "α.\n"
         )
         for metric in settings["metrics"]:
             add(f"**{metric_axis_label(metric)}**\n")

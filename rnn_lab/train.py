@@ -105,7 +105,7 @@ def run(cfg: DictConfig) -> dict | None:
     if summary.get("status") == "ok" and settings.analyze:
         summary = _analyze(run_dir, settings, summary)
     if summary.get("status") == "interrupted" and not multirun:
-        sys.exit(130)
+        sys.exit(128 + int(summary.get("signal", 2)))  # the shell's convention: 130, 143
     return summary
 
 

@@ -449,6 +449,8 @@ def train(settings: TrainSettings, run_dir: str | Path, *, task=None) -> dict:
         wall, (steps_done - resumed_from) / max(time.perf_counter() - t0, 1e-9), last_grads,
         sample=final_sample,
     )
+    if status == "interrupted":
+        summary["signal"] = int(stop.signum)
     log.info(
         "done: status=%s steps=%d loss=%.4f val_loss=%.4f bits/char=%.3f spectral_radius=%.3f "
         "in %.1fs (%.0f steps/s) -> %s",

@@ -240,3 +240,24 @@ def test_main_collect(tmp_path, capsys):
     assert main_collect([str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no such directory" in err
+
+
+def test_nested_run_dirs_like_the_real_sweep_subdir(tmp_path):
+    # conf/config.yaml: hydra.sweep.subdir = ${hydra.job.override_dirname}/seed=${seed}
+    for init in ("orthogonal", "xavier"):
+        for seed in (1, 2):
+            make_fake_run(
+                tmp_path / f"activation=tanh,init={init}" / f"seed={seed}",
+                fake_config(init=init, seed=seed),
+                [f"init={init}", f"seed={seed}"],
+                fake_summary(),
+            )
+    df = collect(tmp_path, write=False)
+    assert list(df["path"]) == [
+        "activation=tanh,init=orthogonal/seed=1",
+        "activation=tanh,init=orthogonal/seed=2",
+        "activation=tanh,init=xavier/seed=1",
+        "activation=tanh,init=xavier/seed=2",
+    ]
+    assert list(df["arm"].unique()) == ["init=orthogonal", "init=xavier"]
+    assert df.attrs["grid"] == {"init": ["orthogonal", "xavier"], "seed": ["1", "2"]}

@@ -147,6 +147,15 @@ def test_welch_fallback_without_shared_seeds():
     assert out["dof"] == pytest.approx(dof)
     pooled = math.sqrt((2 * va + 3 * vb) / 5)
     assert out["effect_name"] == "d" and out["effect_size"] == pytest.approx(-3.0 / pooled)
+    row = {
+        **out,
+        "metric": "final_loss",
+        "arm": "init=xavier",
+        "baseline": "init=orthogonal",
+        "p_holm": out["p"],
+    }
+    text = describe_comparison(row)
+    assert "Welch's t-test, 3 vs 4 runs, 0 shared seeds" in text and ", d = " in text
 
 
 def test_no_test_when_too_few_runs():

@@ -1,0 +1,588 @@
+"""What a trained network has learned: generated words, word boundaries, Elman's word
+categories, memory of past characters, and the path of its hidden state.
+
+``analyze_run(run_dir)`` loads the run's last checkpoint, rebuilds its text and vocabulary,
+computes the metrics below, writes ``analysis.json``, merges the scalar metrics into
+``summary.json`` (so a sweep table can compare them) and draws the run's plots. The metric
+functions are plain functions on arrays, usable on any parameters (e.g. an untrained
+network, which every run is compared against).
+
+Conventions: ``states[t]`` is the hidden state right after the network has read character
+``t`` of the text, the whole text run as one stream from h = 0 (as the trainer walks it;
+states are causal, so the validation part of the stream sees only its own past). The
+validation split is the last ``val_fraction`` of the text, cut as the trainer cuts it.
+
+Metrics (all in analysis.json under these names; scalars also in summary.json):
+
+- vocab_hit_rate: fraction of the words of ~2000 generated characters that are words of
+  the training text.
+- boundary_accuracy / within_word_accuracy / word_end_accuracy: argmax next-character
+  accuracy on the validation text right after a space (which word comes next), inside a
+  word (the next letter), and at a word's last letter (is the next character a space).
+- category_separation: do words of one of Elman's 7 categories share a region of hidden
+  space? Nearest-centroid accuracy of word tokens' boundary states (see below) against the
+  category centroids, leaving out the token's whole word type, so a word is placed by the
+  other words of its category and spelling alone cannot do it. category_chance is the
+  majority-class rate of those tokens. noun_verb_separation: the same for noun vs verb.
+- memory_probe: a ridge readout decoding the character k steps back from the state,
+  k = 1 .. 2 x seq_len, fit on the training text, scored on the validation text.
+- Every run is compared with its own untrained network (the same init and seed):
+  ``*_init`` metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+from dataclasses import fields
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from rnn_lab import engine
+from rnn_lab.data import Vocab, load_corpus_text, split_ids, word_category
+from rnn_lab.runfiles import atomic_write_json, read_json
+from rnn_lab.runs import ANALYSIS_FILE, SUMMARY_FILE, RunDirError, load_run
+
+log = logging.getLogger("rnn_lab")
+
+GENERATED_LENGTH = 2000  # characters sampled for the vocab hit rate
+WORD_POSITION_MAX = 7  # positions 0..6 have a bin each, 7 and beyond share the last
+MEMORY_MARGIN = 0.05  # a lag counts as remembered when accuracy > chance + this
+RIDGE_LAMBDA = 1e-2  # ridge penalty, times the mean eigenvalue of the states' covariance
+TRAJECTORY_LENGTH = 100  # first characters of the validation text drawn as a PCA path
+NOUN_VERB = ("NOUN", "VERB")
+
+
+# --------------------------------------------------------------------------------------
+# Hidden states and words
+# --------------------------------------------------------------------------------------
+
+
+def hidden_states(params: engine.Params, activation: str, ids: np.ndarray) -> np.ndarray:
+    """(N, H): the state after reading each character of ids, one stream from h = 0."""
+    h0 = np.zeros((1, params.hidden_size), dtype=params.dtype)
+    return engine.run_hidden(params, np.asarray(ids)[:, None], h0, activation)[1:, 0]
+
+
+def output_logits(params: engine.Params, states: np.ndarray) -> np.ndarray:
+    """(N, V): the next-character logits of each state."""
+    return states @ params.W_hy.T + params.b_y
+
+
+def word_spans(text: str) -> list[tuple[str, int, int]]:
+    """(word, first index, last index) of every whitespace-separated word of text."""
+    spans, start = [], None
+    for i, c in enumerate(text):
+        if c.isspace():
+            if start is not None:
+                spans.append((text[start:i], start, i - 1))
+                start = None
+        elif start is None:
+            start = i
+    if start is not None:
+        spans.append((text[start:], start, len(text) - 1))
+    return spans
+
+
+def pca_2d(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    """Project rows of X onto their first two principal axes (SVD of the centred rows).
+
+    Returns (coords (N, 2), axes (2, H), explained variance ratio of the two axes)."""
+    Xc = X - X.mean(axis=0)
+    _, s, Vt = np.linalg.svd(Xc, full_matrices=False)
+    total = float((s**2).sum())
+    k = min(2, Vt.shape[0])
+    axes = np.zeros((2, X.shape[1]))
+    axes[:k] = Vt[:k]
+    explained = [float(s[i] ** 2 / total) if total > 0 and i < k else 0.0 for i in range(2)]
+    return Xc @ axes.T, axes, explained
+
+
+# --------------------------------------------------------------------------------------
+# Generated text
+# --------------------------------------------------------------------------------------
+
+
+def generate_text(params, activation, vocab: Vocab, length: int, temperature: float,
+                  seed: int, prime: str = " ") -> str:
+    """length characters sampled after prime, from np.random.default_rng(seed)."""
+    rng = np.random.default_rng(seed)
+    prime_ids = [vocab.index[c] for c in prime if c in vocab.index] or [0]
+    return vocab.decode(engine.sample(params, activation, prime_ids, length, temperature, rng))
+
+
+def vocab_hit_rate(generated: str, known_words: set[str]) -> dict:
+    """Fraction of the generated words that are known words.
+
+    The last word is left out when the text stops inside it (the cut is not the network's).
+    """
+    words = generated.split()
+    if words and generated and not generated[-1].isspace():
+        words = words[:-1]
+    hits = sum(w in known_words for w in words)
+    return {
+        "vocab_hit_rate": hits / len(words) if words else None,
+        "generated_words": len(words),
+        "generated_known_words": hits,
+    }
+
+
+# --------------------------------------------------------------------------------------
+# Word-boundary behaviour
+# --------------------------------------------------------------------------------------
+
+
+def word_position_accuracy(predicted: str, text: str, start: int) -> dict:
+    """Next-character accuracy grouped by where the input character sits in its word.
+
+    predicted[i] is the argmax prediction made after reading text[start + i], scored against
+    text[start + i + 1]. Groups: "after space" (the input is whitespace: the next word's
+    first letter is due) and the input letter's position 0, 1, ..., 6, "7+" in its word.
+    """
+    last_label = f"{WORD_POSITION_MAX}+"
+    labels = ["after space"] + [str(p) for p in range(WORD_POSITION_MAX)] + [last_label]
+    correct = dict.fromkeys(labels, 0)
+    count = dict.fromkeys(labels, 0)
+    within = [0, 0]  # [hits, count] letter -> letter
+    word_end = [0, 0]  # letter -> whitespace
+    # The position of text[start] in its word depends on the characters before it.
+    j = start - 1
+    while j >= 0 and not text[j].isspace():
+        j -= 1
+    position = start - j - 1
+    for i, pred in enumerate(predicted[: len(text) - 1 - start]):
+        c, nxt = text[start + i], text[start + i + 1]
+        hit = int(pred == nxt)
+        if c.isspace():
+            label, position = "after space", 0
+        else:
+            label = str(position) if position < WORD_POSITION_MAX else last_label
+            position += 1
+            pair = word_end if nxt.isspace() else within
+            pair[0] += hit
+            pair[1] += 1
+        correct[label] += hit
+        count[label] += 1
+    accuracy = {k: (correct[k] / count[k] if count[k] else None) for k in labels}
+    return {
+        "labels": labels,
+        "accuracy": [accuracy[k] for k in labels],
+        "count": [count[k] for k in labels],
+        "boundary_accuracy": accuracy["after space"],
+        "within_word_accuracy": within[0] / within[1] if within[1] else None,
+        "word_end_accuracy": word_end[0] / word_end[1] if word_end[1] else None,
+    }
+
+
+# --------------------------------------------------------------------------------------
+# Elman's word categories
+# --------------------------------------------------------------------------------------
+
+
+def nearest_centroid_accuracy(X: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> float:
+    """Leave-one-group-out nearest-centroid accuracy (Euclidean).
+
+    Each row is classified by the class centroids computed without the rows of its group
+    (groups = word types: a word is placed by the OTHER words of each class). A class left
+    without rows by the hold-out cannot be chosen.
+    """
+    classes = np.unique(labels)
+    label_idx = np.searchsorted(classes, labels)
+    K = len(classes)
+    sums = np.zeros((K, X.shape[1]))
+    np.add.at(sums, label_idx, X)
+    counts = np.bincount(label_idx, minlength=K).astype(float)
+    correct = 0
+    for g in np.unique(groups):
+        rows = groups == g
+        g_sums = np.zeros_like(sums)
+        np.add.at(g_sums, label_idx[rows], X[rows])
+        g_counts = np.bincount(label_idx[rows], minlength=K)
+        left = counts - g_counts
+        centroids = (sums - g_sums) / np.maximum(left, 1)[:, None]
+        d = ((X[rows][:, None, :] - centroids[None]) ** 2).sum(-1)
+        d[:, left == 0] = np.inf
+        correct += int((d.argmin(axis=1) == label_idx[rows]).sum())
+    return correct / len(labels)
+
+
+def majority_rate(labels) -> float:
+    _, counts = np.unique(np.asarray(labels), return_counts=True)
+    return float(counts.max() / counts.sum())
+
+
+def category_tokens(text: str, start: int = 0) -> list[tuple[str, str, int]]:
+    """(word, category, state index) for the category words (determiners left out) of text
+    from index start, at each word's boundary state: the state after the space that ends
+    it (the word is complete and the network is predicting what follows). A word that ends
+    the text has no boundary and is left out."""
+    out = []
+    for word, first, last in word_spans(text):
+        category = word_category(word)
+        if first < start or category in (None, "DETERMINER") or last + 1 >= len(text):
+            continue
+        out.append((word, category, last + 1))
+    return out
+
+
+def category_structure(states: np.ndarray, text: str) -> dict:
+    """Elman's analysis of the boundary states of the category words of the whole text.
+
+    The whole text, not only the validation split: this is a description of the network's
+    geometry, not a fitted readout (the leave-word-out score is its own hold-out), and the
+    validation split holds ~160 category words, too few for a stable score or for per-word
+    means. Returns the separation scores, the per-word mean states' 2-D PCA and the
+    average-linkage clustering of those means (for the dendrogram).
+    """
+    from scipy.cluster.hierarchy import linkage
+
+    tokens = category_tokens(text)
+    if len({c for _, c, _ in tokens}) < 2:
+        return {"skipped": "fewer than two word categories in the text"}
+    words = np.array([w for w, _, _ in tokens])
+    categories = np.array([c for _, c, _ in tokens])
+    X = states[[t for _, _, t in tokens]]
+    coarse = np.array([c.split("_")[0] for c in categories])  # NOUN | VERB
+
+    separation = nearest_centroid_accuracy(X, categories, words)
+    noun_verb = nearest_centroid_accuracy(X, coarse, words)
+
+    types = sorted(set(words), key=lambda w: (categories[words == w][0], w))
+    means = np.array([X[words == w].mean(axis=0) for w in types])
+    type_categories = [str(categories[words == w][0]) for w in types]
+    coords, _, explained = pca_2d(means)
+    link = linkage(means, method="average", metric="euclidean") if len(types) > 1 else None
+    return {
+        "source": "whole text (training and validation)",
+        "state": "boundary (after the space that ends the word)",
+        "n_tokens": len(tokens),
+        "category_separation": separation,
+        "category_chance": majority_rate(categories),
+        "category_chance_kind": "majority-class rate of the word tokens",
+        "noun_verb_separation": noun_verb,
+        "noun_verb_chance": majority_rate(coarse),
+        "words": types,
+        "word_categories": type_categories,
+        "word_counts": [int((words == w).sum()) for w in types],
+        "pca": coords.tolist(),
+        "pca_explained_variance": explained,
+        "linkage": link.tolist() if link is not None else None,
+    }
+
+
+def last_char_separation(states: np.ndarray, text: str) -> float | None:
+    """category_separation at each word's last letter instead of its boundary (whole text).
+
+    Kept for comparison: at the last letter the state is dominated by the word's spelling
+    (an untrained network scores as well as a trained one)."""
+    rows = [
+        (w, word_category(w), last)
+        for w, _, last in word_spans(text)
+        if word_category(w) not in (None, "DETERMINER")
+    ]
+    if len({c for _, c, _ in rows}) < 2:
+        return None
+    X = states[[t for _, _, t in rows]]
+    return nearest_centroid_accuracy(X, np.array([c for _, c, _ in rows]),
+                                     np.array([w for w, _, _ in rows]))
+
+
+# --------------------------------------------------------------------------------------
+# Memory probe
+# --------------------------------------------------------------------------------------
+
+
+def memory_probe(states: np.ndarray, ids: np.ndarray, split: int, max_lag: int,
+                 vocab_size: int, margin: float = MEMORY_MARGIN) -> dict:
+    """Decode the character k steps back from the state, k = 0 .. max_lag.
+
+    One ridge readout per lag (closed form, one-vs-rest on one-hot targets, bias by
+    centring): fit on the states of the training text, scored (argmax accuracy) on the
+    validation text. Lag 0 is the character just read (a sanity check, not memory); lag k
+    is the character read k steps before it. memory_span: the number of lags, counting
+    from 1, whose accuracy stays above chance + margin, where chance is the majority-class
+    rate of the validation characters. input_only_accuracy: the same decoding from the
+    current character alone (a table fit on the training text), i.e. what the text's
+    statistics give without any memory.
+    """
+    ids = np.asarray(ids)
+    N, H = states.shape
+    train_rows = np.arange(max_lag, split)  # the same rows for every lag: one Gram matrix
+    val_rows = np.arange(max(split, max_lag), N)
+    X = states[train_rows]
+    mean = X.mean(axis=0)
+    Xc = X - mean
+    gram = Xc.T @ Xc
+    lam = RIDGE_LAMBDA * max(float(np.trace(gram)) / H, 1e-12)
+    chol = np.linalg.cholesky(gram + lam * np.eye(H))
+    X_val = states[val_rows] - mean
+    chance = majority_rate(ids[split:])
+    accuracy, input_only = [], []
+    for k in range(max_lag + 1):
+        y_train = ids[train_rows - k]
+        y_val = ids[val_rows - k]
+        one_hot = np.zeros((len(train_rows), vocab_size))
+        one_hot[np.arange(len(train_rows)), y_train] = 1.0
+        y_mean = one_hot.mean(axis=0)
+        rhs = Xc.T @ (one_hot - y_mean)
+        W = np.linalg.solve(chol.T, np.linalg.solve(chol, rhs))  # (H, V)
+        predicted = (X_val @ W + y_mean).argmax(axis=1)
+        accuracy.append(float((predicted == y_val).mean()))
+        table = np.zeros((vocab_size, vocab_size))
+        np.add.at(table, (ids[train_rows], y_train), 1.0)
+        input_only.append(float((table.argmax(axis=1)[ids[val_rows]] == y_val).mean()))
+    span = 0
+    for acc in accuracy[1:]:
+        if acc <= chance + margin:
+            break
+        span += 1
+    return {
+        "lags": list(range(1, max_lag + 1)),
+        "accuracy": accuracy[1:],
+        "lag0_accuracy": accuracy[0],
+        "input_only_accuracy": input_only[1:],
+        "chance": chance,
+        "chance_kind": "majority-class rate of the validation characters",
+        "margin": margin,
+        "span": span,
+        "ridge_lambda": lam,
+    }
+
+
+# --------------------------------------------------------------------------------------
+# Hidden-state trajectory
+# --------------------------------------------------------------------------------------
+
+
+def hidden_trajectory(states: np.ndarray, text: str, split: int,
+                      length: int = TRAJECTORY_LENGTH) -> dict:
+    """The first characters of the validation text as a path in the 2-D PCA of all the
+    validation states (the axes come from the whole validation text, not the excerpt)."""
+    val_states = states[split:]
+    _, axes, explained = pca_2d(val_states)
+    excerpt = val_states[:length]
+    coords = (excerpt - val_states.mean(axis=0)) @ axes.T
+    return {
+        "text": text[split : split + len(excerpt)],
+        "pca": coords.tolist(),
+        "pca_explained_variance": explained,
+    }
+
+
+# --------------------------------------------------------------------------------------
+# Everything for one set of parameters
+# --------------------------------------------------------------------------------------
+
+
+def initial_params(settings: dict, vocab_size: int) -> engine.Params | None:
+    """The run's untrained network: its init rebuilt from the settings (seeded, so exact).
+    None when it cannot be rebuilt (e.g. init=file whose file is gone)."""
+    from rnn_lab.trainer import TrainSettings, build_params
+
+    known = {f.name for f in fields(TrainSettings)}
+    try:
+        s = TrainSettings(**{k: v for k, v in settings.items() if k in known})
+        shapes = SimpleNamespace(input_size=vocab_size, output_size=vocab_size)
+        return build_params(s, shapes)
+    except (ValueError, TypeError, KeyError, OSError) as e:
+        log.info("analysis: cannot rebuild the initial network (%s)", e)
+        return None
+
+
+def params_are_finite(params: engine.Params) -> bool:
+    return all(np.all(np.isfinite(a)) for a in params.arrays().values())
+
+
+def analyze_params(params: engine.Params, settings: dict, text: str, vocab: Vocab,
+                   *, compare_init: bool = True) -> dict:
+    """All the metrics of one network on its text; the analysis.json document.
+
+    Top-level keys with scalar values are the metrics (merged into summary.json);
+    "details" holds the curves and tables the plots draw; "notes" says what was skipped.
+    """
+    activation = str(settings.get("activation", "tanh"))
+    seq_len = int(settings.get("seq_len", 25))
+    val_fraction = float(settings.get("val_fraction", 0.1))
+    ids = vocab.encode(text)
+    train_ids, _ = split_ids(ids, val_fraction)
+    split = len(train_ids)
+    notes: list[str] = []
+    metrics: dict = {}
+    details: dict = {}
+
+    states = hidden_states(params, activation, ids)
+    if not np.all(np.isfinite(states)):
+        return {"notes": ["hidden states are not finite: nothing to analyse"], "details": {}}
+
+    # Generated text: how many of its words are real words.
+    generated = generate_text(params, activation, vocab, GENERATED_LENGTH,
+                              float(settings.get("temperature", 1.0)),
+                              int(settings.get("seed", 0)))
+    known_words = set(text[:split].split())
+    hit = vocab_hit_rate(generated, known_words)
+    metrics["vocab_hit_rate"] = hit["vocab_hit_rate"]
+    details["generated"] = {"text": generated, **hit}
+
+    # Word boundaries: predictions over the validation text.
+    predicted = output_logits(params, states[split:-1]).argmax(axis=1)
+    positions = word_position_accuracy(vocab.decode(predicted), text, split)
+    for k in ("boundary_accuracy", "within_word_accuracy", "word_end_accuracy"):
+        metrics[k] = positions[k]
+    details["word_position"] = positions
+
+    # The untrained network, for the category and memory baselines.
+    init_states = None
+    if compare_init:
+        init = initial_params(settings, vocab.size)
+        if init is not None:
+            init_states = hidden_states(init, activation, ids)
+            if not np.all(np.isfinite(init_states)):
+                init_states = None
+                notes.append("the untrained network's states are not finite: no *_init metrics")
+        else:
+            notes.append("the untrained network could not be rebuilt: no *_init metrics")
+
+    # Elman's categories (the Elman corpus only).
+    is_elman = (settings.get("data") or {}).get("name") == "elman"
+    if is_elman:
+        categories = category_structure(states, text)
+        if "skipped" in categories:
+            notes.append(f"word categories skipped: {categories['skipped']}")
+        else:
+            for k in ("category_separation", "category_chance", "noun_verb_separation",
+                      "noun_verb_chance"):
+                metrics[k] = categories[k]
+            metrics["category_separation_last_letter"] = last_char_separation(states, text)
+            if init_states is not None:
+                init_categories = category_structure(init_states, text)
+                metrics["category_separation_init"] = init_categories.get("category_separation")
+            details["categories"] = categories
+    else:
+        notes.append("word categories skipped: the data is not the Elman corpus")
+
+    # Memory probe.
+    max_lag = max(1, min(2 * seq_len, split // 4))
+    memory = memory_probe(states, ids, split, max_lag, vocab.size)
+    metrics["memory_lag1_accuracy"] = memory["accuracy"][0]
+    metrics["memory_span"] = memory["span"]
+    metrics["memory_chance"] = memory["chance"]
+    details["memory_probe"] = memory
+    if init_states is not None:
+        init_memory = memory_probe(init_states, ids, split, max_lag, vocab.size)
+        metrics["memory_lag1_accuracy_init"] = init_memory["accuracy"][0]
+        metrics["memory_span_init"] = init_memory["span"]
+        details["memory_probe_init"] = {
+            k: init_memory[k] for k in ("accuracy", "span", "lag0_accuracy")
+        }
+    details["memory_probe_acc"] = memory["accuracy"]
+
+    details["trajectory"] = hidden_trajectory(states, text, split)
+    return {**metrics, "notes": notes, "details": details}
+
+
+# --------------------------------------------------------------------------------------
+# A run directory
+# --------------------------------------------------------------------------------------
+
+
+def scalar_metrics(analysis: dict) -> dict:
+    """The top-level scalar entries of an analysis document (what summary.json receives)."""
+    return {
+        k: v
+        for k, v in analysis.items()
+        if v is None or isinstance(v, bool | int | float | str)
+    }
+
+
+def analyze_run(run_dir: str | Path, plots: bool = True) -> dict:
+    """Analyse a run's last checkpoint; write analysis.json, merge its scalar metrics into
+    summary.json and (plots=True) draw the run's plots. Returns the merged summary.
+
+    Works on any run with a checkpoint, including one whose training was interrupted or
+    cut off (its summary says "interrupted" or "running"): the analysis describes the
+    weights of the last checkpoint, at step ``analysis_step``.
+    Raises RunDirError when the directory or its checkpoint is missing.
+    """
+    run = load_run(run_dir)
+    if not run.has_checkpoint:
+        raise RunDirError(f"{run_dir}: no checkpoint.npz to analyse")
+    params = run.params()
+    settings = run.settings
+    step = run.checkpoint_step()
+    base = {"analysis_step": step}
+    if not params_are_finite(params):
+        analysis = {**base, "notes": ["the weights are not finite (a diverged run)"],
+                    "details": {}}
+    else:
+        text = load_corpus_text(settings.get("data") or {"name": "elman"})
+        vocab = Vocab(run.vocab) if run.vocab else Vocab.from_text(text)
+        missing = sorted(set(text) - set(vocab.chars))
+        if missing:
+            raise RunDirError(
+                f"{run_dir}: the text rebuilt from the run's data settings holds characters "
+                f"the run's vocab.json lacks ({''.join(missing)[:20]!r}); was data.path "
+                "changed since training?"
+            )
+        analysis = {**base, **analyze_params(params, settings, text, vocab)}
+    run_dir = Path(run_dir)
+    atomic_write_json(run_dir / ANALYSIS_FILE, analysis)
+
+    summary_path = run_dir / SUMMARY_FILE
+    summary = read_json(summary_path) if summary_path.exists() else {}
+    summary.update(scalar_metrics(analysis))
+    atomic_write_json(summary_path, summary)
+    log.info("analysis of %s (step %s): %s", run_dir, step, _metrics_line(analysis))
+
+    if plots:
+        from rnn_lab.plots import plot_run
+
+        written = plot_run(run_dir)
+        log.info("plots: %s", ", ".join(p.name for p in written))
+    return summary
+
+
+def _metrics_line(analysis: dict) -> str:
+    parts = []
+    for k, v in scalar_metrics(analysis).items():
+        if isinstance(v, float):
+            parts.append(f"{k}={v:.3f}")
+        elif v is not None:
+            parts.append(f"{k}={v}")
+    return " ".join(parts)
+
+
+def main_analyze(argv: list[str]) -> int:
+    """``rnn-lab analyze RUN_DIR [--no-plots]``: analysis.json, summary metrics, plots."""
+    parser = argparse.ArgumentParser(
+        prog="rnn-lab analyze",
+        description="Analyse a trained run (its last checkpoint): analysis.json, the metrics "
+        "merged into summary.json, and the run's plots.",
+    )
+    parser.add_argument("run_dir", help="a run directory (holds checkpoint.npz)")
+    parser.add_argument("--no-plots", action="store_true", help="skip drawing the plots")
+    args = parser.parse_args(argv)
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        print(f"rnn-lab analyze: error: {run_dir} is not a directory", file=sys.stderr)
+        return 2
+    if not (run_dir / "checkpoint.npz").exists():
+        print(f"rnn-lab analyze: error: {run_dir} has no checkpoint.npz (not a run directory, "
+              "or its run saved no weights yet)", file=sys.stderr)
+        return 2
+    try:
+        analyze_run(run_dir, plots=not args.no_plots)
+    except (RunDirError, ValueError) as e:
+        print(f"rnn-lab analyze: error: {e}", file=sys.stderr)
+        return 2
+    analysis = read_json(run_dir / ANALYSIS_FILE)
+    print(f"analysis of {run_dir} at step {analysis.get('analysis_step')}:")
+    for k, v in scalar_metrics(analysis).items():
+        shown = f"{v:.4g}" if isinstance(v, float) and math.isfinite(v) else v
+        print(f"  {k:34s} {shown}")
+    for note in analysis.get("notes", []):
+        print(f"  note: {note}")
+    return 0

@@ -1,0 +1,467 @@
+"""The plots of one run, as PNG files in its run directory.
+
+``plot_run(run_dir)`` draws every plot whose data the run has and returns the paths written.
+Training-dynamics plots read history.csv and diagnostics.npz (absent with record=false, so
+those plots are skipped); the analysis plots read analysis.json (see rnn_lab.analysis).
+Figures are built with matplotlib's object API (no pyplot, no global backend state), so
+drawing is safe inside sweeps, threads and CI; each PNG is written atomically.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from matplotlib.colors import LogNorm, Normalize
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from rnn_lab.runfiles import atomic_write_bytes
+from rnn_lab.runs import Run, load_run
+
+log = logging.getLogger("rnn_lab")
+
+DPI = 110
+# One colour per Elman category, fixed so every run's plots agree.
+CATEGORY_COLORS = {
+    "NOUN_HUMAN": "#1f77b4",
+    "NOUN_ANIMAL": "#17becf",
+    "NOUN_FOOD": "#2ca02c",
+    "NOUN_OBJECT": "#8c564b",
+    "VERB_INTRAN": "#d62728",
+    "VERB_TRAN": "#ff7f0e",
+    "VERB_PERCEPT": "#9467bd",
+}
+
+
+class PlotSkipped(Exception):
+    """The run lacks the data for this plot (the message says which)."""
+
+
+# --------------------------------------------------------------------------------------
+# Shared pieces
+# --------------------------------------------------------------------------------------
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def save_figure(fig: Figure, path: Path) -> Path:
+    """Render to PNG in memory, then write atomically."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def run_title(run: Run) -> str:
+    """A one-line identity of the run for every figure: where it is and what it is."""
+    s = run.settings
+    init = s.get("init") or {}
+    init_name = init.get("name", "?") if isinstance(init, dict) else init
+    parts = [
+        f"{run.activation}",
+        f"init={init_name}",
+        f"H={s.get('hidden_size', '?')}",
+        f"seq_len={s.get('seq_len', '?')}",
+        f"clip={s.get('clip', '?')}",
+    ]
+    if s.get("freeze_whh"):
+        parts.append("W_hh frozen")
+    parts.append(f"seed={s.get('seed', '?')}")
+    step = run.summary.get("steps_done")
+    status = run.summary.get("status")
+    where = "/".join(run.path.resolve().parts[-2:])
+    tail = f"step {step}" + (f" ({status})" if status and status != "ok" else "")
+    return f"{where}: {', '.join(parts)}; {tail}"
+
+
+def _finish(fig: Figure, run: Run, title: str) -> None:
+    fig.suptitle(f"{title}\n{run_title(run)}", fontsize="medium")
+
+
+def _history_column(run: Run, column: str) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, values) of a history column, rows with a value only."""
+    h = run.history
+    if h.empty or column not in h.columns:
+        return np.array([]), np.array([])
+    rows = h[["step", column]].dropna()
+    return rows["step"].to_numpy(), rows[column].to_numpy(dtype=float)
+
+
+def _analysis(run: Run, key: str, what: str) -> dict:
+    if run.analysis is None:
+        raise PlotSkipped(f"no analysis.json ({what} comes from `rnn-lab analyze`)")
+    details = run.analysis.get("details") or {}
+    if key not in details:
+        notes = "; ".join(run.analysis.get("notes") or []) or f"no {key} in analysis.json"
+        raise PlotSkipped(notes)
+    return details[key]
+
+
+def _step_colors(n: int):
+    from matplotlib import colormaps
+
+    cmap = colormaps["viridis"]
+    return [cmap(0.9 * i / max(1, n - 1)) for i in range(n)]
+
+
+# --------------------------------------------------------------------------------------
+# Training dynamics
+# --------------------------------------------------------------------------------------
+
+
+def plot_loss(run: Run, out: Path) -> Path:
+    """Training and validation loss per character, on a linear and a log step axis."""
+    steps, loss = _history_column(run, "loss")
+    if len(steps) == 0:
+        raise PlotSkipped("history.csv has no loss rows")
+    val_steps, val_loss = _history_column(run, "val_loss")
+    fig = _new_figure(12, 4.8)
+    axes = fig.subplots(1, 2, sharey=True)
+    V = len(run.vocab)
+    for ax, log_steps in zip(axes, (False, True)):
+        ax.plot(steps, loss, color="C0", lw=1.2, label="training loss (mean since previous row)")
+        if len(val_steps):
+            ax.plot(val_steps, val_loss, "o-", color="C3", ms=3.5, lw=1.2,
+                    label="validation loss (whole validation split)")
+        if V > 1:
+            ax.axhline(math.log(V), color="0.5", ls=":", lw=1,
+                       label=f"uniform guess over {V} characters, ln {V} = {math.log(V):.2f}")
+        ax.set_xlabel("training step" + (" (log scale)" if log_steps else ""))
+        if log_steps:
+            ax.set_xscale("log")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("cross-entropy (nats/char)")
+    axes[0].set_title("linear step axis", fontsize="medium")
+    axes[1].set_title("log step axis (the early phase)", fontsize="medium")
+    axes[0].set_ylim(bottom=0)
+    axes[0].legend(fontsize="small", loc="upper right")
+    _finish(fig, run, "Loss per character")
+    return save_figure(fig, out)
+
+
+def plot_spectral(run: Run, out: Path) -> Path:
+    """Spectral radius and largest singular value of W_hh over training; its eigenvalues
+    at the first record and at the checkpoint in the complex plane."""
+    steps, radius = _history_column(run, "spectral_radius")
+    if len(steps) == 0:
+        raise PlotSkipped("history.csv has no spectral_radius")
+    sig_steps, sigma = _history_column(run, "sigma_max")
+    fig = _new_figure(12, 5.2)
+    ax, ax_eig = fig.subplots(1, 2, width_ratios=[1.5, 1])
+    ax.plot(steps, radius, color="C0", lw=1.5, label="spectral radius max|λ(W_hh)|")
+    if len(sig_steps):
+        ax.plot(sig_steps, sigma, color="C1", lw=1.5, label="largest singular value σ_max(W_hh)")
+    ax.axhline(1.0, color="0.4", ls="--", lw=1, label="1: a linear map that neither grows "
+               "nor shrinks")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("magnitude (dimensionless)")
+    ax.set_title("W_hh over training", fontsize="medium")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", loc="best")
+
+    theta = np.linspace(0, 2 * np.pi, 400)
+    ax_eig.plot(np.cos(theta), np.sin(theta), color="0.4", ls="--", lw=1, label="unit circle")
+    eig = run.diagnostics.get("eigenvalues")
+    if eig is not None and len(eig):
+        first_step = int(run.diagnostics["record_step"][0])
+        ax_eig.scatter(eig[0].real, eig[0].imag, s=14, facecolors="none", edgecolors="0.55",
+                       label=f"step {first_step}")
+    if run.has_checkpoint:
+        final = np.linalg.eigvals(run.params().W_hh)
+        ax_eig.scatter(final.real, final.imag, s=14, color="C3",
+                       label=f"checkpoint (step {run.checkpoint_step()})")
+    ax_eig.set_aspect("equal", adjustable="datalim")
+    ax_eig.axhline(0, color="0.85", lw=0.8, zorder=0)
+    ax_eig.axvline(0, color="0.85", lw=0.8, zorder=0)
+    ax_eig.set_xlabel("Re λ")
+    ax_eig.set_ylabel("Im λ")
+    ax_eig.set_title("eigenvalues of W_hh", fontsize="medium")
+    ax_eig.legend(fontsize="small", loc="upper left")
+    _finish(fig, run, "Recurrent weights W_hh: spectral radius and singular value")
+    return save_figure(fig, out)
+
+
+def _profile_panel(fig, ax, run: Run, kind: str, title: str, colorbar_label: str) -> None:
+    frame = run.profile_frame(kind)
+    values = frame.to_numpy(dtype=float)
+    steps = frame.index.to_numpy()
+    T = values.shape[1]
+    # Cell edges: positions 0.5..T+0.5; steps between neighbours (geometric, log axis).
+    x_edges = np.arange(T + 1) + 0.5
+    s = steps.astype(float)
+    mids = np.sqrt(s[:-1] * s[1:]) if len(s) > 1 else np.array([])
+    first = s[0] / (mids[0] / s[0]) if len(mids) else s[0] / 2
+    last = s[-1] * (s[-1] / mids[-1]) if len(mids) else s[-1] * 2
+    y_edges = np.concatenate([[max(first, 0.5)], mids, [last]])
+    positive = values[np.isfinite(values) & (values > 0)]
+    if positive.size == 0:
+        ax.text(0.5, 0.5, "all values are zero", transform=ax.transAxes, ha="center")
+        return
+    lo, hi = np.percentile(positive, [1, 100])
+    shown = np.where(values > 0, values, np.nan)
+    mesh = ax.pcolormesh(x_edges, y_edges, shown, norm=LogNorm(vmin=max(lo, hi * 1e-12), vmax=hi),
+                         cmap="magma", shading="flat")
+    ax.set_yscale("log")
+    ax.set_xlabel(f"position t in the chunk (t = {T}: the chunk's last step)")
+    ax.set_ylabel("training step (log scale)")
+    ax.set_title(title, fontsize="medium")
+    fig.colorbar(mesh, ax=ax, label=colorbar_label)
+
+
+def plot_gradient_profile(run: Run, out: Path) -> Path:
+    """The vanishing-gradient profile over training: ||dL_T/dh_t|| by chunk position (left)
+    and ||dL/dh_t|| of the whole chunk loss (right), log colour scale."""
+    if run.profile_frame("last_loss_grad_norm").empty:
+        raise PlotSkipped("no diagnostics.npz (record=false)")
+    fig = _new_figure(13, 5.4)
+    ax_last, ax_all = fig.subplots(1, 2)
+    _profile_panel(fig, ax_last, run, "last_loss_grad_norm",
+                   "gradient of the LAST step's loss, ||dL_T/dh_t||",
+                   "||dL_T/dh_t|| (log scale)")
+    _profile_panel(fig, ax_all, run, "per_step_grad_norm",
+                   "gradient of the whole chunk loss, ||dL/dh_t||",
+                   "||dL/dh_t|| (log scale)")
+    _finish(fig, run, "Gradient flow back through the chunk (dark = vanished)")
+    return save_figure(fig, out)
+
+
+def plot_jacobian(run: Run, out: Path) -> Path:
+    """Norm and spectral radius of the Jacobian product dh_T/dh_{T-k} against the lag k,
+    at several recorded steps."""
+    frame = run.jacobian_frame()
+    if frame.empty:
+        raise PlotSkipped("no Jacobian products recorded (record=false or jacobian_interval=0"
+                          " or fewer steps than jacobian_interval)")
+    steps = np.unique(frame["step"].to_numpy())
+    if len(steps) > 6:
+        steps = steps[np.unique(np.linspace(0, len(steps) - 1, 6).round().astype(int))]
+    colors = _step_colors(len(steps))
+    fig = _new_figure(12, 4.8)
+    ax_norm, ax_rad = fig.subplots(1, 2, sharex=True)
+    for step, color in zip(steps, colors):
+        rows = frame[frame["step"] == step]
+        for ax, col in ((ax_norm, "product_norm"), (ax_rad, "product_radius")):
+            y = rows[col].to_numpy(dtype=float)
+            y = np.where(y > 0, y, np.nan)  # log axis: an exactly-zero product (dead relu)
+            ax.plot(rows["lag"], y, "o-", ms=3, color=color, label=f"step {step}")
+    for ax in (ax_norm, ax_rad):
+        ax.axhline(1.0, color="0.4", ls="--", lw=1)
+        ax.set_yscale("log")
+        ax.set_xlabel("lag k (steps back from the chunk's last step)")
+        ax.grid(alpha=0.3, which="both")
+    ax_norm.set_ylabel("spectral norm ||J_T ⋯ J_{T-k+1}||₂")
+    ax_rad.set_ylabel("spectral radius of J_T ⋯ J_{T-k+1}")
+    ax_norm.set_title("norm of dh_T/dh_{T-k}: < 1 shrinks, > 1 grows", fontsize="medium")
+    ax_rad.set_title("spectral radius of the same product", fontsize="medium")
+    ax_norm.legend(fontsize="small", title="training step", title_fontsize="small")
+    _finish(fig, run, "Jacobian products J_t = diag(f'(a_t)) W_hh over the last steps of a chunk")
+    return save_figure(fig, out)
+
+
+def plot_saturation(run: Run, out: Path) -> Path:
+    """tanh/sigmoid: fraction of unit-steps within 0.05 of a bound; relu: dead units."""
+    steps, sat = _history_column(run, "saturation")
+    if len(steps) == 0:
+        raise PlotSkipped("history.csv has no saturation column (record=false)")
+    relu = run.activation == "relu"
+    fig = _new_figure(8.5, 4.6)
+    ax = fig.subplots()
+    if relu:
+        label = "dead units (h = 0 at every step of the chunk)"
+        ylabel = "fraction of hidden units"
+        title = "Dead relu units over training"
+    else:
+        bounds = "±1" if run.activation == "tanh" else "0 or 1"
+        label = f"unit-steps with h within 0.05 of {bounds}"
+        ylabel = "fraction of unit-steps in a chunk"
+        title = f"Saturation of the {run.activation} units over training"
+    ax.plot(steps, sat, color="C2", lw=1.3, label=label)
+    ax.set_ylim(0, max(0.05, min(1.0, float(np.nanmax(sat)) * 1.15 + 0.01)))
+    ax.set_xlabel("training step")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", loc="best")
+    _finish(fig, run, title)
+    return save_figure(fig, out)
+
+
+# --------------------------------------------------------------------------------------
+# Analysis of the trained network (analysis.json)
+# --------------------------------------------------------------------------------------
+
+
+def plot_word_categories(run: Run, out: Path) -> Path:
+    """Word means in the 2-D PCA, labelled and coloured by category; their dendrogram."""
+    from scipy.cluster.hierarchy import dendrogram
+
+    cat = _analysis(run, "categories", "the word-category analysis")
+    words, categories = cat["words"], cat["word_categories"]
+    coords = np.asarray(cat["pca"], dtype=float)
+    colors = [CATEGORY_COLORS.get(c, "0.3") for c in categories]
+    fig = _new_figure(14, 6.4)
+    ax_pca, ax_den = fig.subplots(1, 2, width_ratios=[1.25, 1])
+    ax_pca.scatter(coords[:, 0], coords[:, 1], c=colors, s=18)
+    for (x, y), w, c in zip(coords, words, colors):
+        ax_pca.annotate(w, (x, y), xytext=(3, 2), textcoords="offset points", color=c,
+                        fontsize="small")
+    explained = cat.get("pca_explained_variance") or [0, 0]
+    ax_pca.set_xlabel(f"PC 1 ({100 * explained[0]:.0f}% of the variance of the word means)")
+    ax_pca.set_ylabel(f"PC 2 ({100 * explained[1]:.0f}%)")
+    ax_pca.set_title("mean boundary state of each word, 2-D PCA", fontsize="medium")
+    ax_pca.grid(alpha=0.3)
+    present = [c for c in CATEGORY_COLORS if c in set(categories)]
+    handles = [Line2D([], [], marker="o", ls="", color=CATEGORY_COLORS[c], label=c)
+               for c in present]
+    ax_pca.legend(handles=handles, fontsize="small", loc="best", title="category")
+    if cat.get("linkage"):
+        Z = np.asarray(cat["linkage"], dtype=float)
+        dendrogram(Z, ax=ax_den, labels=list(words), orientation="left",
+                   color_threshold=0, above_threshold_color="0.35", leaf_font_size=8)
+        color_of = dict(zip(words, colors))
+        for label in ax_den.get_yticklabels():
+            label.set_color(color_of.get(label.get_text(), "0.3"))
+        ax_den.set_xlabel("average-linkage distance between word means (units of h)")
+        ax_den.set_title("hierarchical clustering of the word means", fontsize="medium")
+    sep = run.analysis.get("category_separation")
+    chance = run.analysis.get("category_chance")
+    init = run.analysis.get("category_separation_init")
+    score = ""
+    if sep is not None:
+        score = f": separation {sep:.2f} (chance {chance:.2f}"
+        score += f", untrained {init:.2f})" if init is not None else ")"
+    _finish(fig, run, f"Elman's word categories in the hidden state{score}")
+    return save_figure(fig, out)
+
+
+def plot_memory_probe(run: Run, out: Path) -> Path:
+    """Accuracy of decoding the character k steps back from the hidden state."""
+    mem = _analysis(run, "memory_probe", "the memory probe")
+    lags = np.asarray(mem["lags"])
+    fig = _new_figure(9.5, 5.0)
+    ax = fig.subplots()
+    ax.plot(lags, mem["accuracy"], "o-", ms=3, color="C0",
+            label=f"trained network (memory span {mem['span']})")
+    init = (run.analysis.get("details") or {}).get("memory_probe_init")
+    if init:
+        ax.plot(lags, init["accuracy"], "s--", ms=2.5, color="C1", lw=1,
+                label=f"untrained network, same init (span {init['span']})")
+    ax.plot(lags, mem["input_only_accuracy"], ":", color="C2", lw=1.5,
+            label="from the current character alone (text statistics, no memory)")
+    ax.axhline(mem["chance"], color="0.3", ls="--", lw=1,
+               label=f"chance = majority class ({mem['chance']:.2f})")
+    ax.axhspan(mem["chance"], mem["chance"] + mem["margin"], color="0.85", alpha=0.6,
+               label=f"chance + margin {mem['margin']} (span threshold)")
+    seq_len = run.settings.get("seq_len")
+    if seq_len and seq_len <= lags.max():
+        ax.axvline(seq_len, color="C3", ls="-.", lw=1,
+                   label=f"seq_len = {seq_len} (BPTT truncation)")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlim(0.5, lags.max() + 0.5)
+    ax.set_xlabel("lag k (characters back from the one just read)")
+    ax.set_ylabel("decoding accuracy on the validation text (fraction)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", loc="upper right")
+    _finish(fig, run, "Memory probe: ridge readout of the character k steps back from h_t")
+    return save_figure(fig, out)
+
+
+def plot_hidden_trajectory(run: Run, out: Path) -> Path:
+    """The hidden state's path through its 2-D PCA while reading a validation excerpt."""
+    traj = _analysis(run, "trajectory", "the hidden-state trajectory")
+    coords = np.asarray(traj["pca"], dtype=float)
+    text = traj["text"]
+    if len(coords) == 0:
+        raise PlotSkipped("empty trajectory")
+    fig = _new_figure(10, 7.4)
+    ax = fig.subplots()
+    ax.plot(coords[:, 0], coords[:, 1], color="0.75", lw=0.8, zorder=1)
+    norm = Normalize(0, len(coords) - 1)
+    points = ax.scatter(coords[:, 0], coords[:, 1], c=np.arange(len(coords)), cmap="viridis",
+                        norm=norm, s=22, zorder=2)
+    for i, ((x, y), ch) in enumerate(zip(coords, text)):
+        shown = "␣" if ch == " " else ch
+        ax.annotate(shown, (x, y), xytext=(3, 3), textcoords="offset points",
+                    fontsize=7.5, color="C3" if ch.isspace() else "0.15")
+    fig.colorbar(points, ax=ax, label="character index in the excerpt")
+    explained = traj.get("pca_explained_variance") or [0, 0]
+    ax.set_xlabel(f"PC 1 ({100 * explained[0]:.0f}% of the variance of the validation states)")
+    ax.set_ylabel(f"PC 2 ({100 * explained[1]:.0f}%)")
+    ax.grid(alpha=0.3)
+    excerpt = text if len(text) <= 60 else text[:57] + "..."
+    ax.set_title(f"reading {excerpt!r} (␣ = space, in red)", fontsize="medium")
+    _finish(fig, run, f"Hidden-state trajectory over the first {len(coords)} validation "
+            "characters")
+    return save_figure(fig, out)
+
+
+def plot_word_position(run: Run, out: Path) -> Path:
+    """Next-character accuracy by the input character's position within its word."""
+    pos = _analysis(run, "word_position", "the word-boundary analysis")
+    labels, acc, count = pos["labels"], pos["accuracy"], pos["count"]
+    keep = [i for i, c in enumerate(count) if c > 0]
+    fig = _new_figure(9, 4.8)
+    ax = fig.subplots()
+    x = np.arange(len(keep))
+    heights = [acc[i] for i in keep]
+    bar_colors = ["C3" if labels[i] == "after space" else "C0" for i in keep]
+    ax.bar(x, heights, color=bar_colors)
+    for xi, i in zip(x, keep):
+        ax.text(xi, acc[i] + 0.015, f"{acc[i]:.2f}\nn={count[i]}", ha="center", va="bottom",
+                fontsize="x-small")
+    ax.set_xticks(x, [labels[i] if labels[i] == "after space" else f"letter {labels[i]}"
+                      for i in keep], rotation=0, fontsize="small")
+    ax.set_ylim(0, 1.18)
+    ax.set_xlabel("input character: a space, or the letter's position in its word (0 = first)")
+    ax.set_ylabel("argmax next-character accuracy (fraction)")
+    ax.grid(alpha=0.3, axis="y")
+    handles = [Line2D([], [], color="C3", lw=6, label="after a space: the next word's first "
+                      "letter"),
+               Line2D([], [], color="C0", lw=6, label="inside a word: next letter or the end")]
+    ax.legend(handles=handles, fontsize="small", loc="upper left")
+    _finish(fig, run, "Word boundaries: next-character accuracy on the validation text")
+    return save_figure(fig, out)
+
+
+# --------------------------------------------------------------------------------------
+# All of them
+# --------------------------------------------------------------------------------------
+
+PLOTS: list[tuple[str, Callable[[Run, Path], Path]]] = [
+    ("loss.png", plot_loss),
+    ("spectral.png", plot_spectral),
+    ("gradient_profile.png", plot_gradient_profile),
+    ("jacobian.png", plot_jacobian),
+    ("saturation.png", plot_saturation),
+    ("word_categories.png", plot_word_categories),
+    ("memory_probe.png", plot_memory_probe),
+    ("hidden_trajectory.png", plot_hidden_trajectory),
+    ("word_position.png", plot_word_position),
+]
+
+
+def plot_run(run_dir: str | Path, strict: bool = False) -> list[Path]:
+    """Draw every plot the run has data for into run_dir; return the paths written.
+
+    A plot without its data (record=false, no analysis.json, non-Elman text) is skipped
+    and logged; an error while drawing one plot is logged and does not stop the others
+    (strict=True raises it instead: for tests).
+    """
+    run = load_run(run_dir)
+    written: list[Path] = []
+    for name, draw in PLOTS:
+        try:
+            written.append(draw(run, run.path / name))
+        except PlotSkipped as e:
+            log.info("plot %s skipped: %s", name, e)
+        except Exception as e:  # one broken plot must not cost the others
+            if strict:
+                raise
+            log.warning("plot %s failed: %s: %s", name, type(e).__name__, e)
+    return written

@@ -1,0 +1,215 @@
+"""Read one run directory back exactly as the trainer wrote it (docs/run_directory.md).
+
+    >>> run = load_run("outputs/2026-01-01/12-00-00"); run.history[["step", "loss"]].tail()
+
+``load_run`` does no computation: the summary, settings, vocabulary, history and diagnostics
+are the recorded values, unchanged (history.csv floats are written with ``repr``, so they
+read back bit for bit). The convenience frames reshape the diagnostics arrays into tables.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from rnn_lab import engine
+
+SUMMARY_FILE = "summary.json"
+SETTINGS_FILE = "settings.json"
+VOCAB_FILE = "vocab.json"
+HISTORY_FILE = "history.csv"
+DIAGNOSTICS_FILE = "diagnostics.npz"
+CHECKPOINT_FILE = "checkpoint.npz"
+ANALYSIS_FILE = "analysis.json"
+HYDRA_CONFIG_FILE = Path(".hydra") / "config.yaml"
+
+# diagnostics.npz arrays recorded as (record step, chunk position): profile_frame() kinds.
+PROFILE_KINDS = ("last_loss_grad_norm", "per_step_grad_norm", "position_accuracy")
+
+
+class RunDirError(ValueError):
+    """A run directory that cannot be read (missing, or without the file asked for)."""
+
+
+@dataclass
+class Run:
+    """The recordings of one run. Load with :func:`load_run`.
+
+    summary: summary.json; settings: settings.json (the trainer's plain settings; from
+    .hydra/config.yaml when settings.json is absent); history: history.csv as a DataFrame
+    (empty when absent); diagnostics: the arrays of diagnostics.npz ({} with record=false);
+    analysis: analysis.json or None; vocab: the characters of vocab.json, in index order.
+    """
+
+    path: Path
+    summary: dict
+    settings: dict
+    history: pd.DataFrame
+    diagnostics: dict[str, np.ndarray] = field(repr=False)
+    analysis: dict | None = field(repr=False)
+    vocab: list[str] = field(repr=False)
+
+    # ---- small accessors -------------------------------------------------------------
+
+    @property
+    def status(self) -> str | None:
+        return self.summary.get("status")
+
+    @property
+    def activation(self) -> str:
+        return _activation_name(self.settings.get("activation", "tanh"))
+
+    @property
+    def has_checkpoint(self) -> bool:
+        return (self.path / CHECKPOINT_FILE).exists()
+
+    def params(self) -> engine.Params:
+        """The weights of checkpoint.npz (the last checkpoint written) as engine.Params."""
+        path = self.path / CHECKPOINT_FILE
+        if not path.exists():
+            raise RunDirError(f"{self.path}: no {CHECKPOINT_FILE} (the run saved no weights)")
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {n: z[n].copy() for n in (*engine.PARAM_NAMES, "E") if n in z.files}
+        missing = [n for n in engine.PARAM_NAMES if n not in arrays]
+        if missing:
+            raise RunDirError(f"{path}: missing arrays {', '.join(missing)}")
+        return engine.Params(**arrays)
+
+    def checkpoint_step(self) -> int | None:
+        """The training step at which checkpoint.npz was written (None without one)."""
+        path = self.path / CHECKPOINT_FILE
+        if not path.exists():
+            return None
+        with np.load(path, allow_pickle=False) as z:
+            return int(z["step"]) if "step" in z.files else None
+
+    # ---- diagnostics as tables -------------------------------------------------------
+
+    def eigenvalues_frame(self) -> pd.DataFrame:
+        """Eigenvalues of W_hh at each record step: columns step, index, real, imag, abs."""
+        columns = ["step", "index", "real", "imag", "abs"]
+        eig = self.diagnostics.get("eigenvalues")
+        if eig is None or eig.size == 0:
+            return pd.DataFrame(columns=columns)
+        steps = self.diagnostics["record_step"]
+        n, H = eig.shape
+        return pd.DataFrame(
+            {
+                "step": np.repeat(steps, H),
+                "index": np.tile(np.arange(H), n),
+                "real": eig.real.ravel(),
+                "imag": eig.imag.ravel(),
+                "abs": np.abs(eig).ravel(),
+            }
+        )
+
+    def profile_frame(self, kind: str = "last_loss_grad_norm") -> pd.DataFrame:
+        """A (record step x chunk position) array as a DataFrame: index step, columns 1..T.
+
+        kind: "last_loss_grad_norm" (||dL_T/dh_t||, the vanishing-gradient profile),
+        "per_step_grad_norm" (||dL/dh_t|| of the whole chunk loss) or "position_accuracy".
+        """
+        if kind not in PROFILE_KINDS:
+            raise ValueError(f"kind: unknown {kind!r}; valid: {', '.join(PROFILE_KINDS)}")
+        values = self.diagnostics.get(kind)
+        if values is None or values.size == 0:
+            return pd.DataFrame(index=pd.Index([], name="step"), columns=pd.Index([], name="position"))
+        frame = pd.DataFrame(
+            values,
+            index=pd.Index(self.diagnostics["record_step"], name="step"),
+            columns=pd.Index(np.arange(1, values.shape[1] + 1), name="position"),
+        )
+        return frame
+
+    def jacobian_frame(self) -> pd.DataFrame:
+        """Jacobian products per recorded step and lag k = 1..K: columns step, lag,
+        step_norm (||J_{T-k+1}||), product_norm (||J_T ... J_{T-k+1}||), product_radius."""
+        columns = ["step", "lag", "step_norm", "product_norm", "product_radius"]
+        norm = self.diagnostics.get("jacobian_product_norm")
+        if norm is None or norm.size == 0:
+            return pd.DataFrame(columns=columns)
+        m, K = norm.shape
+        return pd.DataFrame(
+            {
+                "step": np.repeat(self.diagnostics["jacobian_step"], K),
+                "lag": np.tile(np.arange(1, K + 1), m),
+                "step_norm": self.diagnostics["jacobian_step_norm"].ravel(),
+                "product_norm": norm.ravel(),
+                "product_radius": self.diagnostics["jacobian_product_radius"].ravel(),
+            }
+        )
+
+    def samples_frame(self) -> pd.DataFrame:
+        """Text sampled during training: columns step, text."""
+        steps = self.diagnostics.get("sample_step")
+        if steps is None or steps.size == 0:
+            return pd.DataFrame(columns=["step", "text"])
+        return pd.DataFrame({"step": steps, "text": [str(t) for t in self.diagnostics["sample_text"]]})
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """Load a run directory's recordings (see :class:`Run`).
+
+    Example: ``load_run("outputs/2026-01-01/12-00-00").profile_frame().iloc[-1]`` is the
+    vanishing-gradient profile at the last record step.
+    Raises RunDirError when run_dir is not a directory or holds neither summary.json nor
+    settings.json nor a checkpoint (nothing to read).
+    """
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise RunDirError(f"{run_dir}: not a directory")
+    summary = _read_json(path / SUMMARY_FILE) or {}
+    settings = _read_json(path / SETTINGS_FILE)
+    if settings is None:
+        settings = _settings_from_hydra(path / HYDRA_CONFIG_FILE) or {}
+    if not summary and not settings and not (path / CHECKPOINT_FILE).exists():
+        raise RunDirError(
+            f"{run_dir}: not a run directory (no {SUMMARY_FILE}, {SETTINGS_FILE} or "
+            f"{CHECKPOINT_FILE})"
+        )
+    vocab_doc = _read_json(path / VOCAB_FILE)
+    vocab = list(vocab_doc["chars"]) if vocab_doc and "chars" in vocab_doc else []
+    history_path = path / HISTORY_FILE
+    history = pd.read_csv(history_path) if history_path.exists() else pd.DataFrame()
+    diagnostics: dict[str, np.ndarray] = {}
+    if (path / DIAGNOSTICS_FILE).exists():
+        with np.load(path / DIAGNOSTICS_FILE, allow_pickle=False) as z:
+            diagnostics = {k: z[k] for k in z.files}
+    return Run(
+        path=path,
+        summary=summary,
+        settings=settings,
+        history=history,
+        diagnostics=diagnostics,
+        analysis=_read_json(path / ANALYSIS_FILE),
+        vocab=vocab,
+    )
+
+
+def _read_json(path: Path):
+    if not path.exists():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _activation_name(value) -> str:
+    # settings.json holds the name; a Hydra config holds the group node {name: ...}.
+    return str(value.get("name", "tanh")) if isinstance(value, dict) else str(value)
+
+
+def _settings_from_hydra(path: Path) -> dict | None:
+    """The trainer's settings shape from .hydra/config.yaml (runs without settings.json)."""
+    if not path.exists():
+        return None
+    import yaml
+
+    config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(config, dict):
+        return None
+    config = dict(config)
+    config["activation"] = _activation_name(config.get("activation", "tanh"))
+    return config

@@ -1,0 +1,40 @@
+"""Helpers for tests that run the CLI: a tiny run's overrides and a subprocess runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from rnn_lab import PROJECT_ROOT
+
+# A run small enough for a test: seconds, not minutes.
+TINY = [
+    "steps=40",
+    "hidden_size=8",
+    "seq_len=8",
+    "val_interval=20",
+    "checkpoint_interval=20",
+    "record_interval=10",
+    "record_dense_until=0",
+    "jacobian_interval=20",
+    "jacobian_lags=4",
+    "sample_interval=0",
+    "sample_length=40",
+    "log_interval=0",
+    "analyze=false",
+    "data.num_sentences=60",
+]
+
+
+def run_cli(args: list[str], cwd: Path | None = None, timeout: float = 300, module="rnn_lab.train",
+            **kwargs):
+    """python -m MODULE ARGS in a subprocess (default: the train app), output captured."""
+    cmd = [sys.executable, "-m", module, *args]
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run(
+        cmd, cwd=cwd or PROJECT_ROOT, capture_output=True, text=True, timeout=timeout, env=env,
+        **kwargs,
+    )
