@@ -107,8 +107,9 @@ def pca_2d(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[float]]:
 # --------------------------------------------------------------------------------------
 
 
-def generate_text(params, activation, vocab: Vocab, length: int, temperature: float,
-                  seed: int, prime: str = " ") -> str:
+def generate_text(
+    params, activation, vocab: Vocab, length: int, temperature: float, seed: int, prime: str = " "
+) -> str:
     """length characters sampled after prime, from np.random.default_rng(seed)."""
     rng = np.random.default_rng(seed)
     prime_ids = [vocab.index[c] for c in prime if c in vocab.index] or [0]
@@ -287,8 +288,9 @@ def last_char_separation(states: np.ndarray, text: str) -> float | None:
     if len({c for _, c, _ in rows}) < 2:
         return None
     X = states[[t for _, _, t in rows]]
-    return nearest_centroid_accuracy(X, np.array([c for _, c, _ in rows]),
-                                     np.array([w for w, _, _ in rows]))
+    return nearest_centroid_accuracy(
+        X, np.array([c for _, c, _ in rows]), np.array([w for w, _, _ in rows])
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -296,8 +298,14 @@ def last_char_separation(states: np.ndarray, text: str) -> float | None:
 # --------------------------------------------------------------------------------------
 
 
-def memory_probe(states: np.ndarray, ids: np.ndarray, split: int, max_lag: int,
-                 vocab_size: int, margin: float = MEMORY_MARGIN) -> dict:
+def memory_probe(
+    states: np.ndarray,
+    ids: np.ndarray,
+    split: int,
+    max_lag: int,
+    vocab_size: int,
+    margin: float = MEMORY_MARGIN,
+) -> dict:
     """Decode the character k steps back from the state, k = 0 .. max_lag.
 
     One ridge readout per lag (closed form, one-vs-rest on one-hot targets, bias by
@@ -358,16 +366,21 @@ def memory_probe(states: np.ndarray, ids: np.ndarray, split: int, max_lag: int,
 # --------------------------------------------------------------------------------------
 
 
-def hidden_trajectory(states: np.ndarray, text: str, split: int,
-                      length: int = TRAJECTORY_LENGTH) -> dict:
-    """The first characters of the validation text as a path in the 2-D PCA of all the
-    validation states (the axes come from the whole validation text, not the excerpt)."""
+def hidden_trajectory(
+    states: np.ndarray, text: str, split: int, length: int = TRAJECTORY_LENGTH
+) -> dict:
+    """About the first `length` characters of the validation text, from its first whole
+    word, as a path in the 2-D PCA of all the validation states (the axes come from the
+    whole validation text, not the excerpt)."""
     val_states = states[split:]
     _, axes, explained = pca_2d(val_states)
-    excerpt = val_states[:length]
+    first_space = next((i for i, c in enumerate(text[split:]) if c.isspace()), -1)
+    start = split + first_space + 1 if 0 <= first_space < len(text) - split - 1 else split
+    excerpt = states[start : start + length]
     coords = (excerpt - val_states.mean(axis=0)) @ axes.T
     return {
-        "text": text[split : split + len(excerpt)],
+        "start": start,
+        "text": text[start : start + len(excerpt)],
         "pca": coords.tolist(),
         "pca_explained_variance": explained,
     }
@@ -397,8 +410,9 @@ def params_are_finite(params: engine.Params) -> bool:
     return all(np.all(np.isfinite(a)) for a in params.arrays().values())
 
 
-def analyze_params(params: engine.Params, settings: dict, text: str, vocab: Vocab,
-                   *, compare_init: bool = True) -> dict:
+def analyze_params(
+    params: engine.Params, settings: dict, text: str, vocab: Vocab, *, compare_init: bool = True
+) -> dict:
     """All the metrics of one network on its text; the analysis.json document.
 
     Top-level keys with scalar values are the metrics (merged into summary.json);
@@ -419,9 +433,14 @@ def analyze_params(params: engine.Params, settings: dict, text: str, vocab: Voca
         return {"notes": ["hidden states are not finite: nothing to analyse"], "details": {}}
 
     # Generated text: how many of its words are real words.
-    generated = generate_text(params, activation, vocab, GENERATED_LENGTH,
-                              float(settings.get("temperature", 1.0)),
-                              int(settings.get("seed", 0)))
+    generated = generate_text(
+        params,
+        activation,
+        vocab,
+        GENERATED_LENGTH,
+        float(settings.get("temperature", 1.0)),
+        int(settings.get("seed", 0)),
+    )
     known_words = set(text[:split].split())
     hit = vocab_hit_rate(generated, known_words)
     metrics["vocab_hit_rate"] = hit["vocab_hit_rate"]
@@ -453,8 +472,12 @@ def analyze_params(params: engine.Params, settings: dict, text: str, vocab: Voca
         if "skipped" in categories:
             notes.append(f"word categories skipped: {categories['skipped']}")
         else:
-            for k in ("category_separation", "category_chance", "noun_verb_separation",
-                      "noun_verb_chance"):
+            for k in (
+                "category_separation",
+                "category_chance",
+                "noun_verb_separation",
+                "noun_verb_chance",
+            ):
                 metrics[k] = categories[k]
             metrics["category_separation_last_letter"] = last_char_separation(states, text)
             if init_states is not None:
@@ -492,9 +515,7 @@ def analyze_params(params: engine.Params, settings: dict, text: str, vocab: Voca
 def scalar_metrics(analysis: dict) -> dict:
     """The top-level scalar entries of an analysis document (what summary.json receives)."""
     return {
-        k: v
-        for k, v in analysis.items()
-        if v is None or isinstance(v, bool | int | float | str)
+        k: v for k, v in analysis.items() if v is None or isinstance(v, bool | int | float | str)
     }
 
 
@@ -515,8 +536,7 @@ def analyze_run(run_dir: str | Path, plots: bool = True) -> dict:
     step = run.checkpoint_step()
     base = {"analysis_step": step}
     if not params_are_finite(params):
-        analysis = {**base, "notes": ["the weights are not finite (a diverged run)"],
-                    "details": {}}
+        analysis = {**base, "notes": ["the weights are not finite (a diverged run)"], "details": {}}
     else:
         text = load_corpus_text(settings.get("data") or {"name": "elman"})
         vocab = Vocab(run.vocab) if run.vocab else Vocab.from_text(text)
@@ -570,8 +590,11 @@ def main_analyze(argv: list[str]) -> int:
         print(f"rnn-lab analyze: error: {run_dir} is not a directory", file=sys.stderr)
         return 2
     if not (run_dir / "checkpoint.npz").exists():
-        print(f"rnn-lab analyze: error: {run_dir} has no checkpoint.npz (not a run directory, "
-              "or its run saved no weights yet)", file=sys.stderr)
+        print(
+            f"rnn-lab analyze: error: {run_dir} has no checkpoint.npz (not a run directory, "
+            "or its run saved no weights yet)",
+            file=sys.stderr,
+        )
         return 2
     try:
         analyze_run(run_dir, plots=not args.no_plots)

@@ -9,6 +9,7 @@ whose one-paragraph message names the key, the bad value and what is allowed.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -85,6 +86,20 @@ class RnnLabSchema:
 
 def register_schema() -> None:
     ConfigStore.instance().store(name="rnn_lab_schema", node=RnnLabSchema)
+    if not OmegaConf.has_resolver("rnn_lab.dirname"):
+        OmegaConf.register_new_resolver("rnn_lab.dirname", job_dirname)
+
+
+MAX_DIRNAME = 200
+
+
+def job_dirname(override_dirname: str) -> str:
+    """A sweep job's folder name: its overrides, shortened deterministically when too long."""
+    name = override_dirname or "defaults"
+    if len(name) <= MAX_DIRNAME:
+        return name
+    digest = hashlib.sha1(name.encode()).hexdigest()[:10]
+    return f"{name[: MAX_DIRNAME - 11]}-{digest}"
 
 
 # Each optimiser's own keys and their types (the optim group's per-option schema).

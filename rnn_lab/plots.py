@@ -104,6 +104,65 @@ def _analysis(run: Run, key: str, what: str) -> dict:
     return details[key]
 
 
+def place_labels(
+    fig: Figure, ax, xy: np.ndarray, texts: list[str], colors, fontsize: float = 8.5
+) -> None:
+    """Annotate points with labels pushed apart vertically until they no longer overlap,
+    with a leader line when a label had to move away from its point.
+
+    Works in display pixels after the layout is final (draw_without_rendering); the label
+    size is estimated from the character count, which is good enough to separate words.
+    """
+    fig.draw_without_rendering()
+    points = ax.transData.transform(np.asarray(xy, dtype=float))
+    px = fig.dpi / 72.0
+    widths = np.array([0.62 * fontsize * px * len(t) + 2 * px for t in texts])
+    height = 1.25 * fontsize * px
+    pos = points + np.array([4.0, 2.0]) * px  # lower-left corner of each label
+    home = pos.copy()
+    box = ax.get_window_extent()
+    n = len(texts)
+    order_sign = np.sign(np.arange(n)[None, :] - np.arange(n)[:, None])  # ties: by index
+    for _ in range(400):
+        cx, cy = pos[:, 0] + widths / 2, pos[:, 1] + height / 2
+        dx, dy = cx[None, :] - cx[:, None], cy[None, :] - cy[:, None]
+        overlap_x = (widths[:, None] + widths[None, :]) / 2 - np.abs(dx)
+        overlap_y = height - np.abs(dy)
+        overlap = (overlap_x > 0) & (overlap_y > 0)
+        np.fill_diagonal(overlap, False)
+        if not overlap.any():
+            break
+        sign = np.where(dy != 0, np.sign(dy), order_sign)
+        push = np.where(overlap, (overlap_y / 2 + 0.5) * sign, 0.0)  # row i pushes column j
+        pos[:, 1] += 0.5 * push.sum(axis=0)
+        pos[:, 1] = np.clip(pos[:, 1], box.y0 + 1, box.y1 - height - 1)
+    to_data = ax.transData.inverted()
+    anchors = to_data.transform(pos)
+    for i, text in enumerate(texts):
+        moved = abs(pos[i, 1] - home[i, 1]) > 0.6 * height
+        ann = ax.annotate(
+            text,
+            xy=tuple(xy[i]),
+            xytext=tuple(anchors[i]),
+            textcoords="data",
+            ha="left",
+            va="bottom",
+            fontsize=fontsize,
+            color=colors[i],
+            arrowprops={
+                "arrowstyle": "-",
+                "color": colors[i],
+                "lw": 0.6,
+                "alpha": 0.7,
+                "shrinkA": 0,
+                "shrinkB": 2,
+            }
+            if moved
+            else None,
+        )
+        ann.set_in_layout(False)
+
+
 def _step_colors(n: int):
     from matplotlib import colormaps
 
@@ -128,11 +187,23 @@ def plot_loss(run: Run, out: Path) -> Path:
     for ax, log_steps in zip(axes, (False, True)):
         ax.plot(steps, loss, color="C0", lw=1.2, label="training loss (mean since previous row)")
         if len(val_steps):
-            ax.plot(val_steps, val_loss, "o-", color="C3", ms=3.5, lw=1.2,
-                    label="validation loss (whole validation split)")
+            ax.plot(
+                val_steps,
+                val_loss,
+                "o-",
+                color="C3",
+                ms=3.5,
+                lw=1.2,
+                label="validation loss (whole validation split)",
+            )
         if V > 1:
-            ax.axhline(math.log(V), color="0.5", ls=":", lw=1,
-                       label=f"uniform guess over {V} characters, ln {V} = {math.log(V):.2f}")
+            ax.axhline(
+                math.log(V),
+                color="0.5",
+                ls=":",
+                lw=1,
+                label=f"uniform guess over {V} characters, ln {V} = {math.log(V):.2f}",
+            )
         ax.set_xlabel("training step" + (" (log scale)" if log_steps else ""))
         if log_steps:
             ax.set_xscale("log")
@@ -158,25 +229,37 @@ def plot_spectral(run: Run, out: Path) -> Path:
     ax.plot(steps, radius, color="C0", lw=1.5, label="spectral radius max|λ(W_hh)|")
     if len(sig_steps):
         ax.plot(sig_steps, sigma, color="C1", lw=1.5, label="largest singular value σ_max(W_hh)")
-    ax.axhline(1.0, color="0.4", ls="--", lw=1, label="1: a linear map that neither grows "
-               "nor shrinks")
+    ax.axhline(
+        1.0, color="0.4", ls="--", lw=1, label="1: a linear map that neither grows nor shrinks"
+    )
     ax.set_xlabel("training step")
     ax.set_ylabel("magnitude (dimensionless)")
     ax.set_title("W_hh over training", fontsize="medium")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small", loc="best")
+    ax.legend(fontsize="small", loc="upper right")
 
     theta = np.linspace(0, 2 * np.pi, 400)
     ax_eig.plot(np.cos(theta), np.sin(theta), color="0.4", ls="--", lw=1, label="unit circle")
     eig = run.diagnostics.get("eigenvalues")
     if eig is not None and len(eig):
         first_step = int(run.diagnostics["record_step"][0])
-        ax_eig.scatter(eig[0].real, eig[0].imag, s=14, facecolors="none", edgecolors="0.55",
-                       label=f"step {first_step}")
+        ax_eig.scatter(
+            eig[0].real,
+            eig[0].imag,
+            s=14,
+            facecolors="none",
+            edgecolors="0.55",
+            label=f"step {first_step}",
+        )
     if run.has_checkpoint:
         final = np.linalg.eigvals(run.params().W_hh)
-        ax_eig.scatter(final.real, final.imag, s=14, color="C3",
-                       label=f"checkpoint (step {run.checkpoint_step()})")
+        ax_eig.scatter(
+            final.real,
+            final.imag,
+            s=14,
+            color="C3",
+            label=f"checkpoint (step {run.checkpoint_step()})",
+        )
     ax_eig.set_aspect("equal", adjustable="datalim")
     ax_eig.axhline(0, color="0.85", lw=0.8, zorder=0)
     ax_eig.axvline(0, color="0.85", lw=0.8, zorder=0)
@@ -188,26 +271,44 @@ def plot_spectral(run: Run, out: Path) -> Path:
     return save_figure(fig, out)
 
 
-def _profile_panel(fig, ax, run: Run, kind: str, title: str, colorbar_label: str) -> None:
-    frame = run.profile_frame(kind)
-    values = frame.to_numpy(dtype=float)
-    steps = frame.index.to_numpy()
-    T = values.shape[1]
-    # Cell edges: positions 0.5..T+0.5; steps between neighbours (geometric, log axis).
-    x_edges = np.arange(T + 1) + 0.5
+def _step_edges(steps: np.ndarray) -> np.ndarray:
+    """Cell edges between record steps, geometric midpoints (for a log step axis)."""
     s = steps.astype(float)
-    mids = np.sqrt(s[:-1] * s[1:]) if len(s) > 1 else np.array([])
-    first = s[0] / (mids[0] / s[0]) if len(mids) else s[0] / 2
-    last = s[-1] * (s[-1] / mids[-1]) if len(mids) else s[-1] * 2
-    y_edges = np.concatenate([[max(first, 0.5)], mids, [last]])
+    if len(s) == 1:
+        return np.array([s[0] / 2, s[0] * 2])
+    mids = np.sqrt(s[:-1] * s[1:])
+    return np.concatenate([[s[0] ** 2 / mids[0]], mids, [s[-1] ** 2 / mids[-1]]])
+
+
+def _heatmap(
+    fig,
+    ax,
+    steps: np.ndarray,
+    values: np.ndarray,
+    title: str,
+    colorbar_label: str,
+    floor_ratio: float,
+) -> None:
+    """(record step x chunk position) values as a log-coloured heatmap, log step axis.
+
+    floor_ratio: the colour scale spans [max / floor_ratio, max] (or down to the smallest
+    value); cells at or below zero are left blank (a dead relu chain)."""
+    T = values.shape[1]
     positive = values[np.isfinite(values) & (values > 0)]
     if positive.size == 0:
         ax.text(0.5, 0.5, "all values are zero", transform=ax.transAxes, ha="center")
         return
-    lo, hi = np.percentile(positive, [1, 100])
+    hi = float(positive.max())
+    lo = max(float(positive.min()), hi / floor_ratio)
     shown = np.where(values > 0, values, np.nan)
-    mesh = ax.pcolormesh(x_edges, y_edges, shown, norm=LogNorm(vmin=max(lo, hi * 1e-12), vmax=hi),
-                         cmap="magma", shading="flat")
+    mesh = ax.pcolormesh(
+        np.arange(T + 1) + 0.5,
+        _step_edges(steps),
+        shown,
+        norm=LogNorm(vmin=lo, vmax=hi),
+        cmap="magma",
+        shading="flat",
+    )
     ax.set_yscale("log")
     ax.set_xlabel(f"position t in the chunk (t = {T}: the chunk's last step)")
     ax.set_ylabel("training step (log scale)")
@@ -216,19 +317,65 @@ def _profile_panel(fig, ax, run: Run, kind: str, title: str, colorbar_label: str
 
 
 def plot_gradient_profile(run: Run, out: Path) -> Path:
-    """The vanishing-gradient profile over training: ||dL_T/dh_t|| by chunk position (left)
-    and ||dL/dh_t|| of the whole chunk loss (right), log colour scale."""
-    if run.profile_frame("last_loss_grad_norm").empty:
+    """The vanishing-gradient profile over training.
+
+    Left: ||dL_T/dh_t|| / ||dL_T/dh_T||, the gradient of the chunk's last loss reaching
+    position t, relative to where it starts (each record divided by its own t = T value, so
+    the chunk-to-chunk size of that one loss does not hide the decay). Middle: its median
+    over five phases of training. Right: ||dL/dh_t|| of the whole chunk loss, absolute.
+    """
+    last = run.profile_frame("last_loss_grad_norm")
+    if last.empty:
         raise PlotSkipped("no diagnostics.npz (record=false)")
-    fig = _new_figure(13, 5.4)
-    ax_last, ax_all = fig.subplots(1, 2)
-    _profile_panel(fig, ax_last, run, "last_loss_grad_norm",
-                   "gradient of the LAST step's loss, ||dL_T/dh_t||",
-                   "||dL_T/dh_t|| (log scale)")
-    _profile_panel(fig, ax_all, run, "per_step_grad_norm",
-                   "gradient of the whole chunk loss, ||dL/dh_t||",
-                   "||dL/dh_t|| (log scale)")
-    _finish(fig, run, "Gradient flow back through the chunk (dark = vanished)")
+    steps = last.index.to_numpy()
+    values = last.to_numpy(dtype=float)
+    start = values[:, -1:]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        relative = np.where(start > 0, values / start, np.nan)
+    T = values.shape[1]
+    fig = _new_figure(17, 5.4)
+    ax_rel, ax_lines, ax_all = fig.subplots(1, 3, width_ratios=[1.1, 0.9, 1.1])
+    _heatmap(
+        fig,
+        ax_rel,
+        steps,
+        relative,
+        "last step's loss: ||dL_T/dh_t|| / ||dL_T/dh_T||",
+        "gradient relative to t = T (log scale)",
+        floor_ratio=1e8,
+    )
+
+    # Median relative profile per phase: the same information, readable as curves.
+    phases = np.array_split(np.arange(len(steps)), min(5, len(steps)))
+    colors = _step_colors(len(phases))
+    positions = np.arange(1, T + 1)
+    for rows, color in zip(phases, colors):
+        with np.errstate(all="ignore"):
+            median = np.nanmedian(relative[rows], axis=0)
+        median = np.where(median > 0, median, np.nan)
+        label = f"steps {steps[rows[0]]}-{steps[rows[-1]]} ({len(rows)} records)"
+        ax_lines.plot(positions, median, "o-", ms=2.5, color=color, label=label)
+    ax_lines.axhline(1.0, color="0.4", ls="--", lw=1)
+    ax_lines.set_yscale("log")
+    ax_lines.set_xlabel(f"position t in the chunk (t = {T}: the chunk's last step)")
+    ax_lines.set_ylabel("||dL_T/dh_t|| / ||dL_T/dh_T|| (median)")
+    ax_lines.set_title("median profile per phase of training", fontsize="medium")
+    ax_lines.grid(alpha=0.3, which="both")
+    ax_lines.legend(
+        fontsize="x-small", loc="lower right", title="training steps", title_fontsize="x-small"
+    )
+
+    per_step = run.profile_frame("per_step_grad_norm")
+    _heatmap(
+        fig,
+        ax_all,
+        per_step.index.to_numpy(),
+        per_step.to_numpy(dtype=float),
+        "whole chunk loss: ||dL/dh_t|| (absolute)",
+        "||dL/dh_t|| (log scale)",
+        floor_ratio=1e6,
+    )
+    _finish(fig, run, "Gradient flow back through the chunk (small = vanished)")
     return save_figure(fig, out)
 
 
@@ -237,8 +384,10 @@ def plot_jacobian(run: Run, out: Path) -> Path:
     at several recorded steps."""
     frame = run.jacobian_frame()
     if frame.empty:
-        raise PlotSkipped("no Jacobian products recorded (record=false or jacobian_interval=0"
-                          " or fewer steps than jacobian_interval)")
+        raise PlotSkipped(
+            "no Jacobian products recorded (record=false or jacobian_interval=0"
+            " or fewer steps than jacobian_interval)"
+        )
     steps = np.unique(frame["step"].to_numpy())
     if len(steps) > 6:
         steps = steps[np.unique(np.linspace(0, len(steps) - 1, 6).round().astype(int))]
@@ -247,10 +396,14 @@ def plot_jacobian(run: Run, out: Path) -> Path:
     ax_norm, ax_rad = fig.subplots(1, 2, sharex=True)
     for step, color in zip(steps, colors):
         rows = frame[frame["step"] == step]
+        label = f"step {step}"
+        zero = rows["lag"][rows["product_norm"] <= 0].to_numpy()
+        if len(zero):  # a chain of dead relu units: exactly zero, nothing to draw on a log axis
+            label += f" (exactly 0 from lag {zero[0]})"
         for ax, col in ((ax_norm, "product_norm"), (ax_rad, "product_radius")):
             y = rows[col].to_numpy(dtype=float)
-            y = np.where(y > 0, y, np.nan)  # log axis: an exactly-zero product (dead relu)
-            ax.plot(rows["lag"], y, "o-", ms=3, color=color, label=f"step {step}")
+            y = np.where(y > 0, y, np.nan)
+            ax.plot(rows["lag"], y, "o-", ms=3, color=color, label=label)
     for ax in (ax_norm, ax_rad):
         ax.axhline(1.0, color="0.4", ls="--", lw=1)
         ax.set_yscale("log")
@@ -287,7 +440,7 @@ def plot_saturation(run: Run, out: Path) -> Path:
     ax.set_xlabel("training step")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small", loc="best")
+    ax.legend(fontsize="small", loc="upper right")
     _finish(fig, run, title)
     return save_figure(fig, out)
 
@@ -308,22 +461,29 @@ def plot_word_categories(run: Run, out: Path) -> Path:
     fig = _new_figure(14, 6.4)
     ax_pca, ax_den = fig.subplots(1, 2, width_ratios=[1.25, 1])
     ax_pca.scatter(coords[:, 0], coords[:, 1], c=colors, s=18)
-    for (x, y), w, c in zip(coords, words, colors):
-        ax_pca.annotate(w, (x, y), xytext=(3, 2), textcoords="offset points", color=c,
-                        fontsize="small")
     explained = cat.get("pca_explained_variance") or [0, 0]
     ax_pca.set_xlabel(f"PC 1 ({100 * explained[0]:.0f}% of the variance of the word means)")
     ax_pca.set_ylabel(f"PC 2 ({100 * explained[1]:.0f}%)")
     ax_pca.set_title("mean boundary state of each word, 2-D PCA", fontsize="medium")
     ax_pca.grid(alpha=0.3)
     present = [c for c in CATEGORY_COLORS if c in set(categories)]
-    handles = [Line2D([], [], marker="o", ls="", color=CATEGORY_COLORS[c], label=c)
-               for c in present]
-    ax_pca.legend(handles=handles, fontsize="small", loc="best", title="category")
+    handles = [
+        Line2D([], [], marker="o", ls="", color=CATEGORY_COLORS[c], label=c) for c in present
+    ]
+    ax_pca.legend(handles=handles, fontsize="small", loc="upper right", title="category")
+    # Labels last, once the layout is final: words of one cluster often share a point.
+    place_labels(fig, ax_pca, coords, words, colors)
     if cat.get("linkage"):
         Z = np.asarray(cat["linkage"], dtype=float)
-        dendrogram(Z, ax=ax_den, labels=list(words), orientation="left",
-                   color_threshold=0, above_threshold_color="0.35", leaf_font_size=8)
+        dendrogram(
+            Z,
+            ax=ax_den,
+            labels=list(words),
+            orientation="left",
+            color_threshold=0,
+            above_threshold_color="0.35",
+            leaf_font_size=8,
+        )
         color_of = dict(zip(words, colors))
         for label in ax_den.get_yticklabels():
             label.set_color(color_of.get(label.get_text(), "0.3"))
@@ -346,22 +506,52 @@ def plot_memory_probe(run: Run, out: Path) -> Path:
     lags = np.asarray(mem["lags"])
     fig = _new_figure(9.5, 5.0)
     ax = fig.subplots()
-    ax.plot(lags, mem["accuracy"], "o-", ms=3, color="C0",
-            label=f"trained network (memory span {mem['span']})")
+    ax.plot(
+        lags,
+        mem["accuracy"],
+        "o-",
+        ms=3,
+        color="C0",
+        label=f"trained network (memory span {mem['span']})",
+    )
     init = (run.analysis.get("details") or {}).get("memory_probe_init")
     if init:
-        ax.plot(lags, init["accuracy"], "s--", ms=2.5, color="C1", lw=1,
-                label=f"untrained network, same init (span {init['span']})")
-    ax.plot(lags, mem["input_only_accuracy"], ":", color="C2", lw=1.5,
-            label="from the current character alone (text statistics, no memory)")
-    ax.axhline(mem["chance"], color="0.3", ls="--", lw=1,
-               label=f"chance = majority class ({mem['chance']:.2f})")
-    ax.axhspan(mem["chance"], mem["chance"] + mem["margin"], color="0.85", alpha=0.6,
-               label=f"chance + margin {mem['margin']} (span threshold)")
+        ax.plot(
+            lags,
+            init["accuracy"],
+            "s--",
+            ms=2.5,
+            color="C1",
+            lw=1,
+            label=f"untrained network, same init (span {init['span']})",
+        )
+    ax.plot(
+        lags,
+        mem["input_only_accuracy"],
+        ":",
+        color="C2",
+        lw=1.5,
+        label="from the current character alone (text statistics, no memory)",
+    )
+    ax.axhline(
+        mem["chance"],
+        color="0.3",
+        ls="--",
+        lw=1,
+        label=f"chance = majority class ({mem['chance']:.2f})",
+    )
+    ax.axhspan(
+        mem["chance"],
+        mem["chance"] + mem["margin"],
+        color="0.85",
+        alpha=0.6,
+        label=f"chance + margin {mem['margin']} (span threshold)",
+    )
     seq_len = run.settings.get("seq_len")
     if seq_len and seq_len <= lags.max():
-        ax.axvline(seq_len, color="C3", ls="-.", lw=1,
-                   label=f"seq_len = {seq_len} (BPTT truncation)")
+        ax.axvline(
+            seq_len, color="C3", ls="-.", lw=1, label=f"seq_len = {seq_len} (BPTT truncation)"
+        )
     ax.set_ylim(0, 1.02)
     ax.set_xlim(0.5, lags.max() + 0.5)
     ax.set_xlabel("lag k (characters back from the one just read)")
@@ -372,32 +562,97 @@ def plot_memory_probe(run: Run, out: Path) -> Path:
     return save_figure(fig, out)
 
 
-def plot_hidden_trajectory(run: Run, out: Path) -> Path:
-    """The hidden state's path through its 2-D PCA while reading a validation excerpt."""
+_WHITESPACE_GLYPHS = {" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"}
+
+
+def _visible_char(ch: str) -> str:
+    """A glyph for a character label: whitespace made visible, other controls as \\xNN."""
+    if ch in _WHITESPACE_GLYPHS:
+        return _WHITESPACE_GLYPHS[ch]
+    return ch if ch.isprintable() else repr(ch)[1:-1]
+
+
+def plot_hidden_trajectory(run: Run, out: Path, per_panel: int = 25) -> Path:
+    """The hidden state's path through its 2-D PCA while reading a validation excerpt.
+
+    The excerpt is cut into panels of per_panel characters on the same axes (a single
+    path of 100 points is an unreadable tangle); each panel shows all the excerpt's states
+    as a grey cloud and its own stretch as a labelled path."""
     traj = _analysis(run, "trajectory", "the hidden-state trajectory")
     coords = np.asarray(traj["pca"], dtype=float)
     text = traj["text"]
     if len(coords) == 0:
         raise PlotSkipped("empty trajectory")
-    fig = _new_figure(10, 7.4)
-    ax = fig.subplots()
-    ax.plot(coords[:, 0], coords[:, 1], color="0.75", lw=0.8, zorder=1)
-    norm = Normalize(0, len(coords) - 1)
-    points = ax.scatter(coords[:, 0], coords[:, 1], c=np.arange(len(coords)), cmap="viridis",
-                        norm=norm, s=22, zorder=2)
-    for i, ((x, y), ch) in enumerate(zip(coords, text)):
-        shown = "␣" if ch == " " else ch
-        ax.annotate(shown, (x, y), xytext=(3, 3), textcoords="offset points",
-                    fontsize=7.5, color="C3" if ch.isspace() else "0.15")
-    fig.colorbar(points, ax=ax, label="character index in the excerpt")
+    # Panel boundaries just after a space near every per_panel characters: whole words.
+    bounds = [0]
+    while len(coords) - bounds[-1] > per_panel * 1.4:
+        cut = bounds[-1] + per_panel
+        for extra in range(10):  # up to 10 more characters to finish the word
+            if cut + extra >= len(coords) or text[cut + extra - 1].isspace():
+                cut += extra
+                break
+        bounds.append(cut)
+    bounds.append(len(coords))
+    n_panels = len(bounds) - 1
+    ncols = min(2, n_panels)
+    nrows = math.ceil(n_panels / ncols)
+    fig = _new_figure(7.2 * ncols, 5.4 * nrows)
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, sharex=True, sharey=True)).ravel()
     explained = traj.get("pca_explained_variance") or [0, 0]
-    ax.set_xlabel(f"PC 1 ({100 * explained[0]:.0f}% of the variance of the validation states)")
-    ax.set_ylabel(f"PC 2 ({100 * explained[1]:.0f}%)")
-    ax.grid(alpha=0.3)
-    excerpt = text if len(text) <= 60 else text[:57] + "..."
-    ax.set_title(f"reading {excerpt!r} (␣ = space, in red)", fontsize="medium")
-    _finish(fig, run, f"Hidden-state trajectory over the first {len(coords)} validation "
-            "characters")
+    for p, ax in enumerate(axes):
+        if p >= n_panels:
+            ax.set_visible(False)
+            continue
+        lo, hi = bounds[p], bounds[p + 1]
+        ax.scatter(coords[:, 0], coords[:, 1], s=8, color="0.85", zorder=0)
+        seg = coords[lo:hi]
+        ax.plot(seg[:, 0], seg[:, 1], color="0.55", lw=0.9, zorder=1)
+        # Colour runs from dark (first character of the panel) to yellow (last).
+        ax.scatter(
+            seg[:, 0],
+            seg[:, 1],
+            c=np.arange(len(seg)),
+            cmap="viridis",
+            norm=Normalize(0, max(1, len(seg) - 1)),
+            s=26,
+            zorder=2,
+        )
+        ax.scatter(
+            seg[:1, 0],
+            seg[:1, 1],
+            s=140,
+            facecolors="none",
+            edgecolors="C3",
+            lw=1.5,
+            zorder=3,
+            label="first character of the panel",
+        )
+        for (x, y), ch in zip(seg, text[lo:hi]):
+            ax.annotate(
+                _visible_char(ch),
+                (x, y),
+                xytext=(4, 3),
+                textcoords="offset points",
+                fontsize=10,
+                fontweight="bold",
+                color="C3" if ch.isspace() else "0.1",
+            )
+        ax.set_title(f"characters {lo}-{hi - 1}: {text[lo:hi]!r}", fontsize="medium")
+        ax.grid(alpha=0.3)
+        if p % ncols == 0:
+            ax.set_ylabel(f"PC 2 ({100 * explained[1]:.0f}% of the variance)")
+        if p // ncols == nrows - 1 or p + ncols >= n_panels:
+            ax.set_xlabel(
+                f"PC 1 ({100 * explained[0]:.0f}% of the variance of the validation states)"
+            )
+    axes[0].legend(fontsize="small", loc="upper right")
+    _finish(
+        fig,
+        run,
+        f"Hidden-state trajectory while reading {len(coords)} validation "
+        "characters (␣ = space, ↵ = newline; colour: dark = earlier, yellow = later in "
+        "the panel; grey = all the excerpt's states)",
+    )
     return save_figure(fig, out)
 
 
@@ -413,17 +668,28 @@ def plot_word_position(run: Run, out: Path) -> Path:
     bar_colors = ["C3" if labels[i] == "after space" else "C0" for i in keep]
     ax.bar(x, heights, color=bar_colors)
     for xi, i in zip(x, keep):
-        ax.text(xi, acc[i] + 0.015, f"{acc[i]:.2f}\nn={count[i]}", ha="center", va="bottom",
-                fontsize="x-small")
-    ax.set_xticks(x, [labels[i] if labels[i] == "after space" else f"letter {labels[i]}"
-                      for i in keep], rotation=0, fontsize="small")
+        ax.text(
+            xi,
+            acc[i] + 0.015,
+            f"{acc[i]:.2f}\nn={count[i]}",
+            ha="center",
+            va="bottom",
+            fontsize="x-small",
+        )
+    ax.set_xticks(
+        x,
+        [labels[i] if labels[i] == "after space" else f"letter {labels[i]}" for i in keep],
+        rotation=0,
+        fontsize="small",
+    )
     ax.set_ylim(0, 1.18)
     ax.set_xlabel("input character: a space, or the letter's position in its word (0 = first)")
     ax.set_ylabel("argmax next-character accuracy (fraction)")
     ax.grid(alpha=0.3, axis="y")
-    handles = [Line2D([], [], color="C3", lw=6, label="after a space: the next word's first "
-                      "letter"),
-               Line2D([], [], color="C0", lw=6, label="inside a word: next letter or the end")]
+    handles = [
+        Line2D([], [], color="C3", lw=6, label="after a space: the next word's first letter"),
+        Line2D([], [], color="C0", lw=6, label="inside a word: next letter or the end"),
+    ]
     ax.legend(handles=handles, fontsize="small", loc="upper left")
     _finish(fig, run, "Word boundaries: next-character accuracy on the validation text")
     return save_figure(fig, out)

@@ -117,7 +117,9 @@ class Run:
             raise ValueError(f"kind: unknown {kind!r}; valid: {', '.join(PROFILE_KINDS)}")
         values = self.diagnostics.get(kind)
         if values is None or values.size == 0:
-            return pd.DataFrame(index=pd.Index([], name="step"), columns=pd.Index([], name="position"))
+            return pd.DataFrame(
+                index=pd.Index([], name="step"), columns=pd.Index([], name="position")
+            )
         frame = pd.DataFrame(
             values,
             index=pd.Index(self.diagnostics["record_step"], name="step"),
@@ -148,7 +150,9 @@ class Run:
         steps = self.diagnostics.get("sample_step")
         if steps is None or steps.size == 0:
             return pd.DataFrame(columns=["step", "text"])
-        return pd.DataFrame({"step": steps, "text": [str(t) for t in self.diagnostics["sample_text"]]})
+        return pd.DataFrame(
+            {"step": steps, "text": [str(t) for t in self.diagnostics["sample_text"]]}
+        )
 
 
 def load_run(run_dir: str | Path) -> Run:
@@ -174,7 +178,12 @@ def load_run(run_dir: str | Path) -> Run:
     vocab_doc = _read_json(path / VOCAB_FILE)
     vocab = list(vocab_doc["chars"]) if vocab_doc and "chars" in vocab_doc else []
     history_path = path / HISTORY_FILE
-    history = pd.read_csv(history_path) if history_path.exists() else pd.DataFrame()
+    # round_trip: pandas' default float parser can be off by an ulp; this one is exact.
+    history = (
+        pd.read_csv(history_path, float_precision="round_trip")
+        if history_path.exists()
+        else pd.DataFrame()
+    )
     diagnostics: dict[str, np.ndarray] = {}
     if (path / DIAGNOSTICS_FILE).exists():
         with np.load(path / DIAGNOSTICS_FILE, allow_pickle=False) as z:

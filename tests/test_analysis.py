@@ -1,0 +1,318 @@
+"""The analysis of a trained network: metrics on known inputs, on a real Elman run, and the
+run-directory and command-line paths (interrupted runs, errors)."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+
+import numpy as np
+import pytest
+
+from rnn_lab import analysis
+from rnn_lab.analysis import (
+    analyze_params,
+    analyze_run,
+    initial_params,
+    main_analyze,
+    memory_probe,
+    nearest_centroid_accuracy,
+    vocab_hit_rate,
+    word_position_accuracy,
+    word_spans,
+)
+from rnn_lab.data import CharTextTask, Vocab, generate_elman_corpus
+from rnn_lab.runs import load_run
+from rnn_lab.trainer import TrainSettings, train
+
+# Category structure takes a while to emerge with the seed's SGD (6,000 steps, ~8 s); eight
+# streams with Adam get there in 1,500 steps (~3 s) and are still the same engine.
+ELMAN_TRAINED = dict(
+    steps=1500,
+    batch_size=8,
+    optim={"name": "adam"},
+    lr=0.005,
+    seed=1,
+    record=False,
+    val_interval=0,
+    checkpoint_interval=0,
+    log_interval=0,
+    analyze=False,
+)
+TINY = dict(
+    steps=60,
+    hidden_size=12,
+    seq_len=8,
+    val_interval=0,
+    checkpoint_interval=0,
+    log_interval=0,
+    analyze=False,
+    record=False,
+)
+
+
+@pytest.fixture(scope="module")
+def elman_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("elman")
+    train(TrainSettings(**ELMAN_TRAINED), run_dir)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def elman_analysis(elman_run):
+    run = load_run(elman_run)
+    text = generate_elman_corpus()
+    return analyze_params(run.params(), run.settings, text, Vocab(run.vocab))
+
+
+@pytest.fixture(scope="module")
+def untrained_analysis(elman_run):
+    run = load_run(elman_run)
+    text = generate_elman_corpus()
+    init = initial_params(run.settings, len(run.vocab))
+    return analyze_params(init, run.settings, text, Vocab(run.vocab), compare_init=False)
+
+
+# --------------------------------------------------------------------------------------
+# The metric functions on inputs whose answer is known
+# --------------------------------------------------------------------------------------
+
+
+def test_word_spans():
+    assert word_spans(" ab  c\nde") == [("ab", 1, 2), ("c", 5, 5), ("de", 7, 8)]
+    assert word_spans("") == []
+
+
+def test_vocab_hit_rate_drops_the_cut_last_word():
+    known = {"the", "boy", "sleeps"}
+    r = vocab_hit_rate("the boy sleepz the bo", known)  # "bo" is cut by the length: ignored
+    assert r["generated_words"] == 4 and r["generated_known_words"] == 3
+    assert r["vocab_hit_rate"] == pytest.approx(0.75)
+    assert vocab_hit_rate("the boy ", known)["vocab_hit_rate"] == 1.0
+    assert vocab_hit_rate("xx", known)["vocab_hit_rate"] is None
+
+
+def test_word_position_accuracy_groups():
+    text = "ab cde fg"
+    # Predictions after each character from index 0: perfect except the first letter after
+    # each space, and the word end after "cde".
+    truth = text[1:]
+    predicted = list(truth)
+    predicted[2] = "x"  # after " " (index 2): the next word's first letter
+    predicted[5] = "x"  # after "e" (position 2 of "cde"): the space
+    r = word_position_accuracy("".join(predicted), text, 0)
+    acc = dict(zip(r["labels"], r["accuracy"]))
+    count = dict(zip(r["labels"], r["count"]))
+    assert count["after space"] == 2 and acc["after space"] == 0.5
+    assert count["0"] == 3 and acc["0"] == 1.0  # a->b, c->d, f->g
+    assert count["2"] == 1 and acc["2"] == 0.0  # e->" " missed
+    assert r["word_end_accuracy"] == pytest.approx(1 / 2)  # b->" " right, e->" " wrong
+    assert r["within_word_accuracy"] == 1.0
+    # Starting inside a word: the position of the first character comes from the text.
+    r = word_position_accuracy(truth[4:], text, 4)  # text[4] = "d", position 1 of "cde"
+    assert dict(zip(r["labels"], r["count"]))["1"] == 1
+
+
+def test_nearest_centroid_leaves_the_whole_group_out():
+    rng = np.random.default_rng(0)
+    # Two classes far apart, three "words" per class with a small offset each.
+    centres = {"A": np.array([0.0, 0.0]), "B": np.array([10.0, 0.0])}
+    X, labels, groups = [], [], []
+    for c, centre in centres.items():
+        for w in range(3):
+            offset = rng.normal(0, 0.5, 2)
+            for _ in range(5):
+                X.append(centre + offset + rng.normal(0, 0.1, 2))
+                labels.append(c)
+                groups.append(f"{c}{w}")
+    X, labels, groups = np.array(X), np.array(labels), np.array(groups)
+    assert nearest_centroid_accuracy(X, labels, groups) == 1.0
+    # Words that sit with the other class are misplaced once their own tokens are held out,
+    # although token-level leave-one-out would still get them right.
+    X_swapped = X.copy()
+    X_swapped[groups == "A0"] += centres["B"]
+    score = nearest_centroid_accuracy(X_swapped, labels, groups)
+    assert score == pytest.approx(25 / 30)
+
+
+def test_memory_probe_recovers_a_known_memory():
+    """States that hold exactly the last three characters: lags 1 and 2 decode perfectly,
+    lag 3 is at chance, so the span is 2."""
+    rng = np.random.default_rng(0)
+    V, N = 5, 4000
+    ids = rng.integers(0, V, N)
+    eye = np.eye(V)
+    states = np.concatenate([eye[ids], eye[np.roll(ids, 1)], eye[np.roll(ids, 2)]], axis=1)
+    r = memory_probe(states, ids, split=3000, max_lag=6, vocab_size=V)
+    assert r["lag0_accuracy"] == 1.0
+    assert r["accuracy"][:2] == [1.0, 1.0]
+    assert max(r["accuracy"][2:]) < r["chance"] + r["margin"]
+    assert r["span"] == 2
+    assert r["lags"] == [1, 2, 3, 4, 5, 6]
+
+
+# --------------------------------------------------------------------------------------
+# A real network trained on the Elman corpus
+# --------------------------------------------------------------------------------------
+
+
+def test_training_builds_category_structure(elman_analysis, untrained_analysis):
+    a, u = elman_analysis, untrained_analysis
+    chance = a["category_chance"]
+    assert 0.25 < chance < 0.45  # majority class (NOUN_HUMAN) among the category words
+    assert a["category_separation"] > chance + 0.1
+    assert a["category_separation"] > u["category_separation"] + 0.1
+    # The run's own comparison with its untrained network says the same.
+    assert a["category_separation_init"] == pytest.approx(u["category_separation"])
+    assert a["noun_verb_separation"] > a["noun_verb_chance"] + 0.2
+    assert len(a["details"]["categories"]["words"]) >= 30
+
+
+def test_untrained_network_remembers_the_last_character(untrained_analysis):
+    u = untrained_analysis
+    assert u["memory_lag1_accuracy"] > u["memory_chance"] + 0.3
+    assert u["memory_span"] >= 2
+
+
+def test_trained_network_generates_words_and_finds_boundaries(elman_analysis):
+    a = elman_analysis
+    assert a["vocab_hit_rate"] > 0.6
+    assert a["within_word_accuracy"] > 0.8
+    assert a["word_end_accuracy"] > 0.8
+    # The next word after a space is the hard prediction.
+    assert a["boundary_accuracy"] < a["within_word_accuracy"]
+    assert a["memory_lag1_accuracy"] > a["memory_chance"] + 0.3
+    assert len(a["details"]["memory_probe"]["accuracy"]) == 2 * 25
+    assert len(a["details"]["trajectory"]["pca"]) == analysis.TRAJECTORY_LENGTH
+
+
+def test_analysis_is_deterministic(elman_run, elman_analysis):
+    run = load_run(elman_run)
+    again = analyze_params(run.params(), run.settings, generate_elman_corpus(), Vocab(run.vocab))
+    assert analysis.scalar_metrics(again) == analysis.scalar_metrics(elman_analysis)
+
+
+# --------------------------------------------------------------------------------------
+# Run directories
+# --------------------------------------------------------------------------------------
+
+
+def test_analyze_run_writes_and_merges(tmp_path):
+    run_dir = tmp_path / "run"
+    train(TrainSettings(**TINY), run_dir)
+    before = json.loads((run_dir / "summary.json").read_text())
+    merged = analyze_run(run_dir, plots=False)
+    written = json.loads((run_dir / "analysis.json").read_text())
+    on_disk = json.loads((run_dir / "summary.json").read_text())
+    assert merged == on_disk
+    for key, value in before.items():  # the trainer's keys are kept
+        assert on_disk[key] == value
+    for key in ("vocab_hit_rate", "category_separation", "memory_span", "analysis_step"):
+        assert on_disk[key] == written[key]
+    assert "details" not in on_disk and "notes" not in on_disk  # scalars only
+    assert written["analysis_step"] == TINY["steps"]
+    assert not list(run_dir.glob("*.png"))
+
+
+def _interrupt_after(n_batches: int):
+    """A task that sends this process SIGINT when the trainer asks for batch n_batches."""
+
+    class Interrupting(CharTextTask):
+        calls = 0
+
+        def next_batch(self):
+            Interrupting.calls += 1
+            if Interrupting.calls == n_batches:
+                signal.raise_signal(signal.SIGINT)
+            return super().next_batch()
+
+    return Interrupting(generate_elman_corpus(), seq_len=8)
+
+
+def test_interrupted_run_is_analysed_at_its_checkpoint(tmp_path):
+    run_dir = tmp_path / "interrupted"
+    summary = train(TrainSettings(**{**TINY, "steps": 10_000}), run_dir, task=_interrupt_after(40))
+    assert summary["status"] == "interrupted" and summary["steps_done"] == 40
+    merged = analyze_run(run_dir, plots=False)
+    assert merged["status"] == "interrupted"  # the analysis does not pretend it finished
+    assert merged["analysis_step"] == 40
+    assert merged["vocab_hit_rate"] is not None and math.isfinite(merged["memory_lag1_accuracy"])
+
+
+def test_cut_off_run_is_analysed_at_its_checkpoint(tmp_path):
+    """A job killed mid-training: summary still says "running", the last checkpoint is older."""
+    run_dir = tmp_path / "killed"
+    train(TrainSettings(**{**TINY, "steps": 50}), run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    summary.update(status="running", steps=300)
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    merged = analyze_run(run_dir, plots=False)
+    assert merged["status"] == "running" and merged["analysis_step"] == 50
+    assert "category_separation" in merged
+
+
+def test_diverged_weights_do_not_crash(tmp_path):
+    run_dir = tmp_path / "nan"
+    train(TrainSettings(**TINY), run_dir)
+    with np.load(run_dir / "checkpoint.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["W_hh"] = np.full_like(arrays["W_hh"], np.nan)
+    np.savez(run_dir / "checkpoint.npz", **arrays)
+    merged = analyze_run(run_dir, plots=False)
+    written = json.loads((run_dir / "analysis.json").read_text())
+    assert "not finite" in written["notes"][0]
+    assert "vocab_hit_rate" not in merged
+
+
+def test_text_data_skips_categories(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("It was the best of times, it was the worst of times.\n" * 40)
+    run_dir = tmp_path / "text"
+    settings = TrainSettings(**{**TINY, "data": {"name": "text", "path": str(corpus)}})
+    train(settings, run_dir)
+    merged = analyze_run(run_dir, plots=False)
+    written = json.loads((run_dir / "analysis.json").read_text())
+    assert "category_separation" not in merged
+    assert any("not the Elman corpus" in n for n in written["notes"])
+    assert merged["vocab_hit_rate"] is not None
+    assert merged["memory_span"] >= 0
+
+
+# --------------------------------------------------------------------------------------
+# rnn-lab analyze
+# --------------------------------------------------------------------------------------
+
+
+def test_main_analyze_missing_directory(tmp_path, capsys):
+    assert main_analyze([str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert "not a directory" in err and len(err.strip().splitlines()) == 1
+
+
+def test_main_analyze_without_checkpoint(tmp_path, capsys):
+    (tmp_path / "summary.json").write_text('{"status": "failed"}')
+    assert main_analyze([str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "no checkpoint.npz" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "analysis.json").exists()
+
+
+def test_main_analyze_changed_text_is_an_error(tmp_path, capsys):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("abc abd abe " * 100)
+    run_dir = tmp_path / "run"
+    train(TrainSettings(**{**TINY, "data": {"name": "text", "path": str(corpus)}}), run_dir)
+    corpus.write_text("xyz " * 300)  # the text the run trained on is gone
+    assert main_analyze([str(run_dir)]) == 2
+    assert "vocab.json lacks" in capsys.readouterr().err
+
+
+def test_main_analyze_ok(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    train(TrainSettings(**TINY), run_dir)
+    assert main_analyze([str(run_dir), "--no-plots"]) == 0
+    out = capsys.readouterr().out
+    assert "vocab_hit_rate" in out and "memory_span" in out
+    assert (run_dir / "analysis.json").exists()
+    assert not list(run_dir.glob("*.png"))

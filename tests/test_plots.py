@@ -1,0 +1,93 @@
+"""Every plot of a run is drawn from real (short) runs: tanh, relu, record=false."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from rnn_lab.analysis import analyze_run
+from rnn_lab.plots import PLOTS, place_labels, plot_run
+from rnn_lab.trainer import TrainSettings, train
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+ALL_PLOTS = {name for name, _ in PLOTS}
+NEED_DIAGNOSTICS = {"gradient_profile.png", "jacobian.png", "saturation.png"}
+NEED_ANALYSIS = {
+    "word_categories.png",
+    "memory_probe.png",
+    "hidden_trajectory.png",
+    "word_position.png",
+}
+SHORT = dict(
+    steps=300,
+    hidden_size=16,
+    seq_len=10,
+    record_dense_until=100,
+    record_interval=20,
+    jacobian_interval=100,
+    jacobian_lags=6,
+    sample_interval=0,
+    val_interval=100,
+    checkpoint_interval=0,
+    log_interval=0,
+    analyze=False,
+)
+
+
+def _trained(tmp_path_factory, name, **overrides):
+    run_dir = tmp_path_factory.mktemp(name)
+    train(TrainSettings(**{**SHORT, **overrides}), run_dir)
+    return run_dir
+
+
+def _assert_pngs(paths, expected):
+    assert {p.name for p in paths} == expected
+    for p in paths:
+        data = p.read_bytes()
+        assert data.startswith(PNG_SIGNATURE), p
+        assert len(data) > 20_000, p  # a drawn figure, not an empty canvas
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_all_plots_for_a_recorded_run(tmp_path_factory, activation):
+    run_dir = _trained(tmp_path_factory, activation, activation=activation)
+    analyze_run(run_dir, plots=False)
+    paths = plot_run(run_dir, strict=True)  # strict: a drawing error fails the test
+    _assert_pngs(paths, ALL_PLOTS)
+    assert all(p.parent == run_dir for p in paths)
+
+
+def test_record_false_gets_the_plots_that_need_no_diagnostics(tmp_path_factory):
+    run_dir = _trained(tmp_path_factory, "unrecorded", record=False)
+    analyze_run(run_dir, plots=False)
+    paths = plot_run(run_dir, strict=True)
+    _assert_pngs(paths, ALL_PLOTS - NEED_DIAGNOSTICS)
+
+
+def test_analyze_run_draws_the_plots(tmp_path_factory):
+    run_dir = _trained(tmp_path_factory, "analyzed", steps=60, record=False)
+    analyze_run(run_dir, plots=True)
+    assert {p.name for p in run_dir.glob("*.png")} == ALL_PLOTS - NEED_DIAGNOSTICS
+
+
+def test_without_analysis_only_training_plots(tmp_path_factory):
+    run_dir = _trained(tmp_path_factory, "no_analysis", steps=60)
+    paths = plot_run(run_dir, strict=True)
+    _assert_pngs(paths, ALL_PLOTS - NEED_ANALYSIS)
+
+
+def test_place_labels_separates_labels_on_one_point():
+    fig = Figure(figsize=(5, 4))
+    ax = fig.subplots()
+    xy = np.array([[0.0, 0.0]] * 6 + [[1.0, 1.0]])
+    ax.scatter(xy[:, 0], xy[:, 1])
+    words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "alone"]
+    place_labels(fig, ax, xy, words, ["k"] * len(words))
+    fig.draw_without_rendering()
+    renderer = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in ax.texts]
+    assert [t.get_text() for t in ax.texts] == words
+    for i in range(len(boxes)):
+        for j in range(i + 1, len(boxes)):
+            assert not boxes[i].overlaps(boxes[j]), (words[i], words[j])
