@@ -110,17 +110,25 @@ def place_labels(
     """Annotate points with labels pushed apart vertically until they no longer overlap,
     with a leader line when a label had to move away from its point.
 
-    Works in display pixels after the layout is final (draw_without_rendering); the label
-    size is estimated from the character count, which is good enough to separate words.
+    Works in display pixels once the layout is final; the label size is estimated from the
+    character count, which is good enough to separate words.
     """
-    fig.draw_without_rendering()
+    # Final limits and axes position, without drawing the whole figure: autoscale now, then
+    # run the layout engine (the labels stay out of the layout, so it will not move again).
+    ax.get_xlim()
+    ax.get_ylim()
+    if fig.get_layout_engine() is not None:
+        fig.get_layout_engine().execute(fig)
     points = ax.transData.transform(np.asarray(xy, dtype=float))
     px = fig.dpi / 72.0
     widths = np.array([0.62 * fontsize * px * len(t) + 2 * px for t in texts])
     height = 1.25 * fontsize * px
     pos = points + np.array([4.0, 2.0]) * px  # lower-left corner of each label
-    home = pos.copy()
     box = ax.get_window_extent()
+    # A label that would run off the right edge goes to the left of its point.
+    off_right = pos[:, 0] + widths > box.x1
+    pos[off_right, 0] = points[off_right, 0] - widths[off_right] - 4.0 * px
+    home = pos.copy()
     n = len(texts)
     order_sign = np.sign(np.arange(n)[None, :] - np.arange(n)[:, None])  # ties: by index
     for _ in range(400):
@@ -470,7 +478,16 @@ def plot_word_categories(run: Run, out: Path) -> Path:
     handles = [
         Line2D([], [], marker="o", ls="", color=CATEGORY_COLORS[c], label=c) for c in present
     ]
-    ax_pca.legend(handles=handles, fontsize="small", loc="upper right", title="category")
+    # Below the axes: inside, it would hide words wherever they happen to lie.
+    ax_pca.legend(
+        handles=handles,
+        fontsize="small",
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.11),
+        ncol=4,
+        title="category",
+        title_fontsize="small",
+    )
     # Labels last, once the layout is final: words of one cluster often share a point.
     place_labels(fig, ax_pca, coords, words, colors)
     if cat.get("linkage"):

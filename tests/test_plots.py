@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 
 from rnn_lab.analysis import analyze_run
-from rnn_lab.plots import PLOTS, place_labels, plot_run
+from rnn_lab.plots import (
+    PLOTS,
+    PlotSkipped,
+    place_labels,
+    plot_gradient_profile,
+    plot_memory_probe,
+    plot_run,
+)
+from rnn_lab.runs import load_run
 from rnn_lab.trainer import TrainSettings, train
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -59,34 +69,35 @@ def test_all_plots_for_a_recorded_run(tmp_path_factory, activation):
 
 
 def test_record_false_gets_the_plots_that_need_no_diagnostics(tmp_path_factory):
+    """Through analyze_run(plots=True), as the end of training calls it."""
     run_dir = _trained(tmp_path_factory, "unrecorded", record=False)
-    analyze_run(run_dir, plots=False)
-    paths = plot_run(run_dir, strict=True)
-    _assert_pngs(paths, ALL_PLOTS - NEED_DIAGNOSTICS)
-
-
-def test_analyze_run_draws_the_plots(tmp_path_factory):
-    run_dir = _trained(tmp_path_factory, "analyzed", steps=60, record=False)
     analyze_run(run_dir, plots=True)
-    assert {p.name for p in run_dir.glob("*.png")} == ALL_PLOTS - NEED_DIAGNOSTICS
+    _assert_pngs(sorted(run_dir.glob("*.png")), ALL_PLOTS - NEED_DIAGNOSTICS)
 
 
-def test_without_analysis_only_training_plots(tmp_path_factory):
-    run_dir = _trained(tmp_path_factory, "no_analysis", steps=60)
-    paths = plot_run(run_dir, strict=True)
-    _assert_pngs(paths, ALL_PLOTS - NEED_ANALYSIS)
+def test_plots_say_what_they_lack(tmp_path_factory):
+    """Without analysis.json or diagnostics a plot is skipped with the reason, not drawn."""
+    run_dir = _trained(tmp_path_factory, "bare", steps=20, record=False)
+    run = load_run(run_dir)
+    with pytest.raises(PlotSkipped, match="analysis.json"):
+        plot_memory_probe(run, run_dir / "memory_probe.png")
+    with pytest.raises(PlotSkipped, match="record=false"):
+        plot_gradient_profile(run, run_dir / "gradient_profile.png")
+    assert not list(run_dir.glob("*.png"))
 
 
 def test_place_labels_separates_labels_on_one_point():
     fig = Figure(figsize=(5, 4))
+    canvas = FigureCanvasAgg(fig)  # a renderer, to measure the labels as drawn
     ax = fig.subplots()
     xy = np.array([[0.0, 0.0]] * 6 + [[1.0, 1.0]])
     ax.scatter(xy[:, 0], xy[:, 1])
     words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "alone"]
     place_labels(fig, ax, xy, words, ["k"] * len(words))
     fig.draw_without_rendering()
-    renderer = fig.canvas.get_renderer()
-    boxes = [t.get_window_extent(renderer) for t in ax.texts]
+    renderer = canvas.get_renderer()
+    # Text's own extent: an Annotation's would include its leader line.
+    boxes = [Text.get_window_extent(t, renderer) for t in ax.texts]
     assert [t.get_text() for t in ax.texts] == words
     for i in range(len(boxes)):
         for j in range(i + 1, len(boxes)):

@@ -156,7 +156,9 @@ def test_jacobian_frame(recorded):
     assert list(frame.columns) == ["step", "lag", "step_norm", "product_norm", "product_radius"]
     at_80 = frame[frame["step"] == 80]
     np.testing.assert_array_equal(at_80["lag"], np.arange(1, 6))
-    np.testing.assert_array_equal(at_80["product_norm"], run.diagnostics["jacobian_product_norm"][1])
+    np.testing.assert_array_equal(
+        at_80["product_norm"], run.diagnostics["jacobian_product_norm"][1]
+    )
     np.testing.assert_array_equal(at_80["step_norm"], run.diagnostics["jacobian_step_norm"][1])
     np.testing.assert_array_equal(
         at_80["product_radius"], run.diagnostics["jacobian_product_radius"][1]

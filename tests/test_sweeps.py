@@ -140,3 +140,25 @@ def test_interrupted_study_rerun_completes_only_what_is_missing(tmp_path):
     for k, d in _job_dirs(sweep).items():
         assert json.loads((d / "summary.json").read_text())["status"] == "ok"
         assert (d / "history.csv").read_bytes() == reference[k], k
+
+
+@pytest.mark.slow
+def test_ray_launcher_gives_identical_results(basic_and_joblib):
+    pytest.importorskip("ray")
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher")
+    import tempfile
+
+    # A short base path: Ray's unix sockets live under its temp dir (107-byte limit).
+    base = Path(tempfile.mkdtemp(prefix="rl", dir="/tmp"))
+    try:
+        sweep, proc = _sweep(base, "ray", ["launcher=ray"])
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert (sweep / ".ray_tmp").is_dir(), "Ray's temp files stay inside the sweep"
+        (basic, _), _ = basic_and_joblib
+        a, b = _job_dirs(basic), _job_dirs(sweep)
+        assert a.keys() == b.keys()
+        for name in a:
+            assert (a[name] / "history.csv").read_bytes() == (b[name] / "history.csv").read_bytes()
+        assert (sweep / "report.md").exists()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
