@@ -19,15 +19,23 @@ Metrics (all in analysis.json under these names; scalars also in summary.json):
 - boundary_accuracy / within_word_accuracy / word_end_accuracy: argmax next-character
   accuracy on the validation text right after a space (which word comes next), inside a
   word (the next letter), and at a word's last letter (is the next character a space).
-- category_separation: do words of one of Elman's 7 categories share a region of hidden
-  space? Nearest-centroid accuracy of word tokens' boundary states (see below) against the
-  category centroids, leaving out the token's whole word type, so a word is placed by the
-  other words of its category and spelling alone cannot do it. category_chance is the
-  majority-class rate of those tokens. noun_verb_separation: the same for noun vs verb.
-- memory_probe: a ridge readout decoding the character k steps back from the state,
-  k = 1 .. 2 x seq_len, fit on the training text, scored on the validation text.
-- Every run is compared with its own untrained network (the same init and seed):
-  ``*_init`` metrics.
+- category_separation: do the words of one of Elman's 7 categories share a region of
+  hidden space? Nearest-centroid accuracy of the category words' boundary states (the
+  state after the space that ends the word) against the category centroids, over the
+  whole text, leaving out the word's whole type (all its tokens), so a word is placed by
+  the OTHER words of its category and its spelling alone cannot do it.
+  category_chance: the majority-class rate of those tokens (not 1/7).
+  noun_verb_separation / noun_verb_chance: the same for noun vs verb (all verbs end in -s
+  in this corpus, so spelling nearly gives it away: an untrained network scores high too).
+  category_separation_last_letter: the score at each word's last letter, as first
+  specified; there the state mostly encodes the spelling and a trained network scores no
+  better than an untrained one, which is why the boundary state is the one used.
+- memory_probe (memory_lag1_accuracy, memory_span, memory_chance): a ridge readout
+  decoding the character k steps back from the state, k = 1 .. 2 x seq_len, fit on the
+  training text, scored on the validation text; see :func:`memory_probe`.
+- *_init: the same metrics for the run's own untrained network (same init and seed), so
+  every run says what training added.
+- analysis_step: the training step of the checkpoint analysed.
 """
 
 from __future__ import annotations
@@ -54,7 +62,6 @@ WORD_POSITION_MAX = 7  # positions 0..6 have a bin each, 7 and beyond share the 
 MEMORY_MARGIN = 0.05  # a lag counts as remembered when accuracy > chance + this
 RIDGE_LAMBDA = 1e-2  # ridge penalty, times the mean eigenvalue of the states' covariance
 TRAJECTORY_LENGTH = 100  # first characters of the validation text drawn as a PCA path
-NOUN_VERB = ("NOUN", "VERB")
 
 
 # --------------------------------------------------------------------------------------
@@ -318,6 +325,7 @@ def memory_probe(
     statistics give without any memory.
     """
     ids = np.asarray(ids)
+    states = np.asarray(states, dtype=np.float64)  # float32 runs: solve in double precision
     N, H = states.shape
     train_rows = np.arange(max_lag, split)  # the same rows for every lag: one Gram matrix
     val_rows = np.arange(max(split, max_lag), N)
@@ -501,10 +509,11 @@ def analyze_params(
         details["memory_probe_init"] = {
             k: init_memory[k] for k in ("accuracy", "span", "lag0_accuracy")
         }
-    details["memory_probe_acc"] = memory["accuracy"]
 
     details["trajectory"] = hidden_trajectory(states, text, split)
-    return {**metrics, "notes": notes, "details": details}
+    # memory_probe_acc: the probe's accuracy per lag 1 .. max_lag, at the top level so a
+    # sweep table can carry the whole curve (as JSON text; only scalars reach summary.json).
+    return {**metrics, "memory_probe_acc": memory["accuracy"], "notes": notes, "details": details}
 
 
 # --------------------------------------------------------------------------------------

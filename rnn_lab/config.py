@@ -104,7 +104,7 @@ def job_dirname(override_dirname: str) -> str:
 
 # Each optimiser's own keys and their types (the optim group's per-option schema).
 OPTIM_KEYS: dict[str, dict[str, type]] = {
-    "sgd": {"momentum": float, "nesterov": bool},
+    "sgd": {"momentum": float, "dampening": float, "nesterov": bool},
     "adagrad": {"eps": float, "initial_accumulator_value": float},
     "adam": {"beta1": float, "beta2": float, "eps": float},
 }
@@ -209,6 +209,14 @@ def settings_from_config(cfg: DictConfig | dict) -> TrainSettings:
     if activation not in ACTIVATIONS:
         raise _err("activation", activation, f"choose one of {', '.join(ACTIVATIONS)}")
     optim = _check_group("optim", dict(c["optim"]), OPTIM_KEYS)
+    if optim["name"] == "sgd" and optim.get("nesterov") and (
+        optim.get("dampening") or not optim.get("momentum")
+    ):
+        raise ConfigError(
+            f"optim.nesterov=true needs optim.momentum > 0 and optim.dampening=0 (as in "
+            f"torch.optim.SGD); got momentum={optim.get('momentum')!r}, "
+            f"dampening={optim.get('dampening')!r}."
+        )
     assert set(OPTIM_KEYS) == set(OPTIMIZERS)
     data = _check_group("data", dict(c["data"]), DATA_KEYS)
     assert set(DATA_KEYS) == set(DATA_NAMES)

@@ -15,12 +15,15 @@ import numpy as np
 
 @dataclass
 class SGD:
-    """SGD with momentum, as torch.optim.SGD: buf = mu buf + g (buf = g at first); p -= lr buf.
+    """SGD with momentum, as torch.optim.SGD: buf = mu buf + (1 - dampening) g (buf = g at
+    the first step); p -= lr buf.
 
-    With a constant lr this is the seed's v = mu v - lr g; p += v.
+    dampening = momentum makes buf an exponential moving average of the gradients, the seed's
+    form (v = m v + (1 - m) g; p -= lr v): the step size stays lr instead of lr / (1 - m).
     """
 
     momentum: float = 0.9
+    dampening: float = 0.0
     nesterov: bool = False
     state: dict[str, np.ndarray] = field(default_factory=dict)
 
@@ -36,7 +39,7 @@ class SGD:
                     self.state[f"{name}.momentum_buffer"] = buf
                 else:
                     buf *= self.momentum
-                    buf += g
+                    buf += (1.0 - self.dampening) * g if self.dampening else g
                 d = g + self.momentum * buf if self.nesterov else buf
             else:
                 d = g

@@ -265,6 +265,25 @@ def test_diverged_weights_do_not_crash(tmp_path):
     assert "vocab_hit_rate" not in merged
 
 
+@pytest.mark.parametrize(
+    "variant",
+    [
+        {"use_embedding": True, "embed_dim": 6},
+        {"activation": "sigmoid", "dtype": "float32"},
+        {"freeze_whh": True, "init": {"name": "xavier", "scale": 1.0, "path": None}},
+    ],
+)
+def test_other_models_are_analysed(tmp_path, variant):
+    run_dir = tmp_path / "run"
+    train(TrainSettings(**{**TINY, **variant}), run_dir)
+    merged = analyze_run(run_dir, plots=False)
+    assert 0.0 <= merged["vocab_hit_rate"] <= 1.0
+    assert merged["memory_lag1_accuracy_init"] is not None
+    written = json.loads((run_dir / "analysis.json").read_text())
+    assert len(written["memory_probe_acc"]) == 2 * TINY["seq_len"]
+    assert written["notes"] == []
+
+
 def test_text_data_skips_categories(tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("It was the best of times, it was the worst of times.\n" * 40)

@@ -162,3 +162,15 @@ def test_ray_launcher_gives_identical_results(basic_and_joblib):
         assert (sweep / "report.md").exists()
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_submitit_local_launcher_gives_identical_results(basic_and_joblib, tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    sweep, proc = _sweep(tmp_path, "submitit", ["launcher=submitit_local"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (basic, _), _ = basic_and_joblib
+    a, b = _job_dirs(basic), _job_dirs(sweep)
+    assert a.keys() == b.keys()
+    for name in a:
+        assert (a[name] / "history.csv").read_bytes() == (b[name] / "history.csv").read_bytes()
