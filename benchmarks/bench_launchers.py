@@ -23,8 +23,17 @@ GRID = ["init=orthogonal,xavier,random", "activation=tanh,relu", "seed=1,2"]
 
 
 def run_sweep(sweep_dir: Path, launcher: str, steps: int) -> float:
-    cmd = [sys.executable, "-m", "rnn_lab.train", "-m", *GRID, f"steps={steps}",
-           "log_interval=0", f"launcher={launcher}", f"hydra.sweep.dir={sweep_dir}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "rnn_lab.train",
+        "-m",
+        *GRID,
+        f"steps={steps}",
+        "log_interval=0",
+        f"launcher={launcher}",
+        f"hydra.sweep.dir={sweep_dir}",
+    ]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -35,8 +44,7 @@ def run_sweep(sweep_dir: Path, launcher: str, steps: int) -> float:
 
 def histories(sweep_dir: Path) -> dict[str, bytes]:
     return {
-        str(p.parent.relative_to(sweep_dir)): p.read_bytes()
-        for p in sweep_dir.rglob("history.csv")
+        str(p.parent.relative_to(sweep_dir)): p.read_bytes() for p in sweep_dir.rglob("history.csv")
     }
 
 
@@ -47,8 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     base = Path(tempfile.mkdtemp(prefix="bench_launchers_"))
     try:
-        print(f"12-run study (init x activation x 2 seeds, {args.steps} steps each), "
-              f"{os.cpu_count()} cores")
+        print(
+            f"12-run study (init x activation x 2 seeds, {args.steps} steps each), "
+            f"{os.cpu_count()} cores"
+        )
         walls = {}
         for launcher in ("basic", "joblib"):
             walls[launcher] = run_sweep(base / launcher, launcher, args.steps)

@@ -433,6 +433,13 @@ def main_bench(argv: list[str] | None = None) -> int:
     parser.add_argument("--trainer-steps", type=int, help="steps of the trainer run (30000)")
     parser.add_argument("--trainer-repeats", type=int, help="trainer runs per setting")
     parser.add_argument("--no-trainer", action="store_true", help="skip (d), the trainer runs")
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=0,
+        help="also time torch with this many threads (on a busy machine OpenMP's spinning "
+        "can make it far slower than 1 thread)",
+    )
     parser.add_argument("--json", type=Path, help="also write the numbers to this file")
     args = parser.parse_args(argv)
 
@@ -463,9 +470,8 @@ def main_bench(argv: list[str] | None = None) -> int:
     ours = RnnLabLoop(cfg, text)
     contenders = [ours, SeedStyleLoop(cfg, text), TorchLoop(cfg, text, threads=1)]
     n_steps = [steps, seed_loop_steps, steps]
-    cpus = os.cpu_count() or 1
-    if cpus > 1:
-        contenders.append(TorchLoop(cfg, text, threads=cpus))
+    if args.torch_threads > 1:
+        contenders.append(TorchLoop(cfg, text, threads=args.torch_threads))
         n_steps.append(steps)
     print()
     print(f"seed configuration: Elman corpus V={ours.task.vocab.size}, {cfg.describe()}")
@@ -484,8 +490,8 @@ def main_bench(argv: list[str] | None = None) -> int:
     # ---- large configuration ----------------------------------------------------------
     cfg = LARGE_CONFIG
     contenders = [RnnLabLoop(cfg, text), TorchLoop(cfg, text, threads=1)]
-    if cpus > 1:
-        contenders.append(TorchLoop(cfg, text, threads=cpus))
+    if args.torch_threads > 1:
+        contenders.append(TorchLoop(cfg, text, threads=args.torch_threads))
     print()
     print(f"large configuration: {cfg.describe()} (seed-style loop: n/a, it has no batch axis)")
     timings = time_interleaved(contenders, [large_steps] * len(contenders), rounds, min(warmup, 5))

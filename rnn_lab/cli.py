@@ -1,14 +1,14 @@
 """``rnn-lab``: one command for everything a user does with rnn_lab.
 
-    rnn-lab train [overrides...]          train one run (= python -m rnn_lab.train ...)
-    rnn-lab study NAME [overrides...]     run a named study from experiments/ and build its report
-    rnn-lab study --list                  list the studies and their questions
-    rnn-lab collect DIR                   one row per run of a sweep -> results.csv
-    rnn-lab report DIR                    (re)build a sweep's report.md and plots
-    rnn-lab analyze RUN_DIR               analyse a trained run (analysis.json, plots)
-    rnn-lab sample RUN_DIR [--prime ...]  sample text from a trained run
-    rnn-lab corpus [--out FILE]           write the Elman corpus to a file
-    rnn-lab bench [--quick]               speed against a seed-style loop and torch autograd
+rnn-lab train [overrides...]          train one run (= python -m rnn_lab.train ...)
+rnn-lab study NAME [overrides...]     run a named study from experiments/ and build its report
+rnn-lab study --list                  list the studies and their questions
+rnn-lab collect DIR                   one row per run of a sweep -> results.csv
+rnn-lab report DIR                    (re)build a sweep's report.md and plots
+rnn-lab analyze RUN_DIR               analyse a trained run (analysis.json, plots)
+rnn-lab sample RUN_DIR [--prime ...]  sample text from a trained run
+rnn-lab corpus [--out FILE]           write the Elman corpus to a file
+rnn-lab bench [--quick]               speed against a seed-style loop and torch autograd
 """
 
 from __future__ import annotations
@@ -105,13 +105,19 @@ def main_sample(argv: list[str]) -> int:
 
     ckpt, settings_path = args.run_dir / "checkpoint.npz", args.run_dir / "settings.json"
     if not ckpt.exists() or not settings_path.exists():
-        print(f"rnn-lab sample: {args.run_dir} holds no trained run (no checkpoint.npz)", file=sys.stderr)
+        print(
+            f"rnn-lab sample: {args.run_dir} holds no trained run (no checkpoint.npz)",
+            file=sys.stderr,
+        )
         return 2
     settings = read_json(settings_path)
     chars = read_json(args.run_dir / "vocab.json")["chars"]
     unknown = sorted(set(args.prime) - set(chars))
     if unknown:
-        print(f"rnn-lab sample: --prime has characters not in the vocabulary: {unknown}", file=sys.stderr)
+        print(
+            f"rnn-lab sample: --prime has characters not in the vocabulary: {unknown}",
+            file=sys.stderr,
+        )
         return 2
     with np.load(ckpt) as z:
         names = [n for n in (*engine.PARAM_NAMES, "E") if n in z.files]
@@ -119,8 +125,12 @@ def main_sample(argv: list[str]) -> int:
     index = {c: i for i, c in enumerate(chars)}
     temperature = settings["temperature"] if args.temperature is None else args.temperature
     ids = engine.sample(
-        params, settings["activation"], [index[c] for c in args.prime], args.length,
-        temperature, np.random.default_rng(args.seed),
+        params,
+        settings["activation"],
+        [index[c] for c in args.prime],
+        args.length,
+        temperature,
+        np.random.default_rng(args.seed),
     )
     print(args.prime + "".join(chars[i] for i in ids))
     return 0
@@ -176,7 +186,9 @@ def main(argv: list[str] | None = None) -> int:
         # Bare overrides (rnn-lab seq_len=50) mean train, as python -m rnn_lab.train does.
         if "=" in command or command.startswith("-"):
             return _hydra_train(argv)
-        print(f"rnn-lab: unknown command {command!r}; valid: {', '.join(COMMANDS)}", file=sys.stderr)
+        print(
+            f"rnn-lab: unknown command {command!r}; valid: {', '.join(COMMANDS)}", file=sys.stderr
+        )
         return 2
     return HANDLERS[command](rest) or 0
 

@@ -288,7 +288,9 @@ def read_run(run_dir: str | Path) -> RunRecord:
             # analysis.json is normally merged into summary.json already; fill in what is not.
             try:
                 for k, v in _read_json_mapping(analysis_path).items():
-                    summary.setdefault(k, v)
+                    # Scalars only: analysis.json also holds curves, texts and coordinates.
+                    if v is None or isinstance(v, bool | int | float | str) and len(str(v)) < 200:
+                        summary.setdefault(k, v)
             except DamagedRunDir as e:
                 log.warning("%s: ignoring %s (%s)", run_dir, ANALYSIS_FILE, e)
 

@@ -180,12 +180,27 @@ def settings_from_config(cfg: DictConfig | dict) -> TrainSettings:
             raise _err(key, v, f"must be {'<' if high_open else '<='} {high}{text}")
         return float(v)
 
-    for key in ("steps", "hidden_size", "seq_len", "batch_size", "embed_dim", "sample_length",
-                "jacobian_lags"):
+    for key in (
+        "steps",
+        "hidden_size",
+        "seq_len",
+        "batch_size",
+        "embed_dim",
+        "sample_length",
+        "jacobian_lags",
+    ):
         positive_int(key)
-    for key in ("val_interval", "checkpoint_interval", "log_interval", "record_interval",
-                "record_dense_interval", "record_dense_until", "jacobian_interval",
-                "sample_interval", "lr_decay_every"):
+    for key in (
+        "val_interval",
+        "checkpoint_interval",
+        "log_interval",
+        "record_interval",
+        "record_dense_interval",
+        "record_dense_until",
+        "jacobian_interval",
+        "sample_interval",
+        "lr_decay_every",
+    ):
         positive_int(key, minimum=0)
     positive_int("seed", minimum=0)
     number("lr", low=0, low_open=True)
@@ -209,8 +224,10 @@ def settings_from_config(cfg: DictConfig | dict) -> TrainSettings:
     if activation not in ACTIVATIONS:
         raise _err("activation", activation, f"choose one of {', '.join(ACTIVATIONS)}")
     optim = _check_group("optim", dict(c["optim"]), OPTIM_KEYS)
-    if optim["name"] == "sgd" and optim.get("nesterov") and (
-        optim.get("dampening") or not optim.get("momentum")
+    if (
+        optim["name"] == "sgd"
+        and optim.get("nesterov")
+        and (optim.get("dampening") or not optim.get("momentum"))
     ):
         raise ConfigError(
             f"optim.nesterov=true needs optim.momentum > 0 and optim.dampening=0 (as in "

@@ -67,4 +67,6 @@ def get_loss(name: str) -> LossFn:
     try:
         return LOSSES[name]
     except KeyError:
-        raise ValueError(f"loss: unknown name {name!r}; valid: {', '.join(sorted(LOSSES))}") from None
+        raise ValueError(
+            f"loss: unknown name {name!r}; valid: {', '.join(sorted(LOSSES))}"
+        ) from None

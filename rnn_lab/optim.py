@@ -48,7 +48,7 @@ class SGD:
 
 @dataclass
 class Adagrad:
-    """Adagrad as torch.optim.Adagrad (and min-char-rnn): mem += g^2; p -= lr g / (sqrt(mem)+eps)."""
+    """Adagrad as torch.optim.Adagrad (min-char-rnn): mem += g^2; p -= lr g / (sqrt(mem)+eps)."""
 
     eps: float = 1e-10
     initial_accumulator_value: float = 0.0

@@ -208,7 +208,9 @@ def curve_band(curves: pd.DataFrame, column: str, confidence: float = CONFIDENCE
 def _draw_band(ax, band: pd.DataFrame, color, label) -> str:
     """Mean line and a shaded band; returns what the band shows ("95% CI" or "min-max")."""
     steps = band["step"].to_numpy(float)
-    ax.plot(steps, band["mean"], color=color, lw=1.6, label=label)
+    # Sparse curves (validation every 500 steps, short runs) need markers to be visible at all.
+    marker = "o" if len(steps) <= 12 else None
+    ax.plot(steps, band["mean"], color=color, lw=1.6, label=label, marker=marker, ms=4)
     use_ci = np.median(band["n"]) >= MIN_SEEDS_FOR_CI_BAND
     low, high = ("ci_low", "ci_high") if use_ci else ("min", "max")
     lo, hi = band[low].to_numpy(float), band[high].to_numpy(float)

@@ -62,7 +62,9 @@ def atomic_write_json(path: str | Path, obj) -> None:
     atomic_write_text(path, text + "\n")
 
 
-def atomic_write_npz(path: str | Path, arrays: dict[str, np.ndarray], compress: bool = True) -> None:
+def atomic_write_npz(
+    path: str | Path, arrays: dict[str, np.ndarray], compress: bool = True
+) -> None:
     buf = io.BytesIO()
     (np.savez_compressed if compress else np.savez)(buf, **arrays)
     atomic_write_bytes(path, buf.getvalue())

@@ -47,8 +47,8 @@ class Run:
 
     path: Path
     summary: dict
-    settings: dict
-    history: pd.DataFrame
+    settings: dict = field(repr=False)
+    history: pd.DataFrame = field(repr=False)
     diagnostics: dict[str, np.ndarray] = field(repr=False)
     analysis: dict | None = field(repr=False)
     vocab: list[str] = field(repr=False)

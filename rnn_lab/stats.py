@@ -32,6 +32,9 @@ METRIC_DIRECTION: dict[str, str | None] = {
     "steps_per_s": "higher",
     "vocab_hit_rate": "higher",
     "category_separation": "higher",
+    "noun_verb_separation": "higher",
+    "memory_span": "higher",
+    "memory_lag1_accuracy": "higher",
     "accuracy": "higher",
     "position_accuracy": "higher",
     "spectral_radius": None,
@@ -47,6 +50,7 @@ METRIC_UNITS: dict[str, str] = {
     "val_bits_per_char": "bits/char",
     "wall_time_s": "s",
     "steps_per_s": "steps/s",
+    "memory_span": "characters",
 }
 
 # Status -> the per-arm counter it goes to. Anything not listed (an unknown status) counts as

@@ -8,6 +8,7 @@ Hydra config: :mod:`rnn_lab.train` turns the config into a :class:`TrainSettings
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -62,9 +63,7 @@ class TrainSettings:
     init: dict = field(default_factory=lambda: {"name": "orthogonal", "scale": 1.0, "path": None})
     activation: str = "tanh"
     optim: dict = field(default_factory=lambda: {"name": "sgd", "momentum": 0.9})
-    data: dict = field(
-        default_factory=lambda: {"name": "elman", "seed": 42, "num_sentences": 600}
-    )
+    data: dict = field(default_factory=lambda: {"name": "elman", "seed": 42, "num_sentences": 600})
     # bookkeeping
     checkpoint_interval: int = 5000  # 0 = only at the end
     resume: bool = False
@@ -252,7 +251,14 @@ def build_params(s: TrainSettings, task) -> engine.Params:
                 dtype=dtype,
             )
         return init_params(
-            V, s.hidden_size, O, init=name, scale=scale, seed=s.seed, embed_dim=embed_dim, dtype=dtype
+            V,
+            s.hidden_size,
+            O,
+            init=name,
+            scale=scale,
+            seed=s.seed,
+            embed_dim=embed_dim,
+            dtype=dtype,
         )
     except ValueError as e:
         raise TrainError(str(e)) from None
@@ -292,9 +298,14 @@ def train(settings: TrainSettings, run_dir: str | Path, *, task=None) -> dict:
     resumed_from = 0
     if s.resume and summary_path.exists() and ckpt_path.exists():
         previous = read_json(summary_path)
-        if previous.get("status") in ("ok", "diverged") and previous.get("steps_done", 0) >= s.steps:
+        if (
+            previous.get("status") in ("ok", "diverged")
+            and previous.get("steps_done", 0) >= s.steps
+        ):
             if previous.get("status") == "diverged" or previous.get("steps") == s.steps:
-                log.info("run in %s is already complete (%s); nothing to do", run_dir, previous["status"])
+                log.info(
+                    "run in %s is already complete (%s); nothing to do", run_dir, previous["status"]
+                )
                 return previous
     state = None
     if s.resume and ckpt_path.exists():
@@ -335,17 +346,43 @@ def train(settings: TrainSettings, run_dir: str | Path, *, task=None) -> dict:
             recorder.truncate(resumed_from)
 
     atomic_write_json(run_dir / "settings.json", s.to_dict())
-    atomic_write_json(run_dir / "vocab.json", {"chars": task.vocab.chars})
-    _write_summary(summary_path, s, "running", resumed_from, None, recent_losses, last_val,
-                   best_val, params, wall_before, 0.0, None, sample="")
+    # The text's hash lets analysis notice a data file that changed after training.
+    text_sha1 = hashlib.sha1(task.text.encode("utf-8")).hexdigest()
+    atomic_write_json(run_dir / "vocab.json", {"chars": task.vocab.chars, "text_sha1": text_sha1})
+    _write_summary(
+        summary_path,
+        s,
+        "running",
+        resumed_from,
+        None,
+        recent_losses,
+        last_val,
+        best_val,
+        params,
+        wall_before,
+        0.0,
+        None,
+        sample="",
+    )
 
     if resumed_from == 0:
         log.info(
             "corpus %d chars (%d train, %d val), V=%d | H=%d seq_len=%d B=%d | init=%s "
             "(spectral_radius=%.3f) activation=%s optim=%s lr=%g clip=%g%s",
-            len(task.text), len(task.train_ids), len(task.val_ids), task.vocab.size, H,
-            s.seq_len, B, s.init.get("name"), engine.spectral_radius(params.W_hh),
-            s.activation, optim_name, s.lr, s.clip, " freeze_whh" if s.freeze_whh else "",
+            len(task.text),
+            len(task.train_ids),
+            len(task.val_ids),
+            task.vocab.size,
+            H,
+            s.seq_len,
+            B,
+            s.init.get("name"),
+            engine.spectral_radius(params.W_hh),
+            s.activation,
+            optim_name,
+            s.lr,
+            s.clip,
+            " freeze_whh" if s.freeze_whh else "",
         )
 
     stop = _StopFlag()
@@ -369,8 +406,13 @@ def train(settings: TrainSettings, run_dir: str | Path, *, task=None) -> dict:
                 break
             recording = is_record_step(step, s)
             grads = engine.backward(
-                params, cache, dlogits, act,
-                freeze_whh=s.freeze_whh, clip=s.clip, clip_mode=s.clip_mode,
+                params,
+                cache,
+                dlogits,
+                act,
+                freeze_whh=s.freeze_whh,
+                clip=s.clip,
+                clip_mode=s.clip_mode,
                 profile=recording and s.record,
             )
             last_grads = grads
@@ -416,12 +458,28 @@ def train(settings: TrainSettings, run_dir: str | Path, *, task=None) -> dict:
                 text = sample_text(params, act, task, sample_rng, s.sample_length, s.temperature)
                 recorder.add(sample_step=step, sample_text=text)
                 log.info("sample at step %d (T=%g): %r", step, s.temperature, text[:80])
-            if (s.log_interval > 0 and (step % s.log_interval == 0 or step == 1)) or step == s.steps:
+            if (
+                s.log_interval > 0 and (step % s.log_interval == 0 or step == 1)
+            ) or step == s.steps:
                 _log_progress(step, s, loss_per_char, grads, lr, params)
             if s.checkpoint_interval > 0 and step % s.checkpoint_interval == 0 and step < s.steps:
-                _save_all(run_dir, s, params, opt, h, task, sample_rng, recent_losses, best_val,
-                          last_val, acc, rows, recorder, step,
-                          wall_before + time.perf_counter() - t0)
+                _save_all(
+                    run_dir,
+                    s,
+                    params,
+                    opt,
+                    h,
+                    task,
+                    sample_rng,
+                    recent_losses,
+                    best_val,
+                    last_val,
+                    acc,
+                    rows,
+                    recorder,
+                    step,
+                    wall_before + time.perf_counter() - t0,
+                )
             if stop.signum is not None:
                 status = "interrupted"
                 error = f"stopped by signal {signal.Signals(stop.signum).name} at step {step}"
@@ -440,13 +498,39 @@ def train(settings: TrainSettings, run_dir: str | Path, *, task=None) -> dict:
             rows[-1]["val_loss"] = last_val
     final_sample = ""
     if status == "ok":
-        final_sample = sample_text(params, act, task, np.random.default_rng(s.seed + 1),
-                                   s.sample_length, s.temperature)
-    _save_all(run_dir, s, params, opt, h, task, sample_rng, recent_losses, best_val, last_val,
-              acc, rows, recorder, steps_done, wall)
+        final_sample = sample_text(
+            params, act, task, np.random.default_rng(s.seed + 1), s.sample_length, s.temperature
+        )
+    _save_all(
+        run_dir,
+        s,
+        params,
+        opt,
+        h,
+        task,
+        sample_rng,
+        recent_losses,
+        best_val,
+        last_val,
+        acc,
+        rows,
+        recorder,
+        steps_done,
+        wall,
+    )
     summary = _write_summary(
-        summary_path, s, status, steps_done, error, recent_losses, last_val, best_val, params,
-        wall, (steps_done - resumed_from) / max(time.perf_counter() - t0, 1e-9), last_grads,
+        summary_path,
+        s,
+        status,
+        steps_done,
+        error,
+        recent_losses,
+        last_val,
+        best_val,
+        params,
+        wall,
+        (steps_done - resumed_from) / max(time.perf_counter() - t0, 1e-9),
+        last_grads,
         sample=final_sample,
     )
     if status == "interrupted":
@@ -454,9 +538,15 @@ def train(settings: TrainSettings, run_dir: str | Path, *, task=None) -> dict:
     log.info(
         "done: status=%s steps=%d loss=%.4f val_loss=%.4f bits/char=%.3f spectral_radius=%.3f "
         "in %.1fs (%.0f steps/s) -> %s",
-        status, steps_done, summary["final_loss"] or math.nan, last_val,
-        summary["bits_per_char"] or math.nan, summary["spectral_radius"] or math.nan,
-        wall, summary["steps_per_s"], run_dir,
+        status,
+        steps_done,
+        summary["final_loss"] or math.nan,
+        last_val,
+        summary["bits_per_char"] or math.nan,
+        summary["spectral_radius"] or math.nan,
+        wall,
+        summary["steps_per_s"],
+        run_dir,
     )
     return summary
 
@@ -487,13 +577,31 @@ def _record_step(row, recorder, step, params, cache, grads, eigenvalues, batch, 
 def _log_progress(step, s, loss, grads, lr, params):
     log.info(
         "step %6d/%d | loss %.4f | grad_norm %7.2f | %-7s | lr %.4g | rho %.3f",
-        step, s.steps, loss, grads.total_norm, "clipped" if grads.clipped else "", lr,
+        step,
+        s.steps,
+        loss,
+        grads.total_norm,
+        "clipped" if grads.clipped else "",
+        lr,
         engine.spectral_radius(params.W_hh),
     )
 
 
-def _write_summary(path, s, status, steps_done, error, recent_losses, val_loss, best_val,
-                   params, wall, steps_per_s, grads, sample) -> dict:
+def _write_summary(
+    path,
+    s,
+    status,
+    steps_done,
+    error,
+    recent_losses,
+    val_loss,
+    best_val,
+    params,
+    wall,
+    steps_per_s,
+    grads,
+    sample,
+) -> dict:
     final_loss = float(np.mean(recent_losses)) if recent_losses else None
     finite = params is not None and all(np.all(np.isfinite(a)) for a in params.arrays().values())
     summary = {
@@ -521,8 +629,23 @@ def _write_summary(path, s, status, steps_done, error, recent_losses, val_loss, 
     return summary
 
 
-def _save_all(run_dir, s, params, opt, h, task, rng, recent_losses, best_val, last_val, acc,
-              rows, recorder, step, wall):
+def _save_all(
+    run_dir,
+    s,
+    params,
+    opt,
+    h,
+    task,
+    rng,
+    recent_losses,
+    best_val,
+    last_val,
+    acc,
+    rows,
+    recorder,
+    step,
+    wall,
+):
     # Order matters: diagnostics and history first, the checkpoint last, so a checkpoint
     # never refers to files older than itself (resume drops rows after its step).
     if s.record and recorder.arrays:
@@ -552,18 +675,21 @@ def _load_checkpoint(path: Path, s: TrainSettings) -> dict:
         saved = json.loads(str(z["settings"]))
         now = s.to_dict()
         diffs = [
-            k for k in sorted(set(saved) | set(now))
+            k
+            for k in sorted(set(saved) | set(now))
             if k not in RESUMABLE_DIFFERENCES and saved.get(k) != now.get(k)
         ]
         if diffs:
-            detail = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {now.get(k)!r}" for k in diffs)
+            detail = ", ".join(
+                f"{k}: checkpoint {saved.get(k)!r} vs now {now.get(k)!r}" for k in diffs
+            )
             raise TrainError(
                 f"resume: the checkpoint {str(path)!r} was written with other settings "
                 f"({detail}); use the same settings, another output directory, or resume=false"
             )
         names = [n for n in (*engine.PARAM_NAMES, "E") if n in z.files]
         params = engine.Params(**{n: z[n].copy() for n in names})
-        optim_state = {k[len("optim."):]: z[k].copy() for k in z.files if k.startswith("optim.")}
+        optim_state = {k[len("optim.") :]: z[k].copy() for k in z.files if k.startswith("optim.")}
         state = {
             "params": params,
             "optim_state": optim_state,

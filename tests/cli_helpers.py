@@ -28,13 +28,19 @@ TINY = [
 ]
 
 
-def run_cli(args: list[str], cwd: Path | None = None, timeout: float = 300, module="rnn_lab.train",
-            **kwargs):
+def run_cli(
+    args: list[str], cwd: Path | None = None, timeout: float = 300, module="rnn_lab.train", **kwargs
+):
     """python -m MODULE ARGS in a subprocess (default: the train app), output captured."""
     cmd = [sys.executable, "-m", module, *args]
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run(
-        cmd, cwd=cwd or PROJECT_ROOT, capture_output=True, text=True, timeout=timeout, env=env,
+        cmd,
+        cwd=cwd or PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
         **kwargs,
     )

@@ -6,6 +6,7 @@ import pytest
 
 from rnn_lab import CONF_DIR
 
+
 @pytest.fixture
 def compose():
     """compose(overrides) -> the composed DictConfig, as `python -m rnn_lab.train` would see it."""
@@ -32,9 +33,19 @@ def tiny_settings():
 
     def _make(**changes) -> TrainSettings:
         base = dict(
-            steps=40, hidden_size=8, seq_len=8, val_interval=20, checkpoint_interval=20,
-            record_interval=10, record_dense_until=0, jacobian_interval=20, jacobian_lags=4,
-            sample_interval=0, sample_length=40, log_interval=0, analyze=False,
+            steps=40,
+            hidden_size=8,
+            seq_len=8,
+            val_interval=20,
+            checkpoint_interval=20,
+            record_interval=10,
+            record_dense_until=0,
+            jacobian_interval=20,
+            jacobian_lags=4,
+            sample_interval=0,
+            sample_length=40,
+            log_interval=0,
+            analyze=False,
             data={"name": "elman", "seed": 42, "num_sentences": 60},
         )
         base.update(changes)

@@ -24,10 +24,7 @@ GRID = ["init=orthogonal,random", "activation=tanh,relu"]
 
 
 def _job_dirs(sweep: Path) -> dict[str, Path]:
-    return {
-        str(p.parent.relative_to(sweep)): p.parent
-        for p in sweep.rglob("summary.json")
-    }
+    return {str(p.parent.relative_to(sweep)): p.parent for p in sweep.rglob("summary.json")}
 
 
 def _sweep(tmp_path: Path, name: str, extra: list[str]) -> tuple[Path, object]:
@@ -76,9 +73,17 @@ def test_failing_and_diverging_jobs_are_recorded_and_sweep_finishes(tmp_path):
     sweep = tmp_path / "sweep"
     # seq_len=0 is rejected (failed); lr=10 without clipping on relu/identity*2 diverges.
     proc = run_cli(
-        ["-m", "seq_len=0,40", "lr=0.01,10", "clip=0", "activation=relu", "init=identity",
-         "init.scale=2", *[o for o in TINY if not o.startswith("seq_len")],
-         f"hydra.sweep.dir={sweep}"],
+        [
+            "-m",
+            "seq_len=0,40",
+            "lr=0.01,10",
+            "clip=0",
+            "activation=relu",
+            "init=identity",
+            "init.scale=2",
+            *[o for o in TINY if not o.startswith("seq_len")],
+            f"hydra.sweep.dir={sweep}",
+        ],
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -101,11 +106,25 @@ def test_interrupted_study_rerun_completes_only_what_is_missing(tmp_path):
     interrupted), one never started: re-running the same command finishes the study without
     redoing the finished job, and every job ends as if never interrupted."""
     sweep = tmp_path / "study"
-    job_overrides = ["steps=12000", "hidden_size=8", "seq_len=8", "checkpoint_interval=200",
-                     "data.num_sentences=60", "analyze=false"]
-    args = ["study", "demo", *job_overrides, "launcher=basic",
-            # Command-line sweeps take precedence over the study's own grid for those keys.
-            "init=orthogonal", "activation=tanh", "seed=1,2,3", f"hydra.sweep.dir={sweep}"]
+    job_overrides = [
+        "steps=12000",
+        "hidden_size=8",
+        "seq_len=8",
+        "checkpoint_interval=200",
+        "data.num_sentences=60",
+        "analyze=false",
+    ]
+    args = [
+        "study",
+        "demo",
+        *job_overrides,
+        "launcher=basic",
+        # Command-line sweeps take precedence over the study's own grid for those keys.
+        "init=orthogonal",
+        "activation=tanh",
+        "seed=1,2,3",
+        f"hydra.sweep.dir={sweep}",
+    ]
     proc = run_cli(args, module="rnn_lab.cli", timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = _job_dirs(sweep)
@@ -117,10 +136,22 @@ def test_interrupted_study_rerun_completes_only_what_is_missing(tmp_path):
     shutil.rmtree(cut)
     shutil.rmtree(fresh)
     child = subprocess.Popen(
-        [sys.executable, "-m", "rnn_lab.train", "experiment=demo", *job_overrides,
-         # Quoted: the job's folder name holds "," and "=", which Hydra would parse.
-         "init=orthogonal", "activation=tanh", "seed=2", f"hydra.run.dir='{cut}'"],
-        cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "rnn_lab.train",
+            "experiment=demo",
+            *job_overrides,
+            # Quoted: the job's folder name holds "," and "=", which Hydra would parse.
+            "init=orthogonal",
+            "activation=tanh",
+            "seed=2",
+            f"hydra.run.dir='{cut}'",
+        ],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.time() + 120
     while not (cut / "checkpoint.npz").exists() and time.time() < deadline:

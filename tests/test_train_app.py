@@ -13,12 +13,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from cli_helpers import TINY, run_cli
 
 from rnn_lab import CONF_DIR, EXPERIMENTS_DIR, PROJECT_ROOT
 from rnn_lab.config import ConfigError, check_inputs, settings_from_config
 from rnn_lab.trainer import train
-
-from cli_helpers import TINY, run_cli
 
 GROUP_OPTIONS = {
     group: sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
@@ -63,7 +62,10 @@ def test_every_study_composes(compose, study):
     assert cfg.study.name == study
     assert cfg.study.question and cfg.study.expect and cfg.study.baseline
     assert cfg.hydra.sweeper.params, "a study declares its grid"
-    assert "seed" in cfg.hydra.sweeper.params and len(str(cfg.hydra.sweeper.params.seed).split(",")) >= 3
+    assert (
+        "seed" in cfg.hydra.sweeper.params
+        and len(str(cfg.hydra.sweeper.params.seed).split(",")) >= 3
+    )
     assert cfg.resume is True  # re-running a study continues it
     assert cfg.hydra.launcher._target_.endswith("JoblibLauncher")
 
@@ -78,9 +80,19 @@ def test_readme_override_line_composes(compose, tmp_path):
     )
     s = settings_from_config(cfg)
     assert (s.init["name"], s.activation, s.seq_len, s.clip, s.freeze_whh) == (
-        "xavier", "relu", 50, 1.0, True,
+        "xavier",
+        "relu",
+        50,
+        1.0,
+        True,
     )
-    assert (s.hidden_size, s.steps, s.lr, s.seed, s.optim["name"]) == (128, 5000, 0.05, 3, "adagrad")
+    assert (s.hidden_size, s.steps, s.lr, s.seed, s.optim["name"]) == (
+        128,
+        5000,
+        0.05,
+        3,
+        "adagrad",
+    )
     check_inputs(s)
 
 
@@ -115,8 +127,14 @@ def _bad_data_cases(tmp_path: Path) -> list[tuple[list[str], str]]:
     short = tmp_path / "short.txt"
     short.write_text("tiny text")
     weights = tmp_path / "w.npz"
-    np.savez(weights, W_xh=np.zeros((3, 3)), W_hh=np.zeros((3, 3)), W_hy=np.zeros((3, 3)),
-             b_h=np.zeros(3), b_y=np.zeros(3))
+    np.savez(
+        weights,
+        W_xh=np.zeros((3, 3)),
+        W_hh=np.zeros((3, 3)),
+        W_hy=np.zeros((3, 3)),
+        b_h=np.zeros(3),
+        b_y=np.zeros(3),
+    )
     return [
         (["data=text", f"data.path={tmp_path / 'missing.txt'}"], "does not exist"),
         (["data=text", f"data.path={latin1}"], "not UTF-8"),
@@ -157,9 +175,19 @@ def test_cli_run_writes_every_file(tmp_path):
     proc = run_cli([*TINY, f"hydra.run.dir={run_dir}"])
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((run_dir / "summary.json").read_text())
-    for key in ("status", "steps_done", "final_loss", "val_loss", "best_val_loss",
-                "bits_per_char", "spectral_radius", "wall_time_s", "steps_per_s", "sample",
-                "error"):
+    for key in (
+        "status",
+        "steps_done",
+        "final_loss",
+        "val_loss",
+        "best_val_loss",
+        "bits_per_char",
+        "spectral_radius",
+        "wall_time_s",
+        "steps_per_s",
+        "sample",
+        "error",
+    ):
         assert key in summary
     assert summary["status"] == "ok" and summary["steps_done"] == 40
     assert summary["bits_per_char"] == pytest.approx(summary["final_loss"] / np.log(2))
@@ -170,8 +198,18 @@ def test_cli_run_writes_every_file(tmp_path):
     chars = json.loads((run_dir / "vocab.json").read_text())["chars"]
     assert chars == sorted(chars) and " " in chars
     with np.load(run_dir / "checkpoint.npz") as z:
-        for name in ("W_xh", "W_hh", "W_hy", "b_h", "b_y", "h", "step", "task_state",
-                     "rng_state", "optim.flat.momentum_buffer"):
+        for name in (
+            "W_xh",
+            "W_hh",
+            "W_hy",
+            "b_h",
+            "b_y",
+            "h",
+            "step",
+            "task_state",
+            "rng_state",
+            "optim.flat.momentum_buffer",
+        ):
             assert name in z.files, name
         assert z["W_hh"].shape == (8, 8) and z["W_xh"].shape == (8, len(chars))
         assert int(z["step"]) == 40
@@ -182,8 +220,9 @@ def test_cli_run_writes_every_file(tmp_path):
 def test_checkpoint_works_as_init_file(tmp_path, compose):
     first = tmp_path / "first"
     train(settings_from_config(compose(TINY)), first)
-    s = settings_from_config(compose([*TINY, "init=file", f"init.path={first / 'checkpoint.npz'}",
-                                      "steps=1"]))
+    s = settings_from_config(
+        compose([*TINY, "init=file", f"init.path={first / 'checkpoint.npz'}", "steps=1"])
+    )
     from rnn_lab.trainer import build_params
 
     params = build_params(s, check_inputs(s))
@@ -207,8 +246,18 @@ def test_same_seed_same_history_and_weights(tmp_path, tiny_settings):
 def test_diverging_run_is_recorded_with_exit_code_zero(tmp_path):
     run_dir = tmp_path / "run"
     # relu + identity * 2 + no clipping + a large lr: the classic explosion.
-    proc = run_cli([*TINY, "lr=10", "clip=0", "activation=relu", "init=identity",
-                    "init.scale=2", "seq_len=40", f"hydra.run.dir={run_dir}"])
+    proc = run_cli(
+        [
+            *TINY,
+            "lr=10",
+            "clip=0",
+            "activation=relu",
+            "init=identity",
+            "init.scale=2",
+            "seq_len=40",
+            f"hydra.run.dir={run_dir}",
+        ]
+    )
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "diverged"
@@ -223,17 +272,27 @@ def _checkpoint_arrays(path: Path) -> dict[str, np.ndarray]:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_interrupt_then_resume_is_bit_identical(tmp_path, sig):
-    common = ["steps=6000", "hidden_size=32", "seq_len=20", "checkpoint_interval=250",
-              "val_interval=200", "sample_interval=1000", "jacobian_interval=500",
-              "log_interval=0", "analyze=false", "~hydra.callbacks.report"]
+    common = [
+        "steps=6000",
+        "hidden_size=32",
+        "seq_len=20",
+        "checkpoint_interval=250",
+        "val_interval=200",
+        "sample_interval=1000",
+        "jacobian_interval=500",
+        "log_interval=0",
+        "analyze=false",
+        "~hydra.callbacks.report",
+    ]
     straight = tmp_path / "straight"
     proc = run_cli([*common, f"hydra.run.dir={straight}"])
     assert proc.returncode == 0, proc.stderr
 
     cut = tmp_path / "cut"
     env_cmd = [sys.executable, "-m", "rnn_lab.train", *common, f"hydra.run.dir={cut}"]
-    child = subprocess.Popen(env_cmd, cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        env_cmd, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.time() + 120
     while not (cut / "checkpoint.npz").exists() and time.time() < deadline:
         time.sleep(0.05)
@@ -249,7 +308,10 @@ def test_interrupt_then_resume_is_bit_identical(tmp_path, sig):
     assert proc.returncode == 0, proc.stderr
     assert "resuming from checkpoint" in proc.stderr + proc.stdout
     assert (cut / "history.csv").read_bytes() == (straight / "history.csv").read_bytes()
-    a, b = _checkpoint_arrays(cut / "checkpoint.npz"), _checkpoint_arrays(straight / "checkpoint.npz")
+    a, b = (
+        _checkpoint_arrays(cut / "checkpoint.npz"),
+        _checkpoint_arrays(straight / "checkpoint.npz"),
+    )
     assert a.keys() == b.keys()
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
