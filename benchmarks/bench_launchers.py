@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-GRID = ["init=orthogonal,xavier,random", "activation=tanh,relu", "seed=1,2"]
+# The demo study (init x activation) with 2 seeds: 12 runs, as `rnn-lab study demo` runs them.
+GRID = ["experiment=demo", "seed=1,2"]
 
 
 def run_sweep(sweep_dir: Path, launcher: str, steps: int) -> float:
@@ -50,7 +51,7 @@ def histories(sweep_dir: Path) -> dict[str, bytes]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=4000, help="steps per run")
+    parser.add_argument("--steps", type=int, default=5000, help="steps per run")
     parser.add_argument("--keep", action="store_true", help="keep the sweep folders")
     args = parser.parse_args(argv)
     base = Path(tempfile.mkdtemp(prefix="bench_launchers_"))

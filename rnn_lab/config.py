@@ -74,7 +74,7 @@ class RnnLabSchema:
     record_interval: int = 100
     record_dense_interval: int = 10
     record_dense_until: int = 500
-    jacobian_interval: int = 1000
+    jacobian_interval: int = 2000
     jacobian_lags: int = 10
     sample_interval: int = 5000
     sample_length: int = 200

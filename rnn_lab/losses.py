@@ -25,10 +25,11 @@ def softmax_cross_entropy(
     rows = np.arange(T * B)
     target_flat = targets.reshape(-1)
     z = flat - flat.max(axis=1, keepdims=True)  # shift by the max: exp never overflows
-    e = np.exp(z)
+    z_target = z[rows, target_flat]
+    e = np.exp(z, out=z)  # in place: z is not needed past its target entries
     s = e.sum(axis=1)
     # -log p[target] from the log-softmax: exact, no epsilon needed.
-    nll = (np.log(s) - z[rows, target_flat]).reshape(T, B)
+    nll = (np.log(s) - z_target).reshape(T, B)
     e /= s[:, None]  # probabilities
     e[rows, target_flat] -= 1.0  # softmax-CE gradient: p - one_hot(target)
     dlogits = e.reshape(T, B, V)
@@ -38,7 +39,8 @@ def softmax_cross_entropy(
         n_counted = float(mask.sum()) / B
     else:
         n_counted = float(T)
-    dlogits /= B
+    if B != 1:
+        dlogits /= B  # the mean over streams
     return float(nll.sum()) / B, dlogits, n_counted
 
 

@@ -62,7 +62,10 @@ class TrainSettings:
     dtype: str = "float64"
     init: dict = field(default_factory=lambda: {"name": "orthogonal", "scale": 1.0, "path": None})
     activation: str = "tanh"
-    optim: dict = field(default_factory=lambda: {"name": "sgd", "momentum": 0.9})
+    # The seed's SGD: momentum as a moving average of the gradients (= conf/optim/sgd.yaml).
+    optim: dict = field(
+        default_factory=lambda: {"name": "sgd", "momentum": 0.9, "dampening": 0.9, "nesterov": False}
+    )
     data: dict = field(default_factory=lambda: {"name": "elman", "seed": 42, "num_sentences": 600})
     # bookkeeping
     checkpoint_interval: int = 5000  # 0 = only at the end
@@ -73,7 +76,7 @@ class TrainSettings:
     record_interval: int = 100
     record_dense_interval: int = 10
     record_dense_until: int = 500
-    jacobian_interval: int = 1000  # 0 disables
+    jacobian_interval: int = 2000  # 0 disables
     jacobian_lags: int = 10
     sample_interval: int = 5000  # 0 disables
     sample_length: int = 200

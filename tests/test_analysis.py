@@ -324,7 +324,11 @@ def test_main_analyze_changed_text_is_an_error(tmp_path, capsys):
     train(TrainSettings(**{**TINY, "data": {"name": "text", "path": str(corpus)}}), run_dir)
     corpus.write_text("xyz " * 300)  # the text the run trained on is gone
     assert main_analyze([str(run_dir)]) == 2
-    assert "vocab.json lacks" in capsys.readouterr().err
+    assert "not the text it was trained on" in capsys.readouterr().err
+    # Same characters, other text: only the recorded hash can tell.
+    corpus.write_text("abd abc abe " * 100)
+    assert main_analyze([str(run_dir)]) == 2
+    assert "text_sha1 differs" in capsys.readouterr().err
 
 
 def test_main_analyze_ok(tmp_path, capsys):

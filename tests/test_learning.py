@@ -3,7 +3,8 @@
 "abab..." must be learned to near-zero loss, and a network trained on "hello hello ..."
 primed with "hel" must continue with "lo" at temperature 0. The settings are the seed's
 defaults (SGD momentum 0.9, lr 0.01, clip 5, orthogonal W_hh, tanh) on a small network, so
-each run takes a fraction of a second.
+each run takes a fraction of a second; both forms of momentum are checked (heavy-ball, and
+the moving average that dampening = momentum gives, the Hydra config's default).
 """
 
 from __future__ import annotations
@@ -16,6 +17,11 @@ import pytest
 from rnn_lab import engine
 from rnn_lab.data import Vocab
 from rnn_lab.trainer import TrainSettings, train
+
+SGD_FORMS = {
+    "heavy_ball": {"name": "sgd", "momentum": 0.9},
+    "moving_average": {"name": "sgd", "momentum": 0.9, "dampening": 0.9},
+}
 
 
 def train_on_text(tmp_path, text: str, steps: int, seed: int = 0, **changes):
@@ -43,17 +49,21 @@ def train_on_text(tmp_path, text: str, steps: int, seed: int = 0, **changes):
     return summary, params, vocab
 
 
+@pytest.mark.parametrize("optim", SGD_FORMS.values(), ids=list(SGD_FORMS))
 @pytest.mark.parametrize("batch_size", [1, 4])
-def test_alternating_ab_is_learned_to_near_zero_loss(tmp_path, batch_size):
-    summary, _, vocab = train_on_text(tmp_path, "ab" * 1000, steps=300, batch_size=batch_size)
+def test_alternating_ab_is_learned_to_near_zero_loss(tmp_path, batch_size, optim):
+    summary, _, vocab = train_on_text(
+        tmp_path, "ab" * 1000, steps=300, batch_size=batch_size, optim=optim
+    )
     assert vocab.chars == ["a", "b"]
     # Chance is ln 2 = 0.69 nats/char; a learned alternation is nearly certain.
     assert summary["final_loss"] < 0.05
     assert summary["val_loss"] < 0.05
 
 
-def test_hello_primed_with_hel_continues_lo(tmp_path):
-    summary, params, vocab = train_on_text(tmp_path, "hello " * 400, steps=500)
+@pytest.mark.parametrize("optim", SGD_FORMS.values(), ids=list(SGD_FORMS))
+def test_hello_primed_with_hel_continues_lo(tmp_path, optim):
+    summary, params, vocab = train_on_text(tmp_path, "hello " * 400, steps=500, optim=optim)
     assert summary["final_loss"] < 0.05
     rng = np.random.default_rng(0)
     ids = engine.sample(params, "tanh", vocab.encode("hel"), 8, temperature=0.0, rng=rng)

@@ -43,18 +43,18 @@ CONSTANT_LR = [0.05] * N_STEPS
 DECAYING_LR = [0.05 * 0.9 ** (i // 5) for i in range(N_STEPS)]
 
 
+SGD_SETTINGS = {
+    "plain": dict(momentum=0.0),
+    "momentum": dict(momentum=0.9),
+    "dampened": dict(momentum=0.9, dampening=0.9),  # the Hydra default: a moving average
+    "nesterov": dict(momentum=0.9, nesterov=True),
+}
+
+
 @pytest.mark.parametrize("lrs", [CONSTANT_LR, DECAYING_LR], ids=["constant_lr", "decaying_lr"])
-@pytest.mark.parametrize(
-    ("momentum", "nesterov"),
-    [(0.0, False), (0.9, False), (0.9, True)],
-    ids=["plain", "momentum", "nesterov"],
-)
-def test_sgd_matches_torch(momentum, nesterov, lrs):
-    run_both(
-        SGD(momentum=momentum, nesterov=nesterov),
-        lambda ps: torch.optim.SGD(ps, lr=lrs[0], momentum=momentum, nesterov=nesterov),
-        lrs,
-    )
+@pytest.mark.parametrize("settings", SGD_SETTINGS.values(), ids=list(SGD_SETTINGS))
+def test_sgd_matches_torch(settings, lrs):
+    run_both(SGD(**settings), lambda ps: torch.optim.SGD(ps, lr=lrs[0], **settings), lrs)
 
 
 @pytest.mark.parametrize("lrs", [CONSTANT_LR, DECAYING_LR], ids=["constant_lr", "decaying_lr"])
@@ -87,8 +87,9 @@ def test_reference_comparison_can_fail():
         )
 
 
-def test_sgd_momentum_is_the_seeds_velocity_update_at_constant_lr():
-    """torch's buf = mu buf + g; p -= lr buf  equals the seed's v = mu v - lr g; p += v."""
+def test_heavy_ball_sgd_is_the_seeds_velocity_update_at_constant_lr():
+    """With dampening 0, torch's buf = mu buf + g; p -= lr buf  equals the seed's code
+    (_apply_update): v = mu v - lr g; p += v."""
     rng = np.random.default_rng(3)
     p = {"w": rng.normal(size=5)}
     seed_p, v = p["w"].copy(), np.zeros(5)
@@ -136,8 +137,12 @@ def test_step_decay_lr():
 
 @pytest.mark.parametrize(
     "optim",
-    [{"name": "sgd", "momentum": 0.9}, {"name": "adam"}],
-    ids=["sgd_momentum", "adam"],
+    [
+        {"name": "sgd", "momentum": 0.9},
+        {"name": "sgd", "momentum": 0.9, "dampening": 0.9},
+        {"name": "adam"},
+    ],
+    ids=["sgd_momentum", "sgd_moving_average", "adam"],
 )
 def test_frozen_w_hh_is_bit_identical_after_training(tmp_path, optim):
     settings = TrainSettings(
