@@ -51,7 +51,9 @@ def histories(sweep_dir: Path) -> dict[str, bytes]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=5000, help="steps per run")
+    parser.add_argument(
+        "--steps", type=int, default=10000, help="steps per run (10,000: the shipped studies)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the sweep folders")
     args = parser.parse_args(argv)
     base = Path(tempfile.mkdtemp(prefix="bench_launchers_"))

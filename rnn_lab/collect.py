@@ -404,6 +404,30 @@ def _override_value_text(value) -> str:
 # --------------------------------------------------------------------------- the table
 
 
+class _Shared:
+    """Collection metadata in ``df.attrs`` that never changes after collect().
+
+    pandas deep-copies ``attrs`` on every operation (~1 s of a report's 8 s went there); these
+    dict and list subclasses return themselves from deepcopy, and read as plain dicts and lists.
+    """
+
+    class Dict(dict):
+        def __deepcopy__(self, memo):
+            return self
+
+    class List(list):
+        def __deepcopy__(self, memo):
+            return self
+
+    @classmethod
+    def wrap(cls, value):
+        if isinstance(value, dict):
+            return cls.Dict(value)
+        if isinstance(value, list):
+            return cls.List(value)
+        return value
+
+
 def collect(sweep_dir: str | Path, write: bool = True) -> pd.DataFrame:
     """One row per run directory under sweep_dir; writes results.csv (+ .parquet) if `write`.
 
@@ -441,12 +465,12 @@ def collect(sweep_dir: str | Path, write: bool = True) -> pd.DataFrame:
     df, arm_keys, constant = _build_table(runs, sweep_dir, grid)
     study = next((r.study for r in runs if r.study), None) or sweep_info.get("study")
     df.attrs.update(
-        warnings=warnings,
-        arm_keys=arm_keys,
-        grid=grid,
-        constant_config=constant,
-        study=study or {},
-        hydra={k: v for k, v in sweep_info.items() if k != "study"},
+        warnings=_Shared.wrap(warnings),
+        arm_keys=_Shared.wrap(arm_keys),
+        grid=_Shared.wrap(grid),
+        constant_config=_Shared.wrap(constant),
+        study=_Shared.wrap(study or {}),
+        hydra=_Shared.wrap({k: v for k, v in sweep_info.items() if k != "study"}),
         sweep_dir=str(sweep_dir),
         from_multirun_yaml=(sweep_dir / MULTIRUN_FILE).exists(),
     )

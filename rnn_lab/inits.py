@@ -13,31 +13,41 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from rnn_lab.engine import PARAM_NAMES, Params
 
+# torch is imported inside the functions that draw weights: importing it costs ~2 s, and the
+# process that launches a sweep (or builds a report) never needs it.
 
-def _orthogonal(w: torch.Tensor) -> None:
+
+def _orthogonal(w) -> None:
+    import torch
+
     # Every eigenvalue has |lambda| = 1: the Jacobian product neither grows nor shrinks.
     torch.nn.init.orthogonal_(w)
 
 
-def _xavier(w: torch.Tensor) -> None:
+def _xavier(w) -> None:
+    import torch
+
     torch.nn.init.xavier_uniform_(w)  # bound sqrt(6 / (H + H)), not RNN-specific
 
 
-def _random(w: torch.Tensor) -> None:
+def _random(w) -> None:
+    import torch
+
     # N(0, 0.01): spectral radius ~ 0.01 sqrt(H), the seed's worst case for gradient flow.
     torch.nn.init.normal_(w, mean=0.0, std=0.01)
 
 
-def _identity(w: torch.Tensor) -> None:
+def _identity(w) -> None:
+    import torch
+
     # IRNN (Le et al. 2015): h carries over unchanged; meant for relu.
     torch.nn.init.eye_(w)
 
 
-INITS: dict[str, Callable[[torch.Tensor], None]] = {
+INITS: dict[str, Callable[[object], None]] = {
     "orthogonal": _orthogonal,
     "xavier": _xavier,
     "random": _random,
@@ -65,6 +75,8 @@ def init_params(
     """
     if init not in INITS:
         raise ValueError(f"init.name: unknown {init!r}; valid: {', '.join(INIT_NAMES)}")
+    import torch
+
     H = hidden_size
     gen_state = torch.random.get_rng_state()
     try:

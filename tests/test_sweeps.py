@@ -28,8 +28,13 @@ def _job_dirs(sweep: Path) -> dict[str, Path]:
 
 
 def _sweep(tmp_path: Path, name: str, extra: list[str]) -> tuple[Path, object]:
+    """A tiny real study: `rnn-lab study demo` with its grid narrowed and its runs shrunk."""
     sweep = tmp_path / name
-    proc = run_cli(["-m", *GRID, "seed=1", *TINY, f"hydra.sweep.dir={sweep}", *extra], timeout=600)
+    proc = run_cli(
+        ["study", "demo", *GRID, "seed=1", *TINY, f"hydra.sweep.dir={sweep}", *extra],
+        module="rnn_lab.cli",
+        timeout=600,
+    )
     return sweep, proc
 
 
@@ -54,8 +59,13 @@ def test_tiny_multirun_completes_with_report(basic_and_joblib, which):
         assert json.loads((job / "summary.json").read_text())["status"] == "ok"
     results = pd.read_csv(sweep / "results.csv")
     assert len(results) == 4 and set(results["status"]) == {"ok"}
-    assert (sweep / "report.md").exists()
-    assert list((sweep / "plots").glob("*.png"))
+    assert {"init.name", "activation.name", "seed", "val_loss", "path"} <= set(results.columns)
+    report = (sweep / "report.md").read_text()
+    assert "Which W_hh init" in report  # the study's question
+    assert "rnn-lab study demo" in report  # the command that reproduces it
+    plots = sorted(p.name for p in (sweep / "plots").glob("*.png"))
+    assert {"loss_curves.png", "final_metrics.png", "heatmap.png"} <= set(plots), plots
+    assert f"report: {sweep}/report.md" in proc.stdout
 
 
 def test_results_identical_whichever_launcher(basic_and_joblib):
