@@ -64,7 +64,12 @@ class TrainSettings:
     activation: str = "tanh"
     # The seed's SGD: momentum as a moving average of the gradients (= conf/optim/sgd.yaml).
     optim: dict = field(
-        default_factory=lambda: {"name": "sgd", "momentum": 0.9, "dampening": 0.9, "nesterov": False}
+        default_factory=lambda: {
+            "name": "sgd",
+            "momentum": 0.9,
+            "dampening": 0.9,
+            "nesterov": False,
+        }
     )
     data: dict = field(default_factory=lambda: {"name": "elman", "seed": 42, "num_sentences": 600})
     # bookkeeping
@@ -388,6 +393,26 @@ def train(settings: TrainSettings, run_dir: str | Path, *, task=None) -> dict:
             " freeze_whh" if s.freeze_whh else "",
         )
 
+    def save_everything(step_done: int, wall_time: float) -> None:
+        # A closure: it reads the loop's current state (h, losses, rows, ...) when called.
+        _save_all(
+            run_dir,
+            s,
+            params,
+            opt,
+            h,
+            task,
+            sample_rng,
+            recent_losses,
+            best_val,
+            last_val,
+            acc,
+            rows,
+            recorder,
+            step_done,
+            wall_time,
+        )
+
     stop = _StopFlag()
     stop.install()
     status, error = "ok", None
@@ -466,23 +491,7 @@ def train(settings: TrainSettings, run_dir: str | Path, *, task=None) -> dict:
             ) or step == s.steps:
                 _log_progress(step, s, loss_per_char, grads, lr, params)
             if s.checkpoint_interval > 0 and step % s.checkpoint_interval == 0 and step < s.steps:
-                _save_all(
-                    run_dir,
-                    s,
-                    params,
-                    opt,
-                    h,
-                    task,
-                    sample_rng,
-                    recent_losses,
-                    best_val,
-                    last_val,
-                    acc,
-                    rows,
-                    recorder,
-                    step,
-                    wall_before + time.perf_counter() - t0,
-                )
+                save_everything(step, wall_before + time.perf_counter() - t0)
             if stop.signum is not None:
                 status = "interrupted"
                 error = f"stopped by signal {signal.Signals(stop.signum).name} at step {step}"
@@ -504,23 +513,7 @@ def train(settings: TrainSettings, run_dir: str | Path, *, task=None) -> dict:
         final_sample = sample_text(
             params, act, task, np.random.default_rng(s.seed + 1), s.sample_length, s.temperature
         )
-    _save_all(
-        run_dir,
-        s,
-        params,
-        opt,
-        h,
-        task,
-        sample_rng,
-        recent_losses,
-        best_val,
-        last_val,
-        acc,
-        rows,
-        recorder,
-        steps_done,
-        wall,
-    )
+    save_everything(steps_done, wall)
     summary = _write_summary(
         summary_path,
         s,
