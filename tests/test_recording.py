@@ -51,13 +51,36 @@ def test_recorded_step_one_equals_direct_bptt(tmp_path, tiny_settings):
 
 
 def test_recording_schedule_dense_then_sparse(tmp_path, tiny_settings):
-    s = tiny_settings(steps=95, record_dense_interval=5, record_dense_until=30,
-                      record_interval=20, val_interval=0)
+    s = tiny_settings(
+        steps=95, record_dense_interval=5, record_dense_until=30, record_interval=20, val_interval=0
+    )
     assert [t for t in range(1, 96) if is_record_step(t, s)] == [
-        1, 5, 10, 15, 20, 25, 30, 40, 60, 80, 95]
+        1,
+        5,
+        10,
+        15,
+        20,
+        25,
+        30,
+        40,
+        60,
+        80,
+        95,
+    ]
     train(s, tmp_path)
     assert list(pd.read_csv(tmp_path / "history.csv")["step"]) == [
-        1, 5, 10, 15, 20, 25, 30, 40, 60, 80, 95]
+        1,
+        5,
+        10,
+        15,
+        20,
+        25,
+        30,
+        40,
+        60,
+        80,
+        95,
+    ]
     with np.load(tmp_path / "diagnostics.npz") as d:
         assert list(d["record_step"]) == [1, 5, 10, 15, 20, 25, 30, 40, 60, 80, 95]
 
