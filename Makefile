@@ -21,7 +21,8 @@ install: $(STAMP)
 demo: $(STAMP)  ## the main job: a small default ablation study, a few minutes on 2 cores
 	$(BIN)/rnn-lab study demo
 
-test: $(STAMP)  ## the suite CI runs: everything but tests marked slow
+test: $(STAMP)  ## the suite CI runs: lint, then everything but tests marked slow
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -m "not slow" -q
 
 test-all: $(STAMP)  ## including slow tests (the Ray launcher)
