@@ -101,17 +101,15 @@ def main_sample(argv: list[str]) -> int:
     import numpy as np
 
     from rnn_lab import engine
-    from rnn_lab.runfiles import read_json
+    from rnn_lab.runs import RunDirError, load_run
 
-    ckpt, settings_path = args.run_dir / "checkpoint.npz", args.run_dir / "settings.json"
-    if not ckpt.exists() or not settings_path.exists():
-        print(
-            f"rnn-lab sample: {args.run_dir} holds no trained run (no checkpoint.npz)",
-            file=sys.stderr,
-        )
+    try:
+        run = load_run(args.run_dir)
+        params = run.params()
+    except RunDirError as e:
+        print(f"rnn-lab sample: {args.run_dir} holds no trained run ({e})", file=sys.stderr)
         return 2
-    settings = read_json(settings_path)
-    chars = read_json(args.run_dir / "vocab.json")["chars"]
+    chars = run.vocab
     unknown = sorted(set(args.prime) - set(chars))
     if unknown:
         print(
@@ -119,14 +117,11 @@ def main_sample(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
-    with np.load(ckpt) as z:
-        names = [n for n in (*engine.PARAM_NAMES, "E") if n in z.files]
-        params = engine.Params(**{n: z[n] for n in names})
     index = {c: i for i, c in enumerate(chars)}
-    temperature = settings["temperature"] if args.temperature is None else args.temperature
+    temperature = run.settings["temperature"] if args.temperature is None else args.temperature
     ids = engine.sample(
         params,
-        settings["activation"],
+        run.activation,
         [index[c] for c in args.prime],
         args.length,
         temperature,

@@ -113,6 +113,8 @@ DATA_KEYS: dict[str, dict[str, type]] = {
     "text": {"path": str, "normalize": bool},
 }
 CLIP_MODES = ("norm", "value")
+# Every optimiser and data source has its key table (checked once, at import).
+assert set(OPTIM_KEYS) == set(OPTIMIZERS) and set(DATA_KEYS) == set(DATA_NAMES)
 
 
 def _err(key: str, value, allowed: str) -> ConfigError:
@@ -236,7 +238,6 @@ def settings_from_config(cfg: DictConfig | dict) -> TrainSettings:
         )
     assert set(OPTIM_KEYS) == set(OPTIMIZERS)
     data = _check_group("data", dict(c["data"]), DATA_KEYS)
-    assert set(DATA_KEYS) == set(DATA_NAMES)
     if data["name"] == "elman":
         for k in ("num_sentences",):
             if data.get(k, 1) < 1:

@@ -167,6 +167,12 @@ class Params:
     def copy(self) -> Params:
         return Params(**{n: a.copy() for n, a in self.arrays().items()})
 
+    @classmethod
+    def from_arrays(cls, arrays) -> Params:
+        """The parameters among named arrays (a checkpoint.npz, a dict), copied: the five of
+        PARAM_NAMES and E when present; anything else (optimiser state, h, ...) is ignored."""
+        return cls(**{n: np.array(arrays[n]) for n in (*PARAM_NAMES, "E") if n in arrays})
+
     def astype(self, dtype) -> Params:
         return Params(**{n: a.astype(dtype) for n, a in self.arrays().items()})
 

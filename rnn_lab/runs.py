@@ -73,11 +73,10 @@ class Run:
         if not path.exists():
             raise RunDirError(f"{self.path}: no {CHECKPOINT_FILE} (the run saved no weights)")
         with np.load(path, allow_pickle=False) as z:
-            arrays = {n: z[n].copy() for n in (*engine.PARAM_NAMES, "E") if n in z.files}
-        missing = [n for n in engine.PARAM_NAMES if n not in arrays]
-        if missing:
-            raise RunDirError(f"{path}: missing arrays {', '.join(missing)}")
-        return engine.Params(**arrays)
+            missing = [n for n in engine.PARAM_NAMES if n not in z.files]
+            if missing:
+                raise RunDirError(f"{path}: missing arrays {', '.join(missing)}")
+            return engine.Params.from_arrays(z)
 
     def checkpoint_step(self) -> int | None:
         """The training step at which checkpoint.npz was written (None without one)."""

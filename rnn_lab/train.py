@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 
 from rnn_lab import CONF_DIR
 from rnn_lab.config import ConfigError, check_inputs, register_schema, settings_from_config
-from rnn_lab.runfiles import atomic_write_json
+from rnn_lab.runfiles import atomic_write_json, read_json
 
 log = logging.getLogger("rnn_lab")
 
@@ -58,11 +58,8 @@ def _record_failure(run_dir: Path, cfg: DictConfig, message: str, status: str = 
     }
     prior = run_dir / "summary.json"
     if prior.exists():  # a run that failed mid-way keeps what it had recorded
-        import json
-
         try:
-            old = json.loads(prior.read_text())
-            summary = {**old, "status": status, "error": message}
+            summary = {**read_json(prior), "status": status, "error": message}
         except ValueError:
             pass
     atomic_write_json(prior, summary)

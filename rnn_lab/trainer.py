@@ -30,7 +30,6 @@ from rnn_lab.runfiles import (
     atomic_write_csv,
     atomic_write_json,
     atomic_write_npz,
-    atomic_write_text,
     read_json,
 )
 
@@ -683,8 +682,7 @@ def _load_checkpoint(path: Path, s: TrainSettings) -> dict:
                 f"resume: the checkpoint {str(path)!r} was written with other settings "
                 f"({detail}); use the same settings, another output directory, or resume=false"
             )
-        names = [n for n in (*engine.PARAM_NAMES, "E") if n in z.files]
-        params = engine.Params(**{n: z[n].copy() for n in names})
+        params = engine.Params.from_arrays(z)
         optim_state = {k[len("optim.") :]: z[k].copy() for k in z.files if k.startswith("optim.")}
         state = {
             "params": params,
@@ -724,7 +722,3 @@ def _read_history(path: Path, max_step: int) -> list[dict]:
             if row["step"] <= max_step:
                 rows.append(row)
     return rows
-
-
-def write_text_atomic(path, text):  # re-exported for the corpus command
-    atomic_write_text(path, text)

@@ -337,3 +337,17 @@ def test_resume_of_a_finished_run_does_nothing(tmp_path, tiny_settings):
     again = train(tiny_settings(resume=True), tmp_path)
     assert again["status"] == "ok" and again["final_loss"] == first["final_loss"]
     assert (tmp_path / "history.csv").stat().st_mtime_ns == mtime
+
+
+def test_sample_command_continues_the_prime(tmp_path, tiny_settings, capsys):
+    from rnn_lab.cli import main
+
+    train(tiny_settings(), tmp_path)
+    args = [str(tmp_path), "--prime", "the ", "--temperature", "0", "--length", "30"]
+    assert main(["sample", *args]) == 0
+    first = capsys.readouterr().out
+    assert first.startswith("the ") and len(first.rstrip("\n")) == 34
+    assert main(["sample", *args]) == 0
+    assert capsys.readouterr().out == first  # argmax: deterministic
+    assert main(["sample", str(tmp_path), "--prime", "QQ"]) == 2
+    assert "not in the vocabulary" in capsys.readouterr().err
