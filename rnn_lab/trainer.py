@@ -305,15 +305,13 @@ def train(settings: TrainSettings, run_dir: str | Path, *, task=None) -> dict:
     resumed_from = 0
     if s.resume and summary_path.exists() and ckpt_path.exists():
         previous = read_json(summary_path)
-        if (
-            previous.get("status") in ("ok", "diverged")
-            and previous.get("steps_done", 0) >= s.steps
-        ):
-            if previous.get("status") == "diverged" or previous.get("steps") == s.steps:
-                log.info(
-                    "run in %s is already complete (%s); nothing to do", run_dir, previous["status"]
-                )
-                return previous
+        # A run that ended (ok, or diverged: deterministic, it would diverge again) with the
+        # same number of steps asked for is complete; failed and interrupted runs go on.
+        if previous.get("status") in ("ok", "diverged") and previous.get("steps") == s.steps:
+            log.info(
+                "run in %s is already complete (%s); nothing to do", run_dir, previous["status"]
+            )
+            return previous
     state = None
     if s.resume and ckpt_path.exists():
         state = _load_checkpoint(ckpt_path, s)

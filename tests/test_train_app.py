@@ -351,3 +351,21 @@ def test_sample_command_continues_the_prime(tmp_path, tiny_settings, capsys):
     assert capsys.readouterr().out == first  # argmax: deterministic
     assert main(["sample", str(tmp_path), "--prime", "QQ"]) == 2
     assert "not in the vocabulary" in capsys.readouterr().err
+
+
+def test_resume_of_a_diverged_run_does_nothing(tmp_path, tiny_settings):
+    """A study re-run must not reload a diverged job's non-finite checkpoint and diverge again."""
+    s = tiny_settings(
+        lr=10.0,
+        clip=0.0,
+        activation="relu",
+        seq_len=40,
+        init={"name": "identity", "scale": 2.0, "path": None},
+    )
+    first = train(s, tmp_path)
+    assert first["status"] == "diverged" and first["steps_done"] < s.steps
+    recorded = json.loads((tmp_path / "summary.json").read_text())
+    mtime = (tmp_path / "checkpoint.npz").stat().st_mtime_ns
+    again = train(tiny_settings(**{**s.to_dict(), "resume": True}), tmp_path)
+    assert again == recorded  # the recorded summary, returned as it is
+    assert (tmp_path / "checkpoint.npz").stat().st_mtime_ns == mtime
