@@ -18,14 +18,14 @@ EXPERIMENTS_DIR = PROJECT_ROOT / "experiments"
 
 
 def load_run(run_dir):
-    """Load a run directory's recordings; see :func:`rnn_lab.runs.load_run`."""
-    from rnn_lab.runs import load_run as _load_run
+    """Load a run directory's recordings; see :func:`rnn_lab.inspect.load.load_run`."""
+    from rnn_lab.inspect.load import load_run as _load_run
 
     return _load_run(run_dir)
 
 
 def collect(sweep_dir, **kwargs):
-    """One row per run of a sweep; see :func:`rnn_lab.collect.collect`."""
-    from rnn_lab.collect import collect as _collect
+    """One row per run of a sweep; see :func:`rnn_lab.study.collect.collect`."""
+    from rnn_lab.study.collect import collect as _collect
 
     return _collect(sweep_dir, **kwargs)

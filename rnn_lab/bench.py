@@ -12,7 +12,7 @@
 
 at the seed's configuration (Elman corpus, H=64, seq_len=25, B=1, float64, SGD momentum
 0.9, lr 0.01, clip 5) and at a large one (H=256, seq_len=50, B=32, float32), and
-  (d) the whole trainer (rnn_lab.trainer.train) for the seed's 30,000-step run with default
+  (d) the whole trainer (rnn_lab.run.trainer.train) for the seed's 30,000-step run with default
       recording, and again with record=false.
 
 The contenders run in rounds of about equal duration, interleaved, and each one's best round
@@ -36,11 +36,11 @@ from pathlib import Path
 
 import numpy as np
 
-from rnn_lab import engine
-from rnn_lab.data import CharTextTask, generate_elman_corpus
-from rnn_lab.inits import init_params
-from rnn_lab.losses import softmax_cross_entropy
-from rnn_lab.optim import make_optimizer, step_decay_lr
+from rnn_lab.core import engine
+from rnn_lab.core.data import CharTextTask, generate_elman_corpus
+from rnn_lab.core.inits import init_params
+from rnn_lab.core.losses import softmax_cross_entropy
+from rnn_lab.core.optim import make_optimizer, step_decay_lr
 
 # The issue's targets (speed-up of rnn_lab over each contender, and trainer wall time).
 TARGET_VS_SEED_LOOP = 8.0
@@ -77,7 +77,7 @@ LARGE_CONFIG = BenchConfig("large", hidden_size=256, seq_len=50, batch_size=32, 
 
 
 class RnnLabLoop:
-    """The step rnn_lab.trainer.train runs between its record points."""
+    """The step rnn_lab.run.trainer.train runs between its record points."""
 
     label = "rnn_lab engine"
 
@@ -382,8 +382,8 @@ def _threads_of(contender):
 
 
 def time_trainer(steps: int, repeats: int, workdir: Path) -> dict[str, list[float]]:
-    """Wall time of rnn_lab.trainer.train for the seed's run, recording on and off."""
-    from rnn_lab.trainer import TrainSettings, train
+    """Wall time of rnn_lab.run.trainer.train for the seed's run, recording on and off."""
+    from rnn_lab.run.trainer import TrainSettings, train
 
     walls: dict[str, list[float]] = {"record": [], "no_record": []}
     for r in range(repeats):
@@ -527,8 +527,8 @@ def main_bench(argv: list[str] | None = None) -> int:
     if not args.no_trainer:
         print()
         print(
-            f"trainer: rnn_lab.trainer.train, the seed's run (default settings), {trainer_steps} "
-            f"steps, best of {trainer_repeats}"
+            f"trainer: rnn_lab.run.trainer.train, the seed's run (default settings), "
+            f"{trainer_steps} steps, best of {trainer_repeats}"
         )
         with tempfile.TemporaryDirectory(prefix="rnn_lab_bench_") as tmp:
             walls = time_trainer(trainer_steps, trainer_repeats, Path(tmp))

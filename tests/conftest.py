@@ -13,7 +13,7 @@ def compose():
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from rnn_lab.config import register_schema
+    from rnn_lab.app.schema import register_schema
 
     register_schema()
 
@@ -29,7 +29,7 @@ def compose():
 @pytest.fixture
 def tiny_settings():
     """TrainSettings for a run of a second or two, through the real config path."""
-    from rnn_lab.trainer import TrainSettings
+    from rnn_lab.run.trainer import TrainSettings
 
     def _make(**changes) -> TrainSettings:
         base = dict(

@@ -10,8 +10,9 @@ import signal
 import numpy as np
 import pytest
 
-from rnn_lab import analysis
-from rnn_lab.analysis import (
+from rnn_lab.core.data import CharTextTask, Vocab, generate_elman_corpus
+from rnn_lab.inspect import analysis
+from rnn_lab.inspect.analysis import (
     analyze_params,
     analyze_run,
     initial_params,
@@ -22,9 +23,8 @@ from rnn_lab.analysis import (
     word_position_accuracy,
     word_spans,
 )
-from rnn_lab.data import CharTextTask, Vocab, generate_elman_corpus
-from rnn_lab.runs import load_run
-from rnn_lab.trainer import TrainSettings, train
+from rnn_lab.inspect.load import load_run
+from rnn_lab.run.trainer import TrainSettings, train
 
 # Category structure takes a while to emerge with the seed's SGD (6,000 steps, ~8 s); eight
 # streams with Adam get there in 1,500 steps (~3 s) and are still the same engine.

@@ -21,7 +21,7 @@ from fakeruns import (  # noqa: E402
     write_multirun_yaml,
 )
 
-from rnn_lab.collect import (  # noqa: E402
+from rnn_lab.study.collect import (  # noqa: E402
     canonical,
     collect,
     declared_grid,
@@ -126,7 +126,7 @@ def test_damaged_dirs_are_skipped_with_a_message(tmp_path, caplog):
     (tmp_path / "5" / ".hydra" / "config.yaml").write_text(config[:40] + "\n  name: [orth")
     (tmp_path / "6" / ".hydra" / "config.yaml").unlink()
     (tmp_path / "stray" / ".hydra").mkdir(parents=True)  # Hydra started, nothing written
-    with caplog.at_level(logging.WARNING, logger="rnn_lab.collect"):
+    with caplog.at_level(logging.WARNING, logger="rnn_lab.study.collect"):
         df = collect(tmp_path)
     assert len(df) == 5  # 8 runs, 3 damaged; the stray dir has no config either
     assert set(df["path"]) == {"0", "1", "2", "4", "7"}

@@ -15,10 +15,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rnn_lab import engine
-from rnn_lab.data import CharTextTask, generate_elman_corpus
-from rnn_lab.inits import init_params
-from rnn_lab.losses import softmax_cross_entropy
+from rnn_lab.core import engine
+from rnn_lab.core.data import CharTextTask, generate_elman_corpus
+from rnn_lab.core.inits import init_params
+from rnn_lab.core.losses import softmax_cross_entropy
 
 V, H, T = 7, 6, 8
 TORCH_ACT = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid}

@@ -15,9 +15,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rnn_lab import engine
-from rnn_lab.inits import INITS, init_params
-from rnn_lab.losses import softmax_cross_entropy, squared_error
+from rnn_lab.core import engine
+from rnn_lab.core.inits import INITS, init_params
+from rnn_lab.core.losses import softmax_cross_entropy, squared_error
 
 V, H, T, D = 7, 5, 6, 4  # vocabulary, hidden units, chunk length, embedding width
 ACTIVATIONS = ("tanh", "relu", "sigmoid")

@@ -14,9 +14,9 @@ import json
 import numpy as np
 import pytest
 
-from rnn_lab import engine
-from rnn_lab.data import Vocab
-from rnn_lab.trainer import TrainSettings, train
+from rnn_lab.core import engine
+from rnn_lab.core.data import Vocab
+from rnn_lab.run.trainer import TrainSettings, train
 
 SGD_FORMS = {
     "heavy_ball": {"name": "sgd", "momentum": 0.9},

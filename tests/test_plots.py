@@ -8,8 +8,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 
-from rnn_lab.analysis import analyze_run
-from rnn_lab.plots import (
+from rnn_lab.inspect.analysis import analyze_run
+from rnn_lab.inspect.load import load_run
+from rnn_lab.inspect.plots import (
     PLOTS,
     PlotSkipped,
     place_labels,
@@ -17,8 +18,7 @@ from rnn_lab.plots import (
     plot_memory_probe,
     plot_run,
 )
-from rnn_lab.runs import load_run
-from rnn_lab.trainer import TrainSettings, train
+from rnn_lab.run.trainer import TrainSettings, train
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 ALL_PLOTS = {name for name, _ in PLOTS}

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rnn_lab import engine
-from rnn_lab.losses import softmax_cross_entropy
-from rnn_lab.trainer import build_params, build_task, is_record_step, train
+from rnn_lab.core import engine
+from rnn_lab.core.losses import softmax_cross_entropy
+from rnn_lab.run.trainer import build_params, build_task, is_record_step, train
 
 
 def test_recorded_step_one_equals_direct_bptt(tmp_path, tiny_settings):

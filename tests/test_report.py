@@ -14,8 +14,8 @@ from omegaconf import OmegaConf
 sys.path.insert(0, str(Path(__file__).parent))
 from fakeruns import fake_config, fake_summary, make_fake_run, make_fake_sweep  # noqa: E402
 
-from rnn_lab.callbacks import ReportCallback  # noqa: E402
-from rnn_lab.report import build_report, main_report  # noqa: E402
+from rnn_lab.app.callbacks import ReportCallback  # noqa: E402
+from rnn_lab.study.report import build_report, main_report  # noqa: E402
 
 PLOTS = [
     "loss_curves.png",
@@ -220,7 +220,7 @@ def test_callback_builds_report_and_never_raises(tmp_path, caplog):
     ReportCallback().on_multirun_end(config=config)
     assert (tmp_path / "report.md").exists()
 
-    with caplog.at_level(logging.ERROR, logger="rnn_lab.callbacks"):
+    with caplog.at_level(logging.ERROR, logger="rnn_lab.app.callbacks"):
         ReportCallback().on_multirun_end(
             config=OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "nope")}}})
         )

@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 
 import rnn_lab
-from rnn_lab import engine
-from rnn_lab.data import make_task
-from rnn_lab.losses import get_loss
-from rnn_lab.runs import RunDirError, load_run
-from rnn_lab.trainer import TrainSettings, train
+from rnn_lab.core import engine
+from rnn_lab.core.data import make_task
+from rnn_lab.core.losses import get_loss
+from rnn_lab.inspect.load import RunDirError, load_run
+from rnn_lab.run.trainer import TrainSettings, train
 
 SHORT = dict(
     steps=120,

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rnn_lab.stats import (
+from rnn_lab.study.stats import (
     aggregate,
     baseline_counterparts,
     compare_pair,

@@ -32,7 +32,7 @@ def _sweep(tmp_path: Path, name: str, extra: list[str]) -> tuple[Path, object]:
     sweep = tmp_path / name
     proc = run_cli(
         ["study", "demo", *GRID, "seed=1", *TINY, f"hydra.sweep.dir={sweep}", *extra],
-        module="rnn_lab.cli",
+        module="rnn_lab.app.cli",
         timeout=600,
     )
     return sweep, proc
@@ -135,7 +135,7 @@ def test_interrupted_study_rerun_completes_only_what_is_missing(tmp_path):
         "seed=1,2,3",
         f"hydra.sweep.dir={sweep}",
     ]
-    proc = run_cli(args, module="rnn_lab.cli", timeout=600)
+    proc = run_cli(args, module="rnn_lab.app.cli", timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = _job_dirs(sweep)
     assert sorted(k.rsplit("/", 1)[1] for k in jobs) == ["seed=1", "seed=2", "seed=3"]
@@ -172,7 +172,7 @@ def test_interrupted_study_rerun_completes_only_what_is_missing(tmp_path):
     assert cut_summary["status"] == "interrupted" and cut_summary["steps_done"] < 12000
     done_mtime = os.stat(done / "history.csv").st_mtime_ns
 
-    proc = run_cli(args, module="rnn_lab.cli", timeout=600)
+    proc = run_cli(args, module="rnn_lab.app.cli", timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert os.stat(done / "history.csv").st_mtime_ns == done_mtime, "finished job was re-run"
     log = proc.stdout + proc.stderr

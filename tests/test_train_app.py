@@ -16,8 +16,8 @@ import pytest
 from cli_helpers import TINY, run_cli
 
 from rnn_lab import CONF_DIR, EXPERIMENTS_DIR, PROJECT_ROOT
-from rnn_lab.config import ConfigError, check_inputs, settings_from_config
-from rnn_lab.trainer import train
+from rnn_lab.app.schema import ConfigError, check_inputs, settings_from_config
+from rnn_lab.run.trainer import train
 
 GROUP_OPTIONS = {
     group: sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
@@ -36,8 +36,8 @@ def test_every_group_option_composes_and_validates(compose, group, option, tmp_p
     extra = []
     if (group, option) == ("init", "file"):
         # A real weights file of the default run's shapes (V from the Elman corpus, H=64).
-        from rnn_lab.data import Vocab, generate_elman_corpus
-        from rnn_lab.inits import init_params
+        from rnn_lab.core.data import Vocab, generate_elman_corpus
+        from rnn_lab.core.inits import init_params
 
         V = Vocab.from_text(generate_elman_corpus(600, 42)).size
         p = init_params(V, 64, V, seed=0)
@@ -223,7 +223,7 @@ def test_checkpoint_works_as_init_file(tmp_path, compose):
     s = settings_from_config(
         compose([*TINY, "init=file", f"init.path={first / 'checkpoint.npz'}", "steps=1"])
     )
-    from rnn_lab.trainer import build_params
+    from rnn_lab.run.trainer import build_params
 
     params = build_params(s, check_inputs(s))
     with np.load(first / "checkpoint.npz") as z:
@@ -340,7 +340,7 @@ def test_resume_of_a_finished_run_does_nothing(tmp_path, tiny_settings):
 
 
 def test_sample_command_continues_the_prime(tmp_path, tiny_settings, capsys):
-    from rnn_lab.cli import main
+    from rnn_lab.app.cli import main
 
     train(tiny_settings(), tmp_path)
     args = [str(tmp_path), "--prime", "the ", "--temperature", "0", "--length", "30"]

@@ -24,10 +24,10 @@ COMMANDS = ("train", "study", "collect", "report", "analyze", "sample", "corpus"
 
 
 def _hydra_train(argv: list[str]) -> int:
-    from rnn_lab import train
+    from rnn_lab.app import main as app_main
 
     sys.argv = ["rnn-lab", *argv]
-    train.main()
+    app_main.main()
     return 0
 
 
@@ -100,8 +100,8 @@ def main_sample(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     import numpy as np
 
-    from rnn_lab import engine
-    from rnn_lab.runs import RunDirError, load_run
+    from rnn_lab.core import engine
+    from rnn_lab.inspect.load import RunDirError, load_run
 
     try:
         run = load_run(args.run_dir)
@@ -137,8 +137,8 @@ def main_corpus(argv: list[str]) -> int:
     parser.add_argument("--num-sentences", type=int, default=600)
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args(argv)
-    from rnn_lab.data import generate_elman_corpus
-    from rnn_lab.runfiles import atomic_write_text
+    from rnn_lab.core.data import generate_elman_corpus
+    from rnn_lab.run.rundir import atomic_write_text
 
     text = generate_elman_corpus(args.num_sentences, args.seed)
     if args.out is None:
@@ -161,9 +161,9 @@ def _delegate(module: str, func: str):
 HANDLERS = {
     "train": _hydra_train,
     "study": main_study,
-    "collect": _delegate("rnn_lab.collect", "main_collect"),
-    "report": _delegate("rnn_lab.report", "main_report"),
-    "analyze": _delegate("rnn_lab.analysis", "main_analyze"),
+    "collect": _delegate("rnn_lab.study.collect", "main_collect"),
+    "report": _delegate("rnn_lab.study.report", "main_report"),
+    "analyze": _delegate("rnn_lab.inspect.analysis", "main_analyze"),
     "sample": main_sample,
     "corpus": main_corpus,
     "bench": _delegate("rnn_lab.bench", "main_bench"),

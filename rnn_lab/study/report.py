@@ -1,7 +1,7 @@
 """Turn a sweep directory into answers: tables, plots and a markdown report.
 
-`build_report(sweep_dir)` collects the runs (`rnn_lab.collect`), aggregates them over seeds
-and compares arms (`rnn_lab.stats`), draws the plots into `<sweep_dir>/plots/` and writes
+`build_report(sweep_dir)` collects the runs (`rnn_lab.study.collect`), aggregates them over seeds
+and compares arms (`rnn_lab.study.stats`), draws the plots into `<sweep_dir>/plots/` and writes
 `<sweep_dir>/report.md`, which links everything else. Every file is written atomically.
 A plot whose data is absent is skipped and the report says why.
 """
@@ -27,7 +27,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy import stats as sps  # noqa: E402
 
-from rnn_lab.collect import (  # noqa: E402
+from rnn_lab.run.rundir import atomic_write_bytes, atomic_write_text  # noqa: E402
+from rnn_lab.study.collect import (  # noqa: E402
     RESULTS_CSV,
     RESULTS_PARQUET,
     arm_order,
@@ -38,8 +39,7 @@ from rnn_lab.collect import (  # noqa: E402
     load_diagnostic_profile,
     status_counts,
 )
-from rnn_lab.runfiles import atomic_write_bytes, atomic_write_text  # noqa: E402
-from rnn_lab.stats import (  # noqa: E402
+from rnn_lab.study.stats import (  # noqa: E402
     ALPHA,
     CONFIDENCE,
     aggregate,

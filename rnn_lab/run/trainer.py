@@ -21,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from rnn_lab import engine
-from rnn_lab.data import CharTextTask, make_task
-from rnn_lab.inits import init_params, load_params_file
-from rnn_lab.losses import get_loss
-from rnn_lab.optim import make_optimizer, step_decay_lr
-from rnn_lab.runfiles import (
+from rnn_lab.core import engine
+from rnn_lab.core.data import CharTextTask, make_task
+from rnn_lab.core.inits import init_params, load_params_file
+from rnn_lab.core.losses import get_loss
+from rnn_lab.core.optim import make_optimizer, step_decay_lr
+from rnn_lab.run.rundir import (
     atomic_write_csv,
     atomic_write_json,
     atomic_write_npz,

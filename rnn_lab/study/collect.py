@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from rnn_lab.runfiles import atomic_write_bytes, atomic_write_text
+from rnn_lab.run.rundir import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ Enable it in a config with
     hydra:
       callbacks:
         report:
-          _target_: rnn_lab.callbacks.ReportCallback
+          _target_: rnn_lab.app.callbacks.ReportCallback
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class ReportCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             sweep_dir = Path(str(config.hydra.sweep.dir))
-            from rnn_lab.report import build_report  # imported late: matplotlib is slow
+            from rnn_lab.study.report import build_report  # imported late: matplotlib is slow
 
             report = build_report(sweep_dir)
             log.info("sweep report: %s", report)

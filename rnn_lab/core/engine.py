@@ -10,7 +10,7 @@ move together and B = 1 is the seed's single stream. Row vectors are used throug
 (``h @ W_hh.T``) so every matmul is one BLAS call over the whole batch.
 
 The engine never sees a config object: it takes arrays, names and numbers. The loss lives
-in :mod:`rnn_lab.losses`; ``backward`` only needs dL/do_t, so any per-step loss (masked
+in :mod:`rnn_lab.core.losses`; ``backward`` only needs dL/do_t, so any per-step loss (masked
 cross-entropy, squared error) plugs in without touching BPTT.
 
 Speed: at the seed's sizes (H=64, B=1) every NumPy call costs more in overhead than in

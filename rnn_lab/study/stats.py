@@ -1,6 +1,6 @@
 """Seed-aggregated statistics, the grid ledger and arm-vs-baseline comparisons.
 
-Everything works on the table `rnn_lab.collect.collect` returns (one row per run, an `arm`
+Everything works on the table `rnn_lab.study.collect.collect` returns (one row per run, an `arm`
 column, a `seed` column, a `status` column and metric columns). Runs whose status is not
 `ok` are counted per arm and left out of every mean and test; they are never dropped silently.
 """
@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from rnn_lab.collect import arm_label, arm_order, canonical
+from rnn_lab.study.collect import arm_label, arm_order, canonical
 
 CONFIDENCE = 0.95
 ALPHA = 0.05

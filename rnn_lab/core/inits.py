@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rnn_lab.engine import PARAM_NAMES, Params
+from rnn_lab.core.engine import PARAM_NAMES, Params
 
 # torch is imported inside the functions that draw weights: importing it costs ~2 s, and the
 # process that launches a sweep (or builds a report) never needs it.

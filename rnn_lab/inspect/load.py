@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rnn_lab import engine
+from rnn_lab.core import engine
 
 SUMMARY_FILE = "summary.json"
 SETTINGS_FILE = "settings.json"

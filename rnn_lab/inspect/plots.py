@@ -2,7 +2,7 @@
 
 ``plot_run(run_dir)`` draws every plot whose data the run has and returns the paths written.
 Training-dynamics plots read history.csv and diagnostics.npz (absent with record=false, so
-those plots are skipped); the analysis plots read analysis.json (see rnn_lab.analysis).
+those plots are skipped); the analysis plots read analysis.json (see rnn_lab.inspect.analysis).
 Figures are built with matplotlib's object API (no pyplot, no global backend state), so
 drawing is safe inside sweeps, threads and CI; each PNG is written atomically.
 """
@@ -20,8 +20,8 @@ from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from rnn_lab.runfiles import atomic_write_bytes
-from rnn_lab.runs import Run, load_run
+from rnn_lab.inspect.load import Run, load_run
+from rnn_lab.run.rundir import atomic_write_bytes
 
 log = logging.getLogger("rnn_lab")
 

@@ -54,10 +54,10 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from rnn_lab import engine
-from rnn_lab.data import Vocab, load_corpus_text, split_ids, word_category
-from rnn_lab.runfiles import atomic_write_json, read_json
-from rnn_lab.runs import ANALYSIS_FILE, SUMMARY_FILE, RunDirError, load_run
+from rnn_lab.core import engine
+from rnn_lab.core.data import Vocab, load_corpus_text, split_ids, word_category
+from rnn_lab.inspect.load import ANALYSIS_FILE, SUMMARY_FILE, RunDirError, load_run
+from rnn_lab.run.rundir import atomic_write_json, read_json
 
 log = logging.getLogger("rnn_lab")
 
@@ -405,7 +405,7 @@ def hidden_trajectory(
 def initial_params(settings: dict, vocab_size: int) -> engine.Params | None:
     """The run's untrained network: its init rebuilt from the settings (seeded, so exact).
     None when it cannot be rebuilt (e.g. init=file whose file is gone)."""
-    from rnn_lab.trainer import TrainSettings, build_params
+    from rnn_lab.run.trainer import TrainSettings, build_params
 
     known = {f.name for f in fields(TrainSettings)}
     try:
@@ -585,7 +585,7 @@ def analyze_run(run_dir: str | Path, plots: bool = True) -> dict:
     log.info("analysis of %s (step %s): %s", run_dir, step, _metrics_line(analysis))
 
     if plots:
-        from rnn_lab.plots import plot_run
+        from rnn_lab.inspect.plots import plot_run
 
         written = plot_run(run_dir)
         log.info("plots: %s", ", ".join(p.name for p in written))

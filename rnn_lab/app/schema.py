@@ -3,7 +3,7 @@
 Hydra composes ``conf/config.yaml`` on top of :class:`RnnLabSchema` (registered in the
 ConfigStore as ``rnn_lab_schema``), so a wrong type (``seq_len=abc``) fails during
 composition. :func:`settings_from_config` then checks values and ranges and turns the config
-into a plain :class:`~rnn_lab.trainer.TrainSettings`; every mistake is a :class:`ConfigError`
+into a plain :class:`~rnn_lab.run.trainer.TrainSettings`; every mistake is a :class:`ConfigError`
 whose one-paragraph message names the key, the bad value and what is allowed.
 """
 
@@ -17,11 +17,11 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from rnn_lab.data import DATA_NAMES
-from rnn_lab.engine import ACTIVATIONS
-from rnn_lab.inits import INIT_NAMES
-from rnn_lab.optim import OPTIMIZERS
-from rnn_lab.trainer import DTYPES, TrainSettings
+from rnn_lab.core.data import DATA_NAMES
+from rnn_lab.core.engine import ACTIVATIONS
+from rnn_lab.core.inits import INIT_NAMES
+from rnn_lab.core.optim import OPTIMIZERS
+from rnn_lab.run.trainer import DTYPES, TrainSettings
 
 
 class ConfigError(ValueError):
@@ -253,7 +253,7 @@ def settings_from_config(cfg: DictConfig | dict) -> TrainSettings:
 
 def check_inputs(settings: TrainSettings):
     """Checks that need the data: the text file, its length, init.path shapes. Returns the task."""
-    from rnn_lab.trainer import TrainError, build_params, build_task
+    from rnn_lab.run.trainer import TrainError, build_params, build_task
 
     try:
         task = build_task(settings)

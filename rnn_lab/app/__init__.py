@@ -1,0 +1,1 @@
+"""The user-facing shell: Hydra schema and entry point, sweep callbacks, the rnn-lab CLI."""

@@ -1,0 +1,1 @@
+"""The model and its training pieces: NumPy only, no files, no config objects."""

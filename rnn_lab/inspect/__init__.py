@@ -1,0 +1,1 @@
+"""One finished run: load it, analyse the trained network, draw its plots."""

@@ -1,0 +1,1 @@
+"""One run: settings, train state, the training step and loop, and the run directory."""
