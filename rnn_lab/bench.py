@@ -2,9 +2,8 @@
 
 ``rnn-lab bench`` (and ``python benchmarks/bench_speed.py``) times, in one process:
 
-  (a) rnn_lab: the trainer's inner step (data.next_batch, engine.forward,
-      losses.softmax_cross_entropy, engine.backward with clipping, SGD momentum on the packed
-      flat parameters);
+  (a) rnn_lab: the trainer's own step, rnn_lab.run.step.train_step (forward, loss, BPTT
+      with clipping, SGD momentum on the packed flat parameters, h carried);
   (b) the seed's loop: dicts per time step, (V, 1) one-hot columns, hs/ps dicts, the seed's
       forward/backward/_apply_update, and np.linalg.eigvals of W_hh every step, as in
       seeds/train_walkthrough.txt;
@@ -36,11 +35,12 @@ from pathlib import Path
 
 import numpy as np
 
-from rnn_lab.core import engine
 from rnn_lab.core.data import CharTextTask, generate_elman_corpus
-from rnn_lab.core.inits import init_params
-from rnn_lab.core.losses import softmax_cross_entropy
-from rnn_lab.core.optim import make_optimizer, step_decay_lr
+from rnn_lab.core.optim import step_decay_lr
+from rnn_lab.run.settings import TrainSettings
+from rnn_lab.run.state import TrainState
+from rnn_lab.run.step import train_step
+from rnn_lab.run.trainer import build_params
 
 # The issue's targets (speed-up of rnn_lab over each contender, and trainer wall time).
 TARGET_VS_SEED_LOOP = 8.0
@@ -58,6 +58,7 @@ class BenchConfig:
     dtype: str
     lr: float = 0.01
     momentum: float = 0.9
+    dampening: float = 0.9  # the trainer's default SGD: the seed's moving-average momentum
     clip: float = 5.0
 
     def describe(self) -> str:
@@ -77,41 +78,32 @@ LARGE_CONFIG = BenchConfig("large", hidden_size=256, seq_len=50, batch_size=32, 
 
 
 class RnnLabLoop:
-    """The step rnn_lab.run.trainer.train runs between its record points."""
+    """Exactly the trainer's step: rnn_lab.run.step.train_step on a TrainState built the way
+    the trainer builds it (record=false: the step without the diagnostics of record points)."""
 
     label = "rnn_lab engine"
 
     def __init__(self, cfg: BenchConfig, text: str):
-        dtype = np.dtype(cfg.dtype).type
         self.cfg = cfg
-        self.task = CharTextTask(text, seq_len=cfg.seq_len, batch_size=cfg.batch_size)
-        V = self.task.vocab.size
-        self.params = engine.pack(
-            init_params(V, cfg.hidden_size, V, init="orthogonal", seed=42, dtype=dtype)
+        self.settings = TrainSettings(
+            steps=10**9,  # never the "last step" of the schedule
+            hidden_size=cfg.hidden_size,
+            seq_len=cfg.seq_len,
+            batch_size=cfg.batch_size,
+            dtype=cfg.dtype,
+            lr=cfg.lr,
+            clip=cfg.clip,
+            optim={"name": "sgd", "momentum": cfg.momentum, "dampening": cfg.dampening},
+            record=False,
         )
-        self.n_train = self.params.n_trainable(False)
-        self.trainable = {"flat": self.params.flat[: self.n_train]}
-        self.opt = make_optimizer("sgd", momentum=cfg.momentum)
-        self.act = engine.get_activation("tanh")
-        self.h = np.zeros((cfg.batch_size, cfg.hidden_size), dtype=dtype)
-        self.step_count = 0
+        task = CharTextTask(text, seq_len=cfg.seq_len, batch_size=cfg.batch_size)
+        params = build_params(self.settings, task)
+        self.state = TrainState.start(params, self.settings.optim, task, cfg.batch_size, seed=42)
         self.loss = math.nan
 
     def step(self) -> None:
-        cfg = self.cfg
-        self.step_count += 1
-        batch = self.task.next_batch()
-        if batch.reset_h:
-            self.h = np.zeros_like(self.h)
-        lr = step_decay_lr(self.step_count, cfg.lr, 1.0, 1000)
-        cache = engine.forward(self.params, batch.inputs, self.h, self.act)
-        loss, dlogits, n_counted = softmax_cross_entropy(cache.logits, batch.targets, batch.mask)
-        grads = engine.backward(
-            self.params, cache, dlogits, self.act, clip=cfg.clip, clip_mode="norm"
-        )
-        self.opt.step(self.trainable, {"flat": grads.flat[: self.n_train]}, lr)
-        self.h = cache.h_last
-        self.loss = loss / n_counted
+        result = train_step(self.state, self.state.task.next_batch(), self.settings)
+        self.loss = result.loss
 
 
 # --------------------------------------------------------------------------------------
@@ -276,7 +268,9 @@ class TorchLoop:
             self.rnn = nn.RNN(V, cfg.hidden_size, nonlinearity="tanh").to(self.dtype)
             self.head = nn.Linear(cfg.hidden_size, V).to(self.dtype)
             self.parameters = list(self.rnn.parameters()) + list(self.head.parameters())
-            self.opt = torch.optim.SGD(self.parameters, lr=cfg.lr, momentum=cfg.momentum)
+            self.opt = torch.optim.SGD(
+                self.parameters, lr=cfg.lr, momentum=cfg.momentum, dampening=cfg.dampening
+            )
         self.h = torch.zeros(1, cfg.batch_size, cfg.hidden_size, dtype=self.dtype)
         self.loss = math.nan
 
@@ -288,8 +282,9 @@ class TorchLoop:
         batch = self.task.next_batch()
         if batch.reset_h:
             self.h = torch.zeros_like(self.h)
-        x = F.one_hot(torch.from_numpy(batch.inputs), self.V).to(self.dtype)  # (T, B, V)
-        y = torch.from_numpy(np.ascontiguousarray(batch.targets)).reshape(-1)
+        # torch wants int64 indices; the task keeps compact unsigned ids
+        x = F.one_hot(torch.from_numpy(batch.inputs.astype(np.int64)), self.V).to(self.dtype)
+        y = torch.from_numpy(batch.targets.astype(np.int64)).reshape(-1)  # (T*B,)
         out, h_last = self.rnn(x, self.h)
         logits = self.head(out).reshape(-1, self.V)
         loss = F.cross_entropy(logits, y, reduction="sum") / cfg.batch_size
@@ -383,7 +378,7 @@ def _threads_of(contender):
 
 def time_trainer(steps: int, repeats: int, workdir: Path) -> dict[str, list[float]]:
     """Wall time of rnn_lab.run.trainer.train for the seed's run, recording on and off."""
-    from rnn_lab.run.trainer import TrainSettings, train
+    from rnn_lab.run.trainer import train
 
     walls: dict[str, list[float]] = {"record": [], "no_record": []}
     for r in range(repeats):
@@ -430,7 +425,7 @@ def _verdict(value: float, target: float, more_is_better: bool = True) -> str:
     return "meets" if ok else "MISSES"
 
 
-def main_bench(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rnn-lab bench",
         description="Speed of rnn_lab's engine against a seed-style loop and torch autograd.",
@@ -455,16 +450,19 @@ def main_bench(argv: list[str] | None = None) -> int:
         "can make it far slower than 1 thread)",
     )
     parser.add_argument("--json", type=Path, help="also write the numbers to this file")
-    args = parser.parse_args(argv)
+    return parser
 
+
+def main_bench(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     quick = args.quick
-    steps = args.steps or (20 if quick else 1000)
-    large_steps = args.large_steps or (2 if quick else 60)
-    rounds = args.rounds or (2 if quick else 5)
-    warmup = 2 if quick else 20
-    trainer_steps = args.trainer_steps or (200 if quick else 30_000)
-    trainer_repeats = args.trainer_repeats or (1 if quick else 2)
-
+    plan = {
+        "steps": args.steps or (20 if quick else 1000),
+        "large_steps": args.large_steps or (2 if quick else 60),
+        "rounds": args.rounds or (2 if quick else 5),
+        "warmup": 2 if quick else 20,
+        "torch_threads": args.torch_threads,
+    }
     import torch
 
     text = generate_elman_corpus()
@@ -477,78 +475,88 @@ def main_bench(argv: list[str] | None = None) -> int:
         f"; torch {torch.__version__}, torch.set_num_threads(1) unless a row says otherwise "
         "(rnn_lab pins one BLAS/OpenMP thread per process, so 1 is also this process's default)"
     )
-    print(f"  timing: best of {rounds} interleaved rounds after {warmup} warm-up steps, wall clock")
-
-    # ---- seed configuration -----------------------------------------------------------
-    cfg = SEED_CONFIG
-    ours = RnnLabLoop(cfg, text)
-    contenders = [ours, SeedStyleLoop(cfg, text), TorchLoop(cfg, text, threads=1)]
-    if args.torch_threads > 1:
-        contenders.append(TorchLoop(cfg, text, threads=args.torch_threads))
-    print()
-    print(f"seed configuration: Elman corpus V={ours.task.vocab.size}, {cfg.describe()}")
-    timings = time_interleaved(contenders, steps, rounds, warmup)
-    for line in _table(timings, timings[0]):
-        print(line)
-    vs_seed = timings[0].best / timings[1].best
-    vs_torch = timings[0].best / timings[2].best
-    vs_seed_med = timings[0].median / timings[1].median
-    vs_torch_med = timings[0].median / timings[2].median
     print(
-        f"  rnn_lab / seed-style loop = {vs_seed:.1f}x by best rounds, {vs_seed_med:.1f}x by "
-        f"medians (target >= {TARGET_VS_SEED_LOOP:g}x: {_verdict(vs_seed, TARGET_VS_SEED_LOOP)})"
+        f"  timing: best of {plan['rounds']} interleaved rounds after {plan['warmup']} warm-up "
+        "steps, wall clock"
     )
-    print(
-        f"  rnn_lab / torch (1 thread) = {vs_torch:.1f}x by best rounds, {vs_torch_med:.1f}x by "
-        f"medians (target >= {TARGET_VS_TORCH:g}x: {_verdict(vs_torch, TARGET_VS_TORCH)})"
-    )
-    results["seed"] = _timings_json(timings)
-
-    # ---- large configuration ----------------------------------------------------------
-    cfg = LARGE_CONFIG
-    contenders = [RnnLabLoop(cfg, text), TorchLoop(cfg, text, threads=1)]
-    if args.torch_threads > 1:
-        contenders.append(TorchLoop(cfg, text, threads=args.torch_threads))
-    print()
-    print(f"large configuration: {cfg.describe()} (seed-style loop: n/a, it has no batch axis)")
-    timings = time_interleaved(contenders, large_steps, rounds, min(warmup, 5))
-    for line in _table(timings, timings[0]):
-        print(line)
-    vs_torch_large = timings[0].best / timings[1].best
-    vs_torch_large_med = timings[0].median / timings[1].median
-    print(
-        f"  rnn_lab / torch (1 thread) = {vs_torch_large:.2f}x by best rounds, "
-        f"{vs_torch_large_med:.2f}x by medians (target >= {TARGET_VS_TORCH_LARGE:g}x: "
-        f"{_verdict(vs_torch_large, TARGET_VS_TORCH_LARGE)})"
-    )
-    results["large"] = _timings_json(timings)
-
-    # ---- the whole trainer ------------------------------------------------------------
+    results["seed"] = _bench_seed_config(text, plan)
+    results["large"] = _bench_large_config(text, plan)
     if not args.no_trainer:
-        print()
-        print(
-            f"trainer: rnn_lab.run.trainer.train, the seed's run (default settings), "
-            f"{trainer_steps} steps, best of {trainer_repeats}"
+        trainer_steps = args.trainer_steps or (200 if quick else 30_000)
+        results["trainer"] = _bench_trainer(
+            trainer_steps, args.trainer_repeats or (1 if quick else 2)
         )
-        with tempfile.TemporaryDirectory(prefix="rnn_lab_bench_") as tmp:
-            walls = time_trainer(trainer_steps, trainer_repeats, Path(tmp))
-        rec, norec = min(walls["record"]), min(walls["no_record"])
-        overhead = 100.0 * (rec - norec) / norec
-        print(f"  {'record=true (default)':<28} {rec:>8.2f} s  {trainer_steps / rec:>8.0f} steps/s")
-        print(f"  {'record=false':<28} {norec:>8.2f} s  {trainer_steps / norec:>8.0f} steps/s")
-        print(f"  recording overhead: {overhead:+.1f}%")
-        if trainer_steps == 30_000:
-            print(
-                f"  30,000 steps with default recording: {rec:.1f} s (target < "
-                f"{TARGET_TRAINER_WALL_S:g} s: {_verdict(rec, TARGET_TRAINER_WALL_S, False)})"
-            )
-        results["trainer"] = {"steps": trainer_steps, **walls, "overhead_pct": overhead}
-
     print()
     print(f"  load average at the end: {_machine_line().split('load average ')[1]}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0
+
+
+def _bench_seed_config(text: str, plan: dict) -> list[dict]:
+    cfg = SEED_CONFIG
+    ours = RnnLabLoop(cfg, text)
+    contenders = [ours, SeedStyleLoop(cfg, text), TorchLoop(cfg, text, threads=1)]
+    if plan["torch_threads"] > 1:
+        contenders.append(TorchLoop(cfg, text, threads=plan["torch_threads"]))
+    print()
+    print(f"seed configuration: Elman corpus V={ours.state.task.vocab.size}, {cfg.describe()}")
+    timings = time_interleaved(contenders, plan["steps"], plan["rounds"], plan["warmup"])
+    for line in _table(timings, timings[0]):
+        print(line)
+    for other, target, name in (
+        (1, TARGET_VS_SEED_LOOP, "seed-style loop"),
+        (2, TARGET_VS_TORCH, "torch (1 thread)"),
+    ):
+        best = timings[0].best / timings[other].best
+        med = timings[0].median / timings[other].median
+        print(
+            f"  rnn_lab / {name} = {best:.1f}x by best rounds, {med:.1f}x by medians "
+            f"(target >= {target:g}x: {_verdict(best, target)})"
+        )
+    return _timings_json(timings)
+
+
+def _bench_large_config(text: str, plan: dict) -> list[dict]:
+    cfg = LARGE_CONFIG
+    contenders = [RnnLabLoop(cfg, text), TorchLoop(cfg, text, threads=1)]
+    if plan["torch_threads"] > 1:
+        contenders.append(TorchLoop(cfg, text, threads=plan["torch_threads"]))
+    print()
+    print(f"large configuration: {cfg.describe()} (seed-style loop: n/a, it has no batch axis)")
+    timings = time_interleaved(
+        contenders, plan["large_steps"], plan["rounds"], min(plan["warmup"], 5)
+    )
+    for line in _table(timings, timings[0]):
+        print(line)
+    best = timings[0].best / timings[1].best
+    med = timings[0].median / timings[1].median
+    print(
+        f"  rnn_lab / torch (1 thread) = {best:.2f}x by best rounds, {med:.2f}x by medians "
+        f"(target >= {TARGET_VS_TORCH_LARGE:g}x: {_verdict(best, TARGET_VS_TORCH_LARGE)})"
+    )
+    return _timings_json(timings)
+
+
+def _bench_trainer(trainer_steps: int, trainer_repeats: int) -> dict:
+    print()
+    print(
+        f"trainer: rnn_lab.run.trainer.train, the seed's run (default settings), "
+        f"{trainer_steps} steps, best of {trainer_repeats}"
+    )
+    with tempfile.TemporaryDirectory(prefix="rnn_lab_bench_") as tmp:
+        walls = time_trainer(trainer_steps, trainer_repeats, Path(tmp))
+    rec, norec = min(walls["record"]), min(walls["no_record"])
+    overhead = 100.0 * (rec - norec) / norec
+    print(f"  {'record=true (default)':<28} {rec:>8.2f} s  {trainer_steps / rec:>8.0f} steps/s")
+    print(f"  {'record=false':<28} {norec:>8.2f} s  {trainer_steps / norec:>8.0f} steps/s")
+    print(f"  recording overhead: {overhead:+.1f}%")
+    if trainer_steps == 30_000:
+        print(
+            f"  30,000 steps with default recording: {rec:.1f} s (target < "
+            f"{TARGET_TRAINER_WALL_S:g} s: {_verdict(rec, TARGET_TRAINER_WALL_S, False)})"
+        )
+    return {"steps": trainer_steps, **walls, "overhead_pct": overhead}
 
 
 def _timings_json(timings: list[Timing]) -> list[dict]:

@@ -29,7 +29,7 @@ def compose():
 @pytest.fixture
 def tiny_settings():
     """TrainSettings for a run of a second or two, through the real config path."""
-    from rnn_lab.run.trainer import TrainSettings
+    from rnn_lab.run.settings import TrainSettings
 
     def _make(**changes) -> TrainSettings:
         base = dict(

@@ -1,9 +1,11 @@
 """Fabricate run directories exactly as docs/run_directory.md describes, without training.
 
 `make_fake_run` writes one run directory (.hydra/config.yaml, overrides.yaml, hydra.yaml,
-summary.json, history.csv, diagnostics.npz); `make_fake_sweep` writes a Hydra-style multirun
-(numbered job dirs plus multirun.yaml). The values are chosen by the caller, so tests can
-check statistics against numbers they know.
+summary.json, settings.json, history.csv, diagnostics.npz, checkpoint.npz), consistent the way
+rnn_lab.run.integrity checks it (the checkpoint and the history end at the summary's
+steps_done); `make_fake_sweep` writes a Hydra-style multirun (numbered job dirs plus
+multirun.yaml). The values are chosen by the caller, so tests can check statistics against
+numbers they know, and can damage the files afterwards.
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ def fake_config(
         "activation": {"name": activation},
         "optim": dict(OPTIM_NODES[optim]),
         "data": {"name": "elman", "sentences": 600},
+        # group placeholders, null in config.yaml as in the real schema; the choice is Hydra's
+        "launcher": None,
+        "experiment": None,
     }
     config.update(extra)
     if study is not None:
@@ -57,13 +62,24 @@ def fake_config(
     return config
 
 
+RUN_ID = "0123456789abcdef"  # a run identity as rundir.run_identity spells it (16 hex)
+
+
 def fake_summary(
-    status="ok", final_loss=1.2, val_loss=None, spectral_radius=1.1, steps=200, error=None, **extra
+    status="ok",
+    final_loss=1.2,
+    val_loss=None,
+    spectral_radius=1.1,
+    steps=200,
+    error=None,
+    run_id=RUN_ID,
+    **extra,
 ) -> dict:
     val_loss = final_loss + 0.05 if val_loss is None and final_loss is not None else val_loss
     done = {"ok": steps, "diverged": steps // 2, "failed": 0}.get(status, steps // 4)
     summary = {
         "status": status,
+        "run_id": run_id,
         "steps": steps,
         "steps_done": done,
         "final_loss": final_loss,
@@ -81,12 +97,22 @@ def fake_summary(
     return summary
 
 
+HISTORY_HEADER = "step,loss,val_loss,lr,grad_norm,clipped,clip_ratio,spectral_radius"
+
+
 def fake_history(
-    final_loss: float, spectral_radius: float, steps: int = 200, every: int = 10, val_every: int = 5
+    final_loss: float,
+    spectral_radius: float,
+    steps: int = 200,
+    every: int = 10,
+    val_every: int = 5,
+    until: int | None = None,
 ) -> str:
-    """history.csv text: loss decaying from ln(27) to final_loss; val_loss on every 5th row."""
-    lines = ["step,loss,val_loss,lr,grad_norm,clipped,clip_ratio,spectral_radius"]
-    record_steps = list(range(every, steps + 1, every))
+    """history.csv text: loss decaying from ln(27) to final_loss; val_loss on every 5th row.
+    Rows stop at step `until` (a run that ended early) when given."""
+    lines = [HISTORY_HEADER]
+    last = steps if until is None else until
+    record_steps = list(range(every, last + 1, every))
     for i, step in enumerate(record_steps):
         frac = step / steps
         loss = final_loss + (math.log(27) - final_loss) * math.exp(-5 * frac)
@@ -94,6 +120,25 @@ def fake_history(
         radius = 1.0 + (spectral_radius - 1.0) * frac
         lines.append(f"{step},{loss!r},{val},0.01,{2.0 - frac!r},0,1.0,{radius!r}")
     return "\n".join(lines) + "\n"
+
+
+def bare_history(step: int) -> str:
+    """A history.csv whose only row is the last step, with no values: a sound run that has
+    nothing to plot."""
+    return f"{HISTORY_HEADER}\n{step},,,,,,,\n"
+
+
+def fake_checkpoint(step: int, hidden_size: int = 4, vocab: int = 3) -> dict:
+    """The arrays a checkpoint.npz holds that readers look at: the weights and `step`."""
+    rng = np.random.default_rng(step)
+    return {
+        "W_xh": rng.normal(size=(hidden_size, vocab)),
+        "W_hh": rng.normal(size=(hidden_size, hidden_size)),
+        "W_hy": rng.normal(size=(vocab, hidden_size)),
+        "b_h": np.zeros(hidden_size),
+        "b_y": np.zeros(vocab),
+        "step": np.array(step),
+    }
 
 
 def fake_diagnostics(seq_len: int, decay: float, n_records: int = 3, steps: int = 200) -> dict:
@@ -115,7 +160,6 @@ def hydra_node(
     overrides: list[str],
     choices: dict,
     sweeper_params: dict | None = None,
-    job_name: str = "train",
     num: int = 0,
     sweep_dir: str = "multirun/x",
     task_overrides: list[str] | None = None,
@@ -137,7 +181,7 @@ def hydra_node(
                 "task": list(task_overrides if task_overrides is not None else overrides),
             },
             "job": {
-                "name": job_name,
+                "name": "train",
                 "chdir": None,
                 "override_dirname": ",".join(overrides),
                 "id": str(num),
@@ -162,15 +206,17 @@ def make_fake_run(
     sweeper_params: dict | None = None,
     history: str | bool = True,
     diagnostics: dict | bool = True,
-    job_name: str = "train",
+    checkpoint: dict | bool = True,
     num: int = 0,
     sweep_dir: str = "multirun/x",
 ) -> Path:
     """Write one run directory. `summary=None` leaves summary.json out (a job cut off early).
 
     `history=True` / `diagnostics=True` synthesise the files from the summary's final_loss,
-    spectral_radius and the config's seq_len and activation; pass text/arrays to control them
-    or False to leave them out.
+    spectral_radius, steps_done and the config's seq_len and activation (diagnostics only when
+    the config records); `checkpoint=True` writes one at steps_done for a run that checkpoints
+    when it ends (ok, diverged, interrupted). Pass text/arrays to control them or False to
+    leave them out.
     """
     run_dir = Path(run_dir)
     hydra_dir = run_dir / ".hydra"
@@ -180,25 +226,38 @@ def make_fake_run(
         "activation": config["activation"]["name"],
         "optim": config["optim"]["name"],
         "data": config["data"]["name"],
+        "launcher": "joblib",
+        "experiment": (config.get("study") or {}).get("name"),
     }
     (hydra_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     (hydra_dir / "overrides.yaml").write_text(yaml.safe_dump(list(overrides)))
-    node = hydra_node(overrides, choices, sweeper_params, job_name, num, sweep_dir)
+    node = hydra_node(overrides, choices, sweeper_params, num=num, sweep_dir=sweep_dir)
     (hydra_dir / "hydra.yaml").write_text(yaml.safe_dump(node, sort_keys=False))
-    if summary is not None:
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    ok_numbers = summary is not None and summary.get("final_loss") is not None
+    if summary is None:
+        return run_dir
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    settings = {k: config[k] for k in ("steps", "seed", "seq_len", "record") if k in config}
+    (run_dir / "settings.json").write_text(json.dumps(settings))
+    done = summary.get("steps_done") or 0
+    ok_numbers = summary.get("final_loss") is not None
     if history is True and ok_numbers:
         history = fake_history(
-            summary["final_loss"], summary.get("spectral_radius") or 1.0, steps=config["steps"]
+            summary["final_loss"],
+            summary.get("spectral_radius") or 1.0,
+            steps=config["steps"],
+            until=done,
         )
     if isinstance(history, str):
         (run_dir / "history.csv").write_text(history)
-    if diagnostics is True and ok_numbers:
+    if diagnostics is True and ok_numbers and config.get("record", True) and done > 0:
         decay = {"tanh": 0.8, "relu": 0.95, "sigmoid": 0.5}[config["activation"]["name"]]
-        diagnostics = fake_diagnostics(config["seq_len"], decay, steps=config["steps"])
+        diagnostics = fake_diagnostics(config["seq_len"], decay, steps=done)
     if isinstance(diagnostics, dict):
         np.savez(run_dir / "diagnostics.npz", **diagnostics)
+    if checkpoint is True and summary.get("status") in ("ok", "diverged", "interrupted"):
+        checkpoint = fake_checkpoint(done)
+    if isinstance(checkpoint, dict):
+        np.savez(run_dir / "checkpoint.npz", **checkpoint)
     return run_dir
 
 
@@ -207,12 +266,9 @@ def write_multirun_yaml(
     task_overrides: list[str],
     sweeper_params=None,
     study: dict | None = None,
-    job_name: str = "train",
 ) -> Path:
     """<sweep_dir>/multirun.yaml as Hydra writes it: the sweep overrides as typed."""
-    node = hydra_node(
-        [], {}, sweeper_params, job_name, 0, str(sweep_dir), task_overrides=task_overrides
-    )
+    node = hydra_node([], {}, sweeper_params, 0, str(sweep_dir), task_overrides=task_overrides)
     node["hydra"]["job"]["id"] = "???"
     node["hydra"]["job"]["num"] = "???"
     if study is not None:

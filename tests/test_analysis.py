@@ -24,7 +24,8 @@ from rnn_lab.inspect.analysis import (
     word_spans,
 )
 from rnn_lab.inspect.load import load_run
-from rnn_lab.run.trainer import TrainSettings, train
+from rnn_lab.run.settings import TrainSettings
+from rnn_lab.run.trainer import train
 
 # Category structure takes a while to emerge with the seed's SGD (6,000 steps, ~8 s); eight
 # streams with Adam get there in 1,500 steps (~3 s) and are still the same engine.

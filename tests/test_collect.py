@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
+import json
 import logging
+import subprocess
 import sys
 from pathlib import Path
 
@@ -14,6 +17,7 @@ import pytest
 # however pytest was started.
 sys.path.insert(0, str(Path(__file__).parent))
 from fakeruns import (  # noqa: E402
+    RUN_ID,
     fake_config,
     fake_summary,
     make_fake_run,
@@ -21,6 +25,11 @@ from fakeruns import (  # noqa: E402
     write_multirun_yaml,
 )
 
+from rnn_lab.run.rundir import (  # noqa: E402
+    SWEEP_INTERRUPTED_FILE,
+    record_conflict,
+    sweep_state_dir,
+)
 from rnn_lab.study.collect import (  # noqa: E402
     canonical,
     collect,
@@ -31,6 +40,7 @@ from rnn_lab.study.collect import (  # noqa: E402
     main_collect,
     parse_sweep_override,
     read_multirun_yaml,
+    status_counts,
 )
 
 GRID = {"init": "orthogonal,xavier", "activation": "tanh,relu", "seed": "range(1,3)"}
@@ -119,25 +129,132 @@ def test_incomplete_runs(tmp_path):
     assert df.attrs["warnings"] == []
 
 
-def test_damaged_dirs_are_skipped_with_a_message(tmp_path, caplog):
+def test_dirs_with_unreadable_config_are_skipped_with_a_message(tmp_path, caplog):
     two_by_two(tmp_path)
-    (tmp_path / "3" / "summary.json").write_text('{"status": "ok", "final_lo')  # half-written
     config = (tmp_path / "5" / ".hydra" / "config.yaml").read_text()
     (tmp_path / "5" / ".hydra" / "config.yaml").write_text(config[:40] + "\n  name: [orth")
     (tmp_path / "6" / ".hydra" / "config.yaml").unlink()
     (tmp_path / "stray" / ".hydra").mkdir(parents=True)  # Hydra started, nothing written
     with caplog.at_level(logging.WARNING, logger="rnn_lab.study.collect"):
         df = collect(tmp_path)
-    assert len(df) == 5  # 8 runs, 3 damaged; the stray dir has no config either
-    assert set(df["path"]) == {"0", "1", "2", "4", "7"}
+    assert len(df) == 6  # 8 runs, 2 without a readable config; the stray dir has none either
+    assert set(df["path"]) == {"0", "1", "2", "3", "4", "7"}
     reasons = {w["path"]: w["reason"] for w in df.attrs["warnings"]}
-    assert set(reasons) == {"3", "5", "6", "stray"}
-    assert reasons["3"].startswith("unparseable summary.json")
-    assert "init=orthogonal activation=relu seed=2" in reasons["3"]  # which cell it was
+    assert set(reasons) == {"5", "6", "stray"}
     assert reasons["5"].startswith("unparseable .hydra/config.yaml")
+    assert "init=xavier activation=tanh seed=2" in reasons["5"]  # which cell it was
     assert reasons["6"].startswith("missing .hydra/config.yaml")
-    assert "skipping" in caplog.text and str(tmp_path / "3") in caplog.text
+    assert "skipping" in caplog.text and str(tmp_path / "5") in caplog.text
     assert (tmp_path / "results.csv").exists()
+
+
+def cut_in_half(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_damaged_runs_are_rows_with_the_reason_and_never_stop_collect(tmp_path):
+    two_by_two(tmp_path)
+    cut_in_half(tmp_path / "1" / "checkpoint.npz")
+    (tmp_path / "2" / "diagnostics.npz").write_bytes(b"PK\x03\x04 garbage, not a zip" * 20)
+    history = (tmp_path / "4" / "history.csv").read_text().splitlines(keepends=True)
+    (tmp_path / "4" / "history.csv").write_text("".join(history[:5]))
+    (tmp_path / "7" / "summary.json").write_text("")
+    df = collect(tmp_path)
+    status = dict(zip(df["path"], df["status"]))
+    error = dict(zip(df["path"], df["error"]))
+    assert status == {
+        "0": "ok",
+        "1": "damaged",
+        "2": "damaged",
+        "3": "ok",
+        "4": "damaged",
+        "5": "ok",
+        "6": "ok",
+        "7": "damaged",
+    }
+    assert error["1"].startswith("checkpoint.npz is unreadable")
+    assert error["1"].endswith("(its summary says ok)")
+    assert error["2"].startswith("diagnostics.npz is unreadable")
+    assert error["4"].startswith("history.csv ends at step 40, summary.json says steps_done 200")
+    assert error["7"] == "summary.json is empty"
+    assert df.attrs["warnings"] == []
+    # the damaged runs keep their grid cell, so the report can say which arm lost a seed
+    row7 = df[df["path"] == "7"].iloc[0]
+    assert (row7["arm"], row7["seed"]) == ("init=xavier, activation=relu", 2)
+    # ... and stay out of the means, counted per arm like failed runs
+    from rnn_lab.study.stats import aggregate
+
+    table = aggregate(df, ["final_loss"]).set_index("arm")
+    relu = table.loc["init=xavier, activation=relu"]
+    assert (relu["n_runs"], relu["n_ok"], relu["n_damaged"]) == (2, 1, 1)
+    assert relu["mean"] == pytest.approx(1.31)  # seed 1 alone
+    back = pd.read_csv(tmp_path / "results.csv")
+    assert list(back["status"]) == list(df["status"])
+
+
+def test_running_run_stays_incomplete_even_when_damaged(tmp_path):
+    run = make_fake_run(tmp_path / "0", fake_config(), [], fake_summary(status="running"))
+    np.savez(run / "checkpoint.npz", step=np.array(120))
+    cut_in_half(run / "checkpoint.npz")
+    df = collect(tmp_path, write=False)
+    assert df["status"].iloc[0] == "incomplete"
+    assert df["error"].iloc[0].startswith("checkpoint.npz is unreadable")  # why it restarts
+
+
+def test_unknown_status_is_kept_for_the_statistics_to_count_as_failed(tmp_path):
+    make_fake_run(tmp_path / "0", fake_config(), [], fake_summary(status="exploded"))
+    df = collect(tmp_path, write=False)
+    assert df["status"].iloc[0] == "exploded"
+    from rnn_lab.study.stats import aggregate
+
+    assert aggregate(df, ["final_loss"]).iloc[0]["n_failed"] == 1
+
+
+def test_conflicts_are_rows_in_their_owners_cell(tmp_path):
+    two_by_two(tmp_path)
+    record_conflict(
+        tmp_path, tmp_path / "5", "resume: the folder holds another run (lr: 0.01 -> 0.5)"
+    )
+    record_conflict(tmp_path, tmp_path / "activation=relu,init=random" / "seed=3", "refused")
+    df = collect(tmp_path)
+    conflicts = df[df["status"] == "conflict"]
+    assert len(conflicts) == 2 and len(df) == 10
+    owned = conflicts[conflicts["path"] == "5"].iloc[0]
+    assert owned["arm"] == "init=xavier, activation=tanh" and owned["seed"] == 2
+    assert owned["error"] == "resume: the folder holds another run (lr: 0.01 -> 0.5)"
+    assert pd.isna(owned["steps_done"]) and pd.isna(owned["final_loss"])
+    # the owner itself is untouched, and the conflict sits next to it in the table
+    assert df[df["path"] == "5"]["status"].tolist() == ["ok", "conflict"]
+    orphan = conflicts[conflicts["path"] == "activation=relu,init=random/seed=3"].iloc[0]
+    assert (orphan["arm"], orphan["seed"]) == ("init=random, activation=relu", "3")
+    assert status_counts(df) == {"ok": 8, "conflict": 2}
+    back = pd.read_csv(tmp_path / "results.csv")
+    assert (back["status"] == "conflict").sum() == 2
+
+
+def test_sweep_interrupted_record(tmp_path):
+    two_by_two(tmp_path)
+    assert collect(tmp_path, write=False).attrs["sweep_interrupted"] is None
+    state = sweep_state_dir(tmp_path)
+    state.mkdir()
+    (state / SWEEP_INTERRUPTED_FILE).write_text(json.dumps({"signal": 15, "time": 1.7e9, "pid": 9}))
+    assert collect(tmp_path, write=False).attrs["sweep_interrupted"]["signal"] == 15
+    (state / SWEEP_INTERRUPTED_FILE).write_text("{")
+    assert collect(tmp_path, write=False).attrs["sweep_interrupted"] == {}
+
+
+def test_shared_settings_name_group_options_not_nulls(tmp_path):
+    two_by_two(tmp_path)
+    constant = collect(tmp_path, write=False).attrs["constant_config"]
+    assert constant["launcher"] == "joblib"  # config.yaml says null; Hydra chose joblib
+    assert "experiment" not in constant  # no experiment chosen: nothing to say
+    # the only null left is a real config value (no init file), not an unnamed group
+    assert [k for k, v in constant.items() if v is None] == ["init.path"]
+    study = {"name": "demo", "question": "q"}
+    make_fake_sweep(tmp_path / "study", [{"seed": 1}, {"seed": 2}], study=study)
+    constant = collect(tmp_path / "study", write=False).attrs["constant_config"]
+    assert constant["experiment"] == "demo"
 
 
 def test_results_files_written_atomically_and_round_trip(tmp_path):
@@ -159,12 +276,27 @@ def test_empty_and_single_run_dirs(tmp_path):
     assert len(df) == 1 and df["path"].iloc[0] == "." and df["final_loss"].iloc[0] == 1.5
 
 
-def test_analysis_json_fills_missing_metrics(tmp_path):
+def test_analysis_json_fills_missing_metrics_of_its_own_run_only(tmp_path):
     run = make_fake_run(tmp_path / "0", fake_config(), [], fake_summary(vocab_hit_rate=0.8))
-    (run / "analysis.json").write_text('{"vocab_hit_rate": 0.1, "category_separation": 0.7}')
+    analysis = {
+        "run_id": RUN_ID,
+        "steps_done": 200,
+        "vocab_hit_rate": 0.1,
+        "category_separation": 0.7,
+        "details": {"curve": [1, 2, 3]},
+    }
+    (run / "analysis.json").write_text(json.dumps(analysis))
     df = collect(tmp_path, write=False)
     assert df["vocab_hit_rate"].iloc[0] == 0.8  # summary.json wins (analysis already merged)
     assert df["category_separation"].iloc[0] == 0.7
+    assert df["run_id"].iloc[0] == RUN_ID and "details" not in df.columns
+
+    # An analysis.json of another run (or of this run at another step) is never merged.
+    for stale in ({"run_id": "fedcba9876543210"}, {"steps_done": 150}, {"run_id": None}):
+        (run / "analysis.json").write_text(json.dumps({**analysis, **stale}))
+        df = collect(tmp_path, write=False)
+        assert "category_separation" not in df.columns, stale
+        assert df["status"].iloc[0] == "ok"  # stale, not damaged
 
 
 def test_find_run_dirs_natural_order(tmp_path):
@@ -197,7 +329,7 @@ def test_load_curves_and_diagnostic_profile(tmp_path):
 
 
 def test_load_diagnostic_profile_skips_runs_without_npz(tmp_path):
-    make_fake_run(tmp_path / "0", fake_config(), [], fake_summary(), diagnostics=False)
+    make_fake_run(tmp_path / "0", fake_config(record=False), [], fake_summary())
     df = collect(tmp_path, write=False)
     profile = load_diagnostic_profile(df)
     assert profile.empty and "no diagnostics.npz" in profile.attrs["skipped"][0]["reason"]
@@ -237,6 +369,11 @@ def test_main_collect(tmp_path, capsys):
     assert main_collect([str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "collected 8 runs (8 ok)" in out and "results.csv" in out
+    (tmp_path / "3" / "summary.json").write_text("")
+    assert main_collect([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "collected 8 runs (7 ok, 1 damaged)" in out
+    assert "  damaged 3: summary.json is empty" in out
     assert main_collect([str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no such directory" in err
@@ -261,3 +398,67 @@ def test_nested_run_dirs_like_the_real_sweep_subdir(tmp_path):
     ]
     assert list(df["arm"].unique()) == ["init=orthogonal", "init=xavier"]
     assert df.attrs["grid"] == {"init": ["orthogonal", "xavier"], "seed": ["1", "2"]}
+
+
+# --------------------------------------------------------------------------- package rules
+
+STUDY_DIR = Path(__file__).resolve().parent.parent / "rnn_lab" / "study"
+OWN_FILES = [
+    *sorted(STUDY_DIR.glob("*.py")),
+    STUDY_DIR.parent / "run" / "integrity.py",
+    STUDY_DIR.parent / "inspect" / "figure_io.py",
+]
+
+
+def _code_strings(tree: ast.AST):
+    """String constants that are code, not docstrings."""
+    docstrings = set()
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr):
+            if isinstance(body[0].value, ast.Constant):
+                docstrings.add(id(body[0].value))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if id(node) not in docstrings:
+                yield node
+
+
+def test_study_names_run_files_only_through_rundir():
+    from rnn_lab.run import rundir
+
+    names = [v for k, v in vars(rundir).items() if k.isupper() and isinstance(v, str) and "." in v]
+    names += list(rundir.HYDRA_FILES)
+    assert "summary.json" in names and ".hydra" in names and "interrupted.json" in names
+    found = []
+    for path in sorted(STUDY_DIR.glob("*.py")):
+        for node in _code_strings(ast.parse(path.read_text())):
+            found += [f"{path.name}:{node.lineno} {n}" for n in names if n in node.value]
+    assert found == []
+
+
+def test_study_imports_neither_engine_nor_training_loop_nor_pyplot():
+    code = (
+        "import sys\n"
+        "import rnn_lab.study.report, rnn_lab.study.collect, rnn_lab.study.stats\n"
+        "import rnn_lab.study.figures, rnn_lab.run.integrity\n"
+        "banned = ('rnn_lab.core', 'rnn_lab.run.trainer', 'rnn_lab.run.step',"
+        " 'rnn_lab.run.state', 'rnn_lab.inspect.load', 'matplotlib.pyplot', 'torch')\n"
+        "print(sorted(m for m in sys.modules if m.startswith(banned)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_functions_are_short_with_few_parameters():
+    too_big = []
+    for path in OWN_FILES:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                a = node.args
+                n_params = len(a.posonlyargs + a.args + a.kwonlyargs)
+                n_params += bool(a.vararg) + bool(a.kwarg)
+                n_lines = node.end_lineno - node.lineno + 1
+                if n_lines > 100 or n_params > 8:
+                    too_big.append(f"{path.name}:{node.name} {n_lines} lines {n_params} params")
+    assert too_big == []

@@ -16,7 +16,8 @@ import pytest
 
 from rnn_lab.core import engine
 from rnn_lab.core.data import Vocab
-from rnn_lab.run.trainer import TrainSettings, train
+from rnn_lab.run.settings import TrainSettings
+from rnn_lab.run.trainer import train
 
 SGD_FORMS = {
     "heavy_ball": {"name": "sgd", "momentum": 0.9},

@@ -8,7 +8,8 @@ import torch
 
 from rnn_lab.core.inits import init_params
 from rnn_lab.core.optim import SGD, Adagrad, Adam, make_optimizer, step_decay_lr
-from rnn_lab.run.trainer import TrainSettings, build_task, train
+from rnn_lab.run.settings import TrainSettings
+from rnn_lab.run.trainer import build_task, train
 
 N_STEPS = 20
 SHAPES = {"W": (4, 3), "b": (3,)}

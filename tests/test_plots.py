@@ -18,7 +18,8 @@ from rnn_lab.inspect.plots import (
     plot_memory_probe,
     plot_run,
 )
-from rnn_lab.run.trainer import TrainSettings, train
+from rnn_lab.run.settings import TrainSettings
+from rnn_lab.run.trainer import train
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 ALL_PLOTS = {name for name, _ in PLOTS}

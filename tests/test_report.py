@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shlex
 import sys
 from pathlib import Path
 
@@ -12,10 +13,22 @@ import pytest
 from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fakeruns import fake_config, fake_summary, make_fake_run, make_fake_sweep  # noqa: E402
+from fakeruns import (  # noqa: E402
+    bare_history,
+    fake_config,
+    fake_summary,
+    make_fake_run,
+    make_fake_sweep,
+)
 
 from rnn_lab.app.callbacks import ReportCallback  # noqa: E402
-from rnn_lab.study.report import build_report, main_report  # noqa: E402
+from rnn_lab.run.rundir import (  # noqa: E402
+    SWEEP_INTERRUPTED_FILE,
+    atomic_write_json,
+    record_conflict,
+    sweep_state_dir,
+)
+from rnn_lab.study.report import build_report, main_report, sweep_dir_override  # noqa: E402
 
 PLOTS = [
     "loss_curves.png",
@@ -40,7 +53,8 @@ RADIUS = {"orthogonal": 1.10, "xavier": 1.40, "random": 0.60}
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
     """3 inits x 2 activations x 3 seeds, with a failure, a divergence, a cut-off job,
-    a corrupted directory and a cell that never ran; the report is built once."""
+    a corrupted directory, a job refused for a folder conflict and a cell that never ran;
+    the report is built once."""
     root = tmp_path_factory.mktemp("sweep")
     rng = np.random.default_rng(0)
     cells = []
@@ -80,6 +94,7 @@ def sweep(tmp_path_factory):
     )
     corrupted = paths[1]  # orthogonal, tanh, seed 2
     (corrupted / "summary.json").write_text('{"status": "ok", "final_loss": 1.1')
+    record_conflict(root, paths[0], "this folder holds another run (steps: 200 -> 300)")
     report = build_report(root)
     return root, report
 
@@ -107,7 +122,7 @@ def test_report_states_the_study(sweep):
     assert "vocab_hit_rate" in text.split("## Results")[1].split("\n\n")[1]  # said missing
 
 
-def test_failed_diverged_incomplete_counted_per_arm(sweep):
+def test_every_way_of_not_finishing_is_counted_per_arm(sweep):
     root, report = sweep
     table = pd.read_csv(root / "summary_table.csv")
     loss = table[table["metric"] == "final_loss"].set_index("arm")
@@ -116,8 +131,11 @@ def test_failed_diverged_incomplete_counted_per_arm(sweep):
     assert loss.loc["init=random, activation=relu", "n_diverged"] == 1
     assert loss.loc["init=random, activation=relu", "n_runs"] == 2
     assert loss.loc["init=orthogonal, activation=relu", "n_incomplete"] == 1
-    assert loss.loc["init=orthogonal, activation=tanh", "n_runs"] == 2  # one corrupted, skipped
-    assert loss[["n_failed", "n_diverged", "n_incomplete"]].to_numpy().sum() == 3
+    ortho_tanh = loss.loc["init=orthogonal, activation=tanh"]
+    assert (ortho_tanh["n_runs"], ortho_tanh["n_ok"]) == (4, 2)
+    assert (ortho_tanh["n_damaged"], ortho_tanh["n_conflict"]) == (1, 1)
+    not_ok = ["n_failed", "n_diverged", "n_incomplete", "n_damaged", "n_conflict"]
+    assert loss[not_ok].to_numpy().sum() == 5
     results = pd.read_csv(root / "results.csv")
     ok = results[(results["arm"] == "init=xavier, activation=relu") & (results["status"] == "ok")]
     assert loss.loc["init=xavier, activation=relu", "mean"] == pytest.approx(
@@ -125,14 +143,23 @@ def test_failed_diverged_incomplete_counted_per_arm(sweep):
     )
 
     text = report.read_text()
-    problems = text.split("## Failed, diverged and incomplete runs")[1].split("## Grid ledger")[0]
+    counts = "13 ok, 1 diverged, 1 failed, 1 incomplete, 1 damaged, 1 conflict"
+    assert f"18 runs ({counts})" in text.split("## Grid")[0]
+    results = text.split("## Results")[1].split("## Comparisons")[0]
+    assert "| arm | ok / runs | failed | diverged | incomplete | damaged | conflict |" in results
+    assert "| init=orthogonal, activation=tanh | 2 / 4 | 0 | 0 | 0 | 1 | 1 |" in results
+    problems = text.split("## Runs that did not finish ok")[1].split("## Grid ledger")[0]
+    assert "5 of 18 runs (1 diverged, 1 failed, 1 incomplete, 1 damaged, 1 conflict)" in problems
     assert "TrainError: seq_len=0 must be positive" in problems
     assert "loss is nan at step 57" in problems
     assert "| `7` | init=xavier, activation=tanh | 2 | failed |" in problems
-    assert "diverged" in problems and "incomplete" in problems
-    # the corrupted directory is listed with its reason and the cell it belonged to
-    assert "| `1` | unparseable summary.json" in problems
-    assert "init=orthogonal activation=tanh seed=2" in problems
+    # the corrupted directory is a damaged run of its cell, with the file and the reason
+    assert "| `1` | init=orthogonal, activation=tanh | 2 | damaged | ? |" in problems
+    assert "summary.json is unparseable" in problems
+    assert (
+        "| `0` | init=orthogonal, activation=tanh | 1 | conflict | ? | "
+        "this folder holds another run (steps: 200 -> 300) |"
+    ) in problems
 
 
 def test_grid_ledger_lists_missing_and_unreadable_cells(sweep):
@@ -140,7 +167,7 @@ def test_grid_ledger_lists_missing_and_unreadable_cells(sweep):
     ledger = text.split("## Grid ledger")[1].split("## Reproduce")[0]
     assert "2 of 18 declared cells" in ledger
     assert "| init=random, activation=relu | 3 |" in ledger
-    assert "| init=orthogonal, activation=tanh | 2 |" in ledger  # its dir is corrupted
+    assert "| init=orthogonal, activation=tanh | 2 |" in ledger  # its run is damaged
 
 
 def test_comparisons_in_words(sweep):
@@ -163,26 +190,40 @@ def test_comparisons_in_words(sweep):
     assert row["test"] == "none" and "not compared" in comparisons
 
 
-def test_reproduce_command(sweep):
-    text = sweep[1].read_text()
-    reproduce = text.split("## Reproduce")[1]
-    assert "rnn-lab study init_by_activation" in reproduce
+def test_reproduce_command_reruns_into_the_same_folder(sweep):
+    root, report = sweep
+    reproduce = report.read_text().split("## Reproduce")[1]
+    assert f"rnn-lab study init_by_activation hydra.sweep.dir={root}\n" in reproduce
     assert (
-        "python -m rnn_lab.train -m init=orthogonal,xavier,random activation=tanh,relu seed=1,2,3"
+        "python -m rnn_lab.train -m experiment=init_by_activation "
+        "init=orthogonal,xavier,random activation=tanh,relu seed=1,2,3 "
+        f"hydra.sweep.dir={root}\n"
     ) in reproduce
+    assert f"rnn-lab report {root}\n" in reproduce
+
+
+@pytest.mark.parametrize(
+    "folder", ["multirun/demo", "multirun/seq_len-steps=2000", "multirun/clip-clip=1,steps=5 x"]
+)
+def test_sweep_dir_override_reads_back_as_the_folder(folder):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    word = sweep_dir_override(folder)
+    (shell_word,) = shlex.split(word)  # one word for the shell
+    override = OverridesParser.create().parse_override(shell_word)
+    assert override.key_or_group == "hydra.sweep.dir" and override.value() == folder
 
 
 def test_missing_data_skips_plots_and_says_why(tmp_path):
-    # record=false runs: no diagnostics.npz and no history.csv; one axis only
+    # record=false runs (no diagnostics.npz) with nothing to plot in history.csv; one axis only
     for seed in (1, 2):
         for i, init in enumerate(("orthogonal", "xavier")):
             make_fake_run(
                 tmp_path / f"{init}_{seed}",
-                fake_config(init=init, seed=seed),
+                fake_config(init=init, seed=seed, record=False),
                 [f"init={init}", f"seed={seed}"],
                 fake_summary(final_loss=1.0 + i + 0.1 * seed),
-                history=False,
-                diagnostics=False,
+                history=bare_history(200),
             )
     text = build_report(tmp_path).read_text()
     assert "# Study report: " + tmp_path.name in text
@@ -210,11 +251,10 @@ def test_callback_builds_report_and_never_raises(tmp_path, caplog):
     # one run without curves or diagnostics: only one plot to draw, so the test stays fast
     make_fake_run(
         tmp_path / "0",
-        fake_config(seed=1),
+        fake_config(seed=1, record=False),
         ["seed=1"],
         fake_summary(),
-        history=False,
-        diagnostics=False,
+        history=bare_history(200),
     )
     config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
     ReportCallback().on_multirun_end(config=config)
@@ -226,3 +266,108 @@ def test_callback_builds_report_and_never_raises(tmp_path, caplog):
         )
         ReportCallback().on_multirun_end(config=OmegaConf.create({}))  # no sweep dir at all
     assert caplog.text.count("could not build the sweep report") == 2
+
+
+# --------------------------------------------------------------------------- partial sweeps
+
+
+def small_sweep(root: Path, cells: list[dict]) -> list[Path]:
+    """A quick sweep to build reports on: record=false, a bare history (nothing to plot)."""
+    paths = []
+    for num, cell in enumerate(cells):
+        config = fake_config(record=False, **{k: cell[k] for k in ("init", "seed")})
+        summary = None if cell["status"] == "no_summary" else fake_summary(**cell_summary(cell))
+        done = summary["steps_done"] if summary else 0
+        paths.append(
+            make_fake_run(
+                root / str(num),
+                config,
+                [f"init={cell['init']}", f"seed={cell['seed']}"],
+                summary,
+                history=bare_history(done) if done else False,
+                sweeper_params={"init": "orthogonal,xavier", "seed": "1,2,3"},
+                num=num,
+                sweep_dir=str(root),
+            )
+        )
+    return paths
+
+
+def cell_summary(cell: dict) -> dict:
+    fields = {k: v for k, v in cell.items() if k not in ("init", "seed")}
+    if fields["status"] != "ok":
+        fields.setdefault("final_loss", None)
+    return fields
+
+
+def test_interrupted_sweep_gets_a_partial_report_saying_how_to_finish(tmp_path):
+    small_sweep(
+        tmp_path,
+        [
+            {"init": "orthogonal", "seed": 1, "status": "ok", "final_loss": 1.0},
+            {"init": "orthogonal", "seed": 2, "status": "ok", "final_loss": 1.1},
+            {"init": "xavier", "seed": 1, "status": "ok", "final_loss": 1.3},
+            {"init": "xavier", "seed": 2, "status": "interrupted", "error": "stopped by SIGINT"},
+            {"init": "xavier", "seed": 3, "status": "running"},
+        ],
+    )
+    sweep_state_dir(tmp_path).mkdir()
+    atomic_write_json(
+        sweep_state_dir(tmp_path) / SWEEP_INTERRUPTED_FILE,
+        {"signal": 2, "time": 1700000000.0, "pid": 4242},
+    )
+    text = build_report(tmp_path).read_text()
+    top = text.split("## Grid")[0]
+    banner = top.split("\n> **Partial report.**")[1]
+    assert top.index("Partial report") < top.index("Sweep directory")  # said first
+    assert "interrupted by signal 2 (SIGINT)" in banner
+    assert "3 of 5 runs ended ok or diverged (3 ok, 1 interrupted, 1 incomplete)" in banner
+    assert "1 of the 6 declared cells (arm × seed) have no usable run yet" in banner
+    assert "Re-run the same command to finish it" in banner
+    assert (
+        f"`python -m rnn_lab.train -m init=orthogonal,xavier seed=1,2,3 hydra.sweep.dir={tmp_path}`"
+        in banner
+    )
+
+    (sweep_state_dir(tmp_path) / SWEEP_INTERRUPTED_FILE).unlink()
+    assert "Partial report" not in build_report(tmp_path).read_text()
+
+
+def report_statuses(text: str) -> dict[str, str]:
+    """{path: status} from the rows of the report's table of runs that did not finish ok."""
+    section = text.split("## Runs that did not finish ok")[1].split("\n## ")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    return {cells[1].strip(" `"): cells[4].strip() for cells in (r.split("|") for r in rows)}
+
+
+def test_sweep_failures_are_read_from_results_csv_not_from_words_of_the_report(tmp_path):
+    cells = [
+        {"init": "orthogonal", "seed": 1, "status": "ok", "final_loss": 1.0},
+        {"init": "orthogonal", "seed": 2, "status": "failed", "error": "ValueError: seq_len=0"},
+        {"init": "xavier", "seed": 1, "status": "diverged", "error": "loss became nan"},
+        {"init": "xavier", "seed": 2, "status": "ok", "final_loss": 1.2},
+        {"init": "xavier", "seed": 3, "status": "no_summary"},
+    ]
+    small_sweep(tmp_path, cells)
+    text = build_report(tmp_path).read_text()
+    results = pd.read_csv(tmp_path / "results.csv", dtype={"path": str})
+    # every job's status, as written to results.csv
+    assert dict(zip(results["path"], results["status"])) == {
+        "0": "ok",
+        "1": "failed",
+        "2": "diverged",
+        "3": "ok",
+        "4": "incomplete",
+    }
+    # the report lists exactly the jobs results.csv says did not finish ok, with their status
+    not_ok = results[results["status"] != "ok"]
+    assert report_statuses(text) == dict(zip(not_ok["path"], not_ok["status"]))
+
+    # Why a test must read statuses and not grep words: a sweep where every job is ok still
+    # has "failed" and "diverged" in its report (the results table's columns).
+    ok_only = tmp_path / "ok_only"
+    small_sweep(ok_only, [{"init": "orthogonal", "seed": 1, "status": "ok", "final_loss": 1.0}])
+    text = build_report(ok_only).read_text()
+    assert "failed" in text and "diverged" in text
+    assert set(pd.read_csv(ok_only / "results.csv")["status"]) == {"ok"}
+    assert "None: every collected run finished with status ok." in text

@@ -14,7 +14,8 @@ from rnn_lab.core import engine
 from rnn_lab.core.data import make_task
 from rnn_lab.core.losses import get_loss
 from rnn_lab.inspect.load import RunDirError, load_run
-from rnn_lab.run.trainer import TrainSettings, train
+from rnn_lab.run.settings import TrainSettings
+from rnn_lab.run.trainer import train
 
 SHORT = dict(
     steps=120,
@@ -98,7 +99,8 @@ def test_diagnostics_are_the_npz_arrays(recorded):
     steps = run.diagnostics["record_step"]
     assert steps[0] == 1 and steps[-1] == settings.steps
     assert run.diagnostics["eigenvalues"].shape == (len(steps), settings.hidden_size)
-    np.testing.assert_array_equal(run.diagnostics["jacobian_step"], [40, 80, 120])
+    # every jacobian_interval steps, and at the first and the last step
+    np.testing.assert_array_equal(run.diagnostics["jacobian_step"], [1, 40, 80, 120])
 
 
 def test_params_are_the_final_weights(recorded):
@@ -157,11 +159,11 @@ def test_jacobian_frame(recorded):
     at_80 = frame[frame["step"] == 80]
     np.testing.assert_array_equal(at_80["lag"], np.arange(1, 6))
     np.testing.assert_array_equal(
-        at_80["product_norm"], run.diagnostics["jacobian_product_norm"][1]
+        at_80["product_norm"], run.diagnostics["jacobian_product_norm"][2]
     )
-    np.testing.assert_array_equal(at_80["step_norm"], run.diagnostics["jacobian_step_norm"][1])
+    np.testing.assert_array_equal(at_80["step_norm"], run.diagnostics["jacobian_step_norm"][2])
     np.testing.assert_array_equal(
-        at_80["product_radius"], run.diagnostics["jacobian_product_radius"][1]
+        at_80["product_radius"], run.diagnostics["jacobian_product_radius"][2]
     )
     # lag 1: the product is the one-step Jacobian itself
     np.testing.assert_allclose(at_80["product_norm"].iloc[0], at_80["step_norm"].iloc[0])

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats as sps
 
 from rnn_lab.study.stats import (
     aggregate,
@@ -269,3 +270,63 @@ def test_grid_ledger_matches_values_canonically():
     ledger = grid_ledger(df, {"clip": ["0", "1", "5.0"], "seed": ["1"], "not_a_column": ["x"]})
     assert list(ledger["clip"]) == ["5.0"]
     assert ledger.attrs["unchecked_keys"] == ["not_a_column"]
+
+
+# --------------------------------------------------------------------------- pairing by seed
+
+
+def test_paired_comparisons_pair_seeds_by_seed_not_by_position():
+    """Arms list their seeds in different orders and miss different seeds; every number of
+    the paired comparison must come from seed-aligned values (scipy's ttest_rel on them), and
+    Holm must adjust within each metric (checked by hand)."""
+    final_loss = {
+        "orthogonal": {1: 1.00, 2: 1.30, 3: 0.90, 4: 1.15, 5: 1.05},
+        "xavier": {1: 1.21, 2: 1.45, 4: 1.42, 5: 1.17},  # no seed 3
+        "random": {2: 1.52, 3: 1.07, 4: 1.29, 5: 1.33, 6: 2.90},  # no seed 1; seed 6 unpaired
+    }
+    hit_rate = {
+        arm: {s: 2.0 - v + 0.01 * s * s for s, v in vals.items()}
+        for arm, vals in final_loss.items()
+    }
+    order = {"orthogonal": [4, 1, 5, 2, 3], "xavier": [2, 5, 1, 4], "random": [6, 3, 2, 5, 4]}
+    rows = []
+    for arm, seeds in order.items():
+        rows += [(arm, s, "ok", final_loss[arm][s], hit_rate[arm][s]) for s in seeds]
+    rows.append(("random", 1, "failed", 99.0, 99.0))  # not ok: never paired with seed 1
+    df = pd.DataFrame(rows, columns=["init", "seed", "status", "final_loss", "vocab_hit_rate"])
+    df["arm"] = "init=" + df["init"]
+    df.attrs["arm_keys"] = ["init"]
+
+    result = compare_to_baseline(df, ["final_loss", "vocab_hit_rate"], {"init": "orthogonal"})
+    assert len(result) == 4
+    for metric, values in (("final_loss", final_loss), ("vocab_hit_rate", hit_rate)):
+        rows = result[result["metric"] == metric].set_index("arm")
+        p_by_arm = {}
+        for arm in ("xavier", "random"):
+            shared = sorted(set(values[arm]) & set(values["orthogonal"]))
+            a = np.array([values[arm][s] for s in shared])
+            b = np.array([values["orthogonal"][s] for s in shared])
+            expected = sps.ttest_rel(a, b)
+            row = rows.loc[f"init={arm}"]
+            assert row["test"] == "paired t" and row["n_pairs"] == len(shared) == 4
+            assert row["diff"] == pytest.approx(float(np.mean(a - b)), rel=1e-12)
+            assert row["t"] == pytest.approx(float(expected.statistic), rel=1e-12)
+            assert row["p"] == pytest.approx(float(expected.pvalue), rel=1e-12)
+            p_by_arm[arm] = float(expected.pvalue)
+            # Pairing by position (in row order, or in seed order cut to the shorter arm) would
+            # have given other numbers: this test can tell the difference.
+            for arm_order_, base_order in (
+                (order[arm], order["orthogonal"]),
+                (sorted(values[arm]), sorted(values["orthogonal"])),
+            ):
+                n = min(len(arm_order_), len(base_order))
+                pa = [values[arm][s] for s in arm_order_[:n]]
+                pb = [values["orthogonal"][s] for s in base_order[:n]]
+                assert sps.ttest_rel(pa, pb).pvalue != pytest.approx(row["p"], rel=1e-6)
+        # Holm over this metric's two comparisons: the smaller p times 2, the larger times 1
+        # but never below the smaller's adjusted value, both capped at 1.
+        (arm_lo, p_lo), (arm_hi, p_hi) = sorted(p_by_arm.items(), key=lambda kv: kv[1])
+        holm_lo = min(1.0, 2 * p_lo)
+        holm_hi = min(1.0, max(holm_lo, p_hi))
+        assert rows.loc[f"init={arm_lo}", "p_holm"] == pytest.approx(holm_lo, rel=1e-12)
+        assert rows.loc[f"init={arm_hi}", "p_holm"] == pytest.approx(holm_hi, rel=1e-12)

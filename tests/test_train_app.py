@@ -107,7 +107,9 @@ BAD_VALUES = [
     ("val_fraction=1.0", "val_fraction", "1.0"),
     ("clip_mode=sometimes", "clip_mode", "sometimes"),
     ("dtype=float16", "dtype", "float16"),
-    ("optim.momentum=fast", "optim.momentum", "fast"),
+    ("optim.momentum=1.5", "optim.momentum", "1.5"),
+    ("lr_decay_rate=nan", "lr_decay_rate", "nan"),
+    ("clip=inf", "clip", "inf"),
     ("batch_size=0", "batch_size", "0"),
 ]
 
@@ -119,6 +121,39 @@ def test_bad_value_is_refused_naming_key_and_value(compose, override, key, value
     message = str(err.value)
     assert key in message and value in message
     assert any(w in message for w in ("must", "choose", "expected"))  # says what is allowed
+
+
+def _every_range_checked_key():
+    """(option overrides, key, bad value) for every key of TrainSettings and of the group
+    options that has a range check: each check lists values it must refuse."""
+    from rnn_lab.app.schema import OPTION_CHECKS
+    from rnn_lab.run.settings import TrainSettings
+
+    for key, info in TrainSettings.field_info().items():
+        if info["check"] is not None:
+            for bad in info["check"].bad_examples():
+                yield [], key, bad
+    option_of = {"beta1": "adam", "beta2": "adam", "eps": "adam", "initial_accumulator_value":
+                 "adagrad", "momentum": "sgd", "dampening": "sgd"}  # fmt: skip
+    for dotted, check in OPTION_CHECKS.items():
+        group, key = dotted.split(".")
+        choose = [f"optim={option_of[key]}"] if group == "optim" else []
+        for bad in check.bad_examples():
+            yield choose, dotted, bad
+
+
+@pytest.mark.parametrize("choose,key,bad", list(_every_range_checked_key()))
+def test_every_range_checked_key_refuses_its_bad_values(compose, choose, key, bad):
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.to_container(compose(choose))
+    node, leaf = (config, key) if "." not in key else (config[key.split(".")[0]], key.split(".")[1])
+    node[leaf] = bad
+    with pytest.raises(ConfigError) as err:
+        settings_from_config(config)
+    message = str(err.value)
+    assert message.startswith(f"{key}={bad!r} is not valid"), message
+    assert any(w in message for w in ("must", "choose")), message
 
 
 def _bad_data_cases(tmp_path: Path) -> list[tuple[list[str], str]]:
@@ -306,7 +341,7 @@ def test_interrupt_then_resume_is_bit_identical(tmp_path, sig):
 
     proc = run_cli([*common, "resume=true", f"hydra.run.dir={cut}"])
     assert proc.returncode == 0, proc.stderr
-    assert "resuming from checkpoint" in proc.stderr + proc.stdout
+    assert "resuming from the checkpoint" in proc.stderr + proc.stdout
     assert (cut / "history.csv").read_bytes() == (straight / "history.csv").read_bytes()
     a, b = (
         _checkpoint_arrays(cut / "checkpoint.npz"),

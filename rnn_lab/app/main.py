@@ -1,14 +1,20 @@
 """Hydra entry point: ``python -m rnn_lab.train [overrides]`` (also ``rnn-lab train``).
 
 A thin shell around :func:`rnn_lab.run.trainer.train`: it turns the composed config into plain
-settings, checks them before any work, and records every outcome in the run directory. In
-a multirun, a job never raises (Hydra would stop the sweep and skip ``on_multirun_end``):
-a failure is written to summary.json as status "failed" and the job returns.
+settings, checks them and the inputs before any work, and records every outcome in the run
+directory. The task function returns the run's ``optimized_metric`` (``val_loss`` by default;
++inf when the run did not end ``ok``), so an optimising Hydra sweeper (Optuna, Nevergrad, Ax)
+can drive it.
+
+In a multirun a job never raises (Hydra would stop the sweep and skip ``on_multirun_end``):
+a bad config or a failure is written to summary.json as ``failed``, a directory that belongs
+to another run is recorded as a conflict in the sweep folder, and the job returns.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import sys
 import traceback
@@ -21,89 +27,101 @@ from omegaconf import DictConfig
 
 from rnn_lab import CONF_DIR
 from rnn_lab.app.schema import ConfigError, check_inputs, register_schema, settings_from_config
-from rnn_lab.run.rundir import atomic_write_json, read_json
+from rnn_lab.app.sweep import stop_requested
+from rnn_lab.run import rundir
+from rnn_lab.run.rundir import LockHeld, RunConflict
 
 log = logging.getLogger("rnn_lab")
 
 register_schema()
 
-
-def _is_multirun() -> bool:
-    try:
-        return HydraConfig.get().mode == RunMode.MULTIRUN
-    except ValueError:
-        return False
+NOT_OK = math.inf  # what a sweeper sees for a run that diverged, failed or was refused
 
 
-def _output_dir() -> Path:
-    return Path(HydraConfig.get().runtime.output_dir)
+class _Job:
+    """Where this job writes and whether it is one of many."""
+
+    def __init__(self):
+        hydra_cfg = HydraConfig.get()
+        self.run_dir = Path(hydra_cfg.runtime.output_dir)
+        self.multirun = hydra_cfg.mode == RunMode.MULTIRUN
+        self.sweep_dir = Path(hydra_cfg.sweep.dir) if self.multirun else None
+
+    def refuse(self, message: str, fresh: bool) -> float:
+        """A refusal before any work: one line, exit 2 (single run) or a record (sweep)."""
+        if self.multirun:
+            log.error("refused: %s", message)
+            return NOT_OK
+        print(f"rnn_lab: error: {message}", file=sys.stderr)
+        if fresh:
+            _remove_fresh_run_dir(self.run_dir)
+        sys.exit(2)
 
 
 def _remove_fresh_run_dir(run_dir: Path) -> None:
     """Undo a run directory Hydra just made for a run that never started (bad input)."""
-    leftovers = [p for p in run_dir.iterdir() if p.name not in (".hydra", "train.log")]
-    if leftovers:
+    hydra_own = (rundir.HYDRA_DIR, rundir.LOG_FILE)
+    if any(p.name not in hydra_own for p in run_dir.iterdir()):
         return  # the directory held something else: leave it alone
     shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def _record_failure(run_dir: Path, cfg: DictConfig, message: str, status: str = "failed") -> dict:
-    summary = {
-        "status": status,
-        "steps": cfg.get("steps"),
-        "steps_done": 0,
-        "final_loss": None,
-        "val_loss": None,
-        "error": message,
-    }
-    prior = run_dir / "summary.json"
-    if prior.exists():  # a run that failed mid-way keeps what it had recorded
-        try:
-            summary = {**read_json(prior), "status": status, "error": message}
-        except ValueError:
-            pass
-    atomic_write_json(prior, summary)
-    return summary
+def run(cfg: DictConfig) -> float:
+    """The task function: train one run; return its optimized_metric (+inf when not ok)."""
+    from rnn_lab.run.trainer import plan_run, run_id_of, train
 
-
-def run(cfg: DictConfig) -> dict | None:
-    """The task function. Returns the run summary (None when the config was rejected)."""
-    from rnn_lab.run.trainer import train
-
-    run_dir = _output_dir()
-    multirun = _is_multirun()
+    job = _Job()
+    fresh = not (job.run_dir / rundir.SUMMARY_FILE).exists()
+    if job.multirun and stop_requested(job.sweep_dir):
+        log.warning("the sweep was stopped before this job started: skipped")
+        if fresh:
+            _remove_fresh_run_dir(job.run_dir)
+        return NOT_OK
     try:
         settings = settings_from_config(cfg)
         task = check_inputs(settings)
     except ConfigError as e:
-        if multirun:
-            log.error("rejected config: %s", e)
-            return _record_failure(run_dir, cfg, f"config error: {e}")
-        print(f"rnn_lab: error: {e}", file=sys.stderr)
-        _remove_fresh_run_dir(run_dir)
-        sys.exit(2)
-
+        if job.multirun:
+            rundir.record_failure(job.run_dir, rundir.FAILED, f"config error: {e}")
+        return job.refuse(str(e), fresh)
+    except Exception as e:  # an input that breaks in an unforeseen way: recorded, not raised
+        return _failed(job, e)
     try:
-        summary = train(settings, run_dir, task=task)
-    except ConfigError as e:  # e.g. resuming with other settings
-        print(f"rnn_lab: error: {e}", file=sys.stderr)
-        if multirun:
-            return _record_failure(run_dir, cfg, str(e))
-        sys.exit(2)
+        # Checked before training so .hydra/ can be put back: Hydra rewrote it already.
+        plan_run(settings, job.run_dir, run_id_of(settings, task), task.data_sha1)
+        rundir.save_accepted_hydra(job.run_dir)
+        summary = train(settings, job.run_dir, task=task)
+    except (RunConflict, LockHeld) as e:
+        rundir.restore_hydra_files(job.run_dir)
+        if job.multirun:
+            rundir.record_conflict(job.sweep_dir, job.run_dir, str(e))
+        return job.refuse(str(e), fresh=False)
     except Exception as e:
-        message = f"{type(e).__name__}: {e}"
-        log.error("run failed: %s\n%s", message, traceback.format_exc())
-        summary = _record_failure(run_dir, cfg, message)
-        if not multirun:
-            print(f"rnn_lab: error: run failed: {message} (details in {run_dir})", file=sys.stderr)
-            sys.exit(1)
-        return summary
-
-    if summary.get("status") == "ok" and settings.analyze:
-        summary = _analyze(run_dir, settings, summary)
-    if summary.get("status") == "interrupted" and not multirun:
+        return _failed(job, e)
+    if summary.get("status") == rundir.OK and settings.analyze:
+        summary = _analyze(job.run_dir, settings, summary)
+    if summary.get("status") == rundir.INTERRUPTED and not job.multirun:
         sys.exit(128 + int(summary.get("signal", 2)))  # the shell's convention: 130, 143
-    return summary
+    return _metric(summary, settings.optimized_metric)
+
+
+def _failed(job: _Job, e: Exception) -> float:
+    """Record an unexpected error as a failed run; in a sweep the job returns, the sweep goes on."""
+    message = f"{type(e).__name__}: {e}"
+    log.error("run failed: %s\n%s", message, traceback.format_exc())
+    rundir.record_failure(job.run_dir, rundir.FAILED, message)
+    if not job.multirun:
+        detail = f"run failed: {message} (details in {job.run_dir})"
+        print(f"rnn_lab: error: {detail}", file=sys.stderr)
+        sys.exit(1)
+    return NOT_OK
+
+
+def _metric(summary: dict, name: str) -> float:
+    value = summary.get(name)
+    if summary.get("status") != rundir.OK or value is None or not math.isfinite(value):
+        return NOT_OK
+    return float(value)
 
 
 def _analyze(run_dir: Path, settings, summary: dict) -> dict:
@@ -118,8 +136,8 @@ def _analyze(run_dir: Path, settings, summary: dict) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
-def main(cfg: DictConfig) -> None:
-    run(cfg)
+def main(cfg: DictConfig) -> float:
+    return run(cfg)
 
 
 if __name__ == "__main__":

@@ -164,17 +164,11 @@ class Params:
     def arrays(self) -> dict[str, np.ndarray]:
         return {n: getattr(self, n) for n in self.names()}
 
-    def copy(self) -> Params:
-        return Params(**{n: a.copy() for n, a in self.arrays().items()})
-
     @classmethod
     def from_arrays(cls, arrays) -> Params:
         """The parameters among named arrays (a checkpoint.npz, a dict), copied: the five of
         PARAM_NAMES and E when present; anything else (optimiser state, h, ...) is ignored."""
         return cls(**{n: np.array(arrays[n]) for n in (*PARAM_NAMES, "E") if n in arrays})
-
-    def astype(self, dtype) -> Params:
-        return Params(**{n: a.astype(dtype) for n, a in self.arrays().items()})
 
     def n_trainable(self, freeze_whh: bool) -> int:
         """Length of the leading slice of ``flat`` that trains (W_hh is the tail)."""
@@ -348,7 +342,6 @@ class Gradients:
     per_step_grad_norm: np.ndarray  # (T,) ||dL/dh_t|| for t = 1..T (chunk loss)
     last_loss_grad_norm: np.ndarray | None = None  # (T,) ||dL_T/dh_t||, with profile=True
     param_grad_norms: dict[str, float] | None = None  # before clipping, with profile=True
-    da: np.ndarray | None = field(default=None, repr=False)  # (T, B, H) dL/da_t
 
 
 def backward(
@@ -448,7 +441,6 @@ def backward(
         per_step_grad_norm=per_step,
         last_loss_grad_norm=last_profile,
         param_grad_norms=param_grad_norms,
-        da=da,
     )
 
 

@@ -8,7 +8,6 @@ dtype. Adding an embedding draws after the five arrays, so they stay the same.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -122,58 +121,66 @@ def expected_shapes(
     return shapes
 
 
-def check_params_file(
-    path: str | Path, input_size: int, hidden_size: int, output_size: int, embed_dim: int = 0
-) -> None:
-    """Raise ValueError naming the array and both shapes when the file does not fit."""
+def _read_params_file(path: str | Path) -> dict[str, np.ndarray]:
+    """The parameter arrays of a .npz (a checkpoint.npz also holds optimiser state: ignored)."""
     p = Path(path)
     if not p.is_file():
         raise ValueError(f"init.path: file {str(path)!r} does not exist")
     try:
         with np.load(p, allow_pickle=False) as z:
-            found = {k: z[k].shape for k in z.files}
-    except Exception as e:  # a truncated or non-npz file
+            return {k: z[k] for k in (*PARAM_NAMES, "E") if k in z.files} | {
+                "_files": np.array(sorted(z.files))
+            }
+    except Exception as e:  # a truncated or non-npz file, a pickled payload
         raise ValueError(f"init.path: {str(path)!r} is not a readable .npz file ({e})") from None
-    want = expected_shapes(input_size, hidden_size, output_size, embed_dim)
-    missing = [k for k in PARAM_NAMES if k not in found]
+
+
+def check_params_arrays(arrays: dict, path, sizes: tuple[int, int, int], embed_dim: int) -> None:
+    """Raise ValueError naming the array when one is missing, misshapen or not finite."""
+    missing = [k for k in PARAM_NAMES if k not in arrays]
     if missing:
+        found = ", ".join(str(f) for f in arrays.get("_files", [])) or "none"
         raise ValueError(
             f"init.path: {str(path)!r} lacks arrays {missing}; it must hold "
-            f"{', '.join(PARAM_NAMES)} (found: {', '.join(sorted(found)) or 'none'})"
+            f"{', '.join(PARAM_NAMES)} (found: {found})"
         )
-    for k, shape in want.items():
-        if k == "E" and k not in found:
+    for k, shape in expected_shapes(*sizes, embed_dim).items():
+        if k == "E" and k not in arrays:
             continue  # a fresh embedding is drawn when the file has none
+        got = arrays[k].shape
         # Biases may be stored as (H, 1) column vectors, as the seed does.
-        got = found[k]
         if got != shape and not (len(shape) == 1 and got == (shape[0], 1)):
             raise ValueError(
                 f"init.path: array {k} in {str(path)!r} has shape {got}, but this run "
-                f"(V={input_size}, H={hidden_size}) needs {shape}"
+                f"(V={sizes[0]}, H={sizes[1]}) needs {shape}"
+            )
+        if not np.issubdtype(arrays[k].dtype, np.number):
+            raise ValueError(f"init.path: array {k} in {str(path)!r} is not numeric")
+        bad = int(np.size(arrays[k]) - np.count_nonzero(np.isfinite(arrays[k])))
+        if bad:
+            raise ValueError(
+                f"init.path: array {k} in {str(path)!r} has {bad} non-finite values (NaN or "
+                "inf; a diverged run's checkpoint?); use weights with finite values"
             )
 
 
 def load_params_file(
     path: str | Path,
-    input_size: int,
-    hidden_size: int,
-    output_size: int,
+    sizes: tuple[int, int, int],
     *,
     seed: int = 42,
     embed_dim: int = 0,
     scale: float = 1.0,
     dtype=np.float64,
 ) -> Params:
-    """Start from saved weights (arrays named W_xh, W_hh, W_hy, b_h, b_y; E optional)."""
-    check_params_file(path, input_size, hidden_size, output_size, embed_dim)
-    with np.load(path, allow_pickle=False) as z:
-        # Only the parameter arrays: a checkpoint.npz also holds optimiser state and metadata.
-        arrays = {k: np.asarray(z[k], dtype=dtype) for k in (*PARAM_NAMES, "E") if k in z.files}
+    """Start from saved weights (arrays named W_xh, W_hh, W_hy, b_h, b_y; E optional), after
+    checking their shapes and that every value is finite. sizes = (V or D, H, O)."""
+    raw = _read_params_file(path)
+    check_params_arrays(raw, path, sizes, embed_dim)
+    arrays = {k: np.asarray(v, dtype=dtype) for k, v in raw.items() if k != "_files"}
     E = arrays.get("E") if embed_dim > 0 else None
     if embed_dim > 0 and E is None:
-        E = init_params(
-            input_size, hidden_size, output_size, seed=seed, embed_dim=embed_dim, dtype=dtype
-        ).E
+        E = init_params(*sizes, seed=seed, embed_dim=embed_dim, dtype=dtype).E
     return Params(
         W_xh=arrays["W_xh"],
         W_hh=arrays["W_hh"] * dtype(scale),
@@ -184,5 +191,13 @@ def load_params_file(
     )
 
 
-def xavier_bound(fan_in: int, fan_out: int) -> float:
-    return math.sqrt(6.0 / (fan_in + fan_out))
+def build_params(init: dict, sizes: tuple[int, int, int], *, seed, embed_dim, dtype) -> Params:
+    """The parameters a run starts from, by its init settings ({name, scale, path})."""
+    name = init.get("name", "orthogonal")
+    scale = float(init.get("scale", 1.0) or 1.0)
+    if name == "file":
+        path = init.get("path") or ""
+        return load_params_file(
+            path, sizes, seed=seed, embed_dim=embed_dim, scale=scale, dtype=dtype
+        )
+    return init_params(*sizes, init=name, scale=scale, seed=seed, embed_dim=embed_dim, dtype=dtype)

@@ -10,7 +10,10 @@ network, which every run is compared against).
 Conventions: ``states[t]`` is the hidden state right after the network has read character
 ``t`` of the text, the whole text run as one stream from h = 0 (as the trainer walks it;
 states are causal, so the validation part of the stream sees only its own past). The
-validation split is the last ``val_fraction`` of the text, cut as the trainer cuts it.
+validation split is the last ``val_fraction`` of the text, cut as the trainer cuts it. A text
+of more than ``ANALYSIS_MAX_CHARS`` characters is analysed on an excerpt around that cut (the
+end of the training split, then the start of the validation split, one stream from h = 0
+at the excerpt's start), so time and memory stay bounded on any text.
 
 Metrics (all in analysis.json under these names; scalars also in summary.json):
 
@@ -44,20 +47,23 @@ Metrics (all in analysis.json under these names; scalars also in summary.json):
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import math
 import sys
-from dataclasses import fields
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 
 from rnn_lab.core import engine
-from rnn_lab.core.data import Vocab, load_corpus_text, split_ids, word_category
-from rnn_lab.inspect.load import ANALYSIS_FILE, SUMMARY_FILE, RunDirError, load_run
-from rnn_lab.run.rundir import atomic_write_json, read_json
+from rnn_lab.core.data import EncodedText, Vocab, load_corpus, split_ids, word_category
+from rnn_lab.inspect.load import load_run
+from rnn_lab.run import rundir
+from rnn_lab.run.rundir import (
+    ANALYSIS_FILE,
+    RunDirError,
+    atomic_write_json,
+    read_json,
+)
 
 log = logging.getLogger("rnn_lab")
 
@@ -66,6 +72,8 @@ WORD_POSITION_MAX = 7  # positions 0..6 have a bin each, 7 and beyond share the 
 MEMORY_MARGIN = 0.05  # a lag counts as remembered when accuracy > chance + this
 RIDGE_LAMBDA = 1e-2  # ridge penalty, times the mean eigenvalue of the states' covariance
 TRAJECTORY_LENGTH = 100  # first characters of the validation text drawn as a PCA path
+# Longest text analysed whole; (N, H) states of two networks and (N, V) probe targets per lag.
+ANALYSIS_MAX_CHARS = 100_000
 
 
 # --------------------------------------------------------------------------------------
@@ -405,13 +413,16 @@ def hidden_trajectory(
 def initial_params(settings: dict, vocab_size: int) -> engine.Params | None:
     """The run's untrained network: its init rebuilt from the settings (seeded, so exact).
     None when it cannot be rebuilt (e.g. init=file whose file is gone)."""
-    from rnn_lab.run.trainer import TrainSettings, build_params
+    from rnn_lab.core.inits import build_params
+    from rnn_lab.run.settings import DTYPES, TrainSettings
 
-    known = {f.name for f in fields(TrainSettings)}
+    defaults = TrainSettings()
+    get = lambda key: settings.get(key, getattr(defaults, key))  # noqa: E731
     try:
-        s = TrainSettings(**{k: v for k, v in settings.items() if k in known})
-        shapes = SimpleNamespace(input_size=vocab_size, output_size=vocab_size)
-        return build_params(s, shapes)
+        embed_dim = get("embed_dim") if get("use_embedding") else 0
+        sizes = (vocab_size, get("hidden_size"), vocab_size)
+        dtype = DTYPES[get("dtype")]
+        return build_params(get("init"), sizes, seed=get("seed"), embed_dim=embed_dim, dtype=dtype)
     except (ValueError, TypeError, KeyError, OSError) as e:
         log.info("analysis: cannot rebuild the initial network (%s)", e)
         return None
@@ -422,10 +433,11 @@ def params_are_finite(params: engine.Params) -> bool:
 
 
 def analyze_params(
-    params: engine.Params, settings: dict, text: str, vocab: Vocab, *, compare_init: bool = True
+    params: engine.Params, settings: dict, text: str, vocab: Vocab, *, compare_init=True, split=None
 ) -> dict:
     """All the metrics of one network on its text; the analysis.json document.
 
+    split: where text's validation part starts (None: its last val_fraction, as trained).
     Top-level keys with scalar values are the metrics (merged into summary.json);
     "details" holds the curves and tables the plots draw; "notes" says what was skipped.
     """
@@ -433,8 +445,7 @@ def analyze_params(
     seq_len = int(settings.get("seq_len", 25))
     val_fraction = float(settings.get("val_fraction", 0.1))
     ids = vocab.encode(text)
-    train_ids, _ = split_ids(ids, val_fraction)
-    split = len(train_ids)
+    split = len(split_ids(ids, val_fraction)[0]) if split is None else split
     notes: list[str] = []
     metrics: dict = {}
     details: dict = {}
@@ -532,11 +543,27 @@ def scalar_metrics(analysis: dict) -> dict:
 
 
 def _recorded_text_sha1(run_dir) -> str | None:
-    path = Path(run_dir) / "vocab.json"
+    path = Path(run_dir) / rundir.VOCAB_FILE
     try:
         return read_json(path).get("text_sha1") if path.exists() else None
     except ValueError:
         return None
+
+
+def analysis_text(corpus: EncodedText, val_fraction: float) -> tuple[str, int]:
+    """(text, split): what the analysis reads and where its validation part starts.
+
+    The whole text up to ANALYSIS_MAX_CHARS characters; beyond, an excerpt of that many:
+    the end of the training split then the start of the validation split (val_fraction of
+    the excerpt, at least 2 characters), decoded from the ids alone.
+    """
+    n = len(corpus.ids)
+    split = len(split_ids(corpus.ids, val_fraction)[0])
+    if n <= ANALYSIS_MAX_CHARS:
+        return corpus.as_text(), split
+    n_val = min(n - split, max(2, int(ANALYSIS_MAX_CHARS * val_fraction)))
+    n_train = min(split, ANALYSIS_MAX_CHARS - n_val)
+    return corpus.vocab.decode(corpus.ids[split - n_train : split + n_val]), n_train
 
 
 def analyze_run(run_dir: str | Path, plots: bool = True) -> dict:
@@ -558,11 +585,11 @@ def analyze_run(run_dir: str | Path, plots: bool = True) -> dict:
     if not params_are_finite(params):
         analysis = {**base, "notes": ["the weights are not finite (a diverged run)"], "details": {}}
     else:
-        text = load_corpus_text(settings.get("data") or {"name": "elman"})
-        vocab = Vocab(run.vocab) if run.vocab else Vocab.from_text(text)
-        missing = sorted(set(text) - set(vocab.chars))
+        corpus = load_corpus(settings.get("data") or {"name": "elman"})
+        vocab = Vocab(run.vocab) if run.vocab else corpus.vocab
+        missing = sorted(set(corpus.vocab.chars) - set(vocab.chars))
         recorded_sha1 = _recorded_text_sha1(run_dir)
-        if recorded_sha1 and recorded_sha1 != hashlib.sha1(text.encode("utf-8")).hexdigest():
+        if recorded_sha1 and recorded_sha1 != corpus.sha1:
             raise RunDirError(
                 f"{run_dir}: the text rebuilt from the run's data settings is not the text it "
                 "was trained on (vocab.json's text_sha1 differs); was data.path changed since "
@@ -574,14 +601,15 @@ def analyze_run(run_dir: str | Path, plots: bool = True) -> dict:
                 f"the run's vocab.json lacks ({''.join(missing)[:20]!r}); was data.path "
                 "changed since training?"
             )
-        analysis = {**base, **analyze_params(params, settings, text, vocab)}
+        text, split = analysis_text(corpus, float(settings.get("val_fraction", 0.1)))
+        analysis = {**base, **analyze_params(params, settings, text, vocab, split=split)}
     run_dir = Path(run_dir)
-    atomic_write_json(run_dir / ANALYSIS_FILE, analysis)
-
-    summary_path = run_dir / SUMMARY_FILE
-    summary = read_json(summary_path) if summary_path.exists() else {}
-    summary.update(scalar_metrics(analysis))
-    atomic_write_json(summary_path, summary)
+    summary = rundir.read_json_or_none(run_dir / rundir.SUMMARY_FILE) or {}
+    # The analysis names the run and step it describes: collect and write_summary merge it
+    # into a summary only when both match (no analysis of another run or step leaks in).
+    analysis = {"run_id": summary.get("run_id"), "steps_done": step, **analysis}
+    atomic_write_json(run_dir / rundir.ANALYSIS_FILE, analysis)
+    summary = rundir.write_summary(run_dir, summary)
     log.info("analysis of %s (step %s): %s", run_dir, step, _metrics_line(analysis))
 
     if plots:
@@ -616,7 +644,7 @@ def main_analyze(argv: list[str]) -> int:
     if not run_dir.is_dir():
         print(f"rnn-lab analyze: error: {run_dir} is not a directory", file=sys.stderr)
         return 2
-    if not (run_dir / "checkpoint.npz").exists():
+    if not (run_dir / rundir.CHECKPOINT_FILE).exists():
         print(
             f"rnn-lab analyze: error: {run_dir} has no checkpoint.npz (not a run directory, "
             "or its run saved no weights yet)",

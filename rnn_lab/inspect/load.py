@@ -17,22 +17,21 @@ import numpy as np
 import pandas as pd
 
 from rnn_lab.core import engine
-
-SUMMARY_FILE = "summary.json"
-SETTINGS_FILE = "settings.json"
-VOCAB_FILE = "vocab.json"
-HISTORY_FILE = "history.csv"
-DIAGNOSTICS_FILE = "diagnostics.npz"
-CHECKPOINT_FILE = "checkpoint.npz"
-ANALYSIS_FILE = "analysis.json"
-HYDRA_CONFIG_FILE = Path(".hydra") / "config.yaml"
+from rnn_lab.run.rundir import (
+    ANALYSIS_FILE,
+    CHECKPOINT_FILE,
+    DIAGNOSTICS_FILE,
+    HISTORY_FILE,
+    HYDRA_CONFIG_FILE,
+    HYDRA_DIR,
+    SETTINGS_FILE,
+    SUMMARY_FILE,
+    VOCAB_FILE,
+    RunDirError,
+)
 
 # diagnostics.npz arrays recorded as (record step, chunk position): profile_frame() kinds.
 PROFILE_KINDS = ("last_loss_grad_norm", "per_step_grad_norm", "position_accuracy")
-
-
-class RunDirError(ValueError):
-    """A run directory that cannot be read (missing, or without the file asked for)."""
 
 
 @dataclass
@@ -168,7 +167,7 @@ def load_run(run_dir: str | Path) -> Run:
     summary = _read_json(path / SUMMARY_FILE) or {}
     settings = _read_json(path / SETTINGS_FILE)
     if settings is None:
-        settings = _settings_from_hydra(path / HYDRA_CONFIG_FILE) or {}
+        settings = _settings_from_hydra(path / HYDRA_DIR / HYDRA_CONFIG_FILE) or {}
     if not summary and not settings and not (path / CHECKPOINT_FILE).exists():
         raise RunDirError(
             f"{run_dir}: not a run directory (no {SUMMARY_FILE}, {SETTINGS_FILE} or "

@@ -9,7 +9,6 @@ drawing is safe inside sweeps, threads and CI; each PNG is written atomically.
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 from collections.abc import Callable
@@ -20,12 +19,13 @@ from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+# One PNG writer and one "no data" exception for a run's plots and a study's report figures.
+from rnn_lab.inspect.figure_io import PlotSkipped, save_figure
+from rnn_lab.inspect.figure_io import new_figure as _new_figure
 from rnn_lab.inspect.load import Run, load_run
-from rnn_lab.run.rundir import atomic_write_bytes
 
 log = logging.getLogger("rnn_lab")
 
-DPI = 110
 # One colour per Elman category, fixed so every run's plots agree.
 CATEGORY_COLORS = {
     "NOUN_HUMAN": "#1f77b4",
@@ -38,25 +38,9 @@ CATEGORY_COLORS = {
 }
 
 
-class PlotSkipped(Exception):
-    """The run lacks the data for this plot (the message says which)."""
-
-
 # --------------------------------------------------------------------------------------
 # Shared pieces
 # --------------------------------------------------------------------------------------
-
-
-def _new_figure(width: float, height: float) -> Figure:
-    return Figure(figsize=(width, height), layout="constrained")
-
-
-def save_figure(fig: Figure, path: Path) -> Path:
-    """Render to PNG in memory, then write atomically."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
 
 
 def run_title(run: Run) -> str:

@@ -46,7 +46,10 @@ ANALYSIS_FILE = "analysis.json"
 LOG_FILE = "train.log"
 LOCK_FILE = "run.lock"
 HYDRA_DIR = ".hydra"
-HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")
+HYDRA_CONFIG_FILE = "config.yaml"  # in HYDRA_DIR: the job's composed config
+HYDRA_HYDRA_FILE = "hydra.yaml"  # in HYDRA_DIR: Hydra's own config (choices, overrides)
+HYDRA_OVERRIDES_FILE = "overrides.yaml"  # in HYDRA_DIR: the job's overrides
+HYDRA_FILES = (HYDRA_CONFIG_FILE, HYDRA_HYDRA_FILE, HYDRA_OVERRIDES_FILE)
 # The .hydra files of the run that owns the directory, kept so a refused re-use can put back
 # what Hydra overwrote before the task function could look (see restore_hydra_files).
 HYDRA_ACCEPTED_DIR = "accepted"
@@ -82,6 +85,26 @@ INCOMPLETE = "incomplete"  # summary says running, but nobody is (the job was ki
 DAMAGED = "damaged"  # a file is missing, truncated or unreadable; the reason is recorded
 CONFLICT = "conflict"  # a job refused to reuse a directory that belongs to another run
 COLLECT_STATUSES = (OK, DIVERGED, FAILED, INTERRUPTED, INCOMPLETE, DAMAGED, CONFLICT)
+# The fields the trainer writes into summary.json (docs/run_directory.md); analysis scalars
+# merged into a summary never overwrite them.
+TRAINER_SUMMARY_KEYS = (
+    "status",
+    "run_id",
+    "steps",
+    "steps_done",
+    "final_loss",
+    "val_loss",
+    "best_val_loss",
+    "bits_per_char",
+    "val_bits_per_char",
+    "spectral_radius",
+    "final_grad_norm",
+    "wall_time_s",
+    "steps_per_s",
+    "sample",
+    "error",
+    "signal",
+)
 # A run that ended and needs no more training (with the same identity and steps).
 FINISHED_STATUSES = (OK, DIVERGED)
 
@@ -219,8 +242,8 @@ def write_summary(run_dir: str | Path, summary: dict) -> dict:
     out = dict(summary)
     analysis = read_json_or_none(run_dir / ANALYSIS_FILE)
     if isinstance(analysis, dict) and analysis_matches(analysis, out):
-        for k, v in analysis_scalars(analysis).items():
-            out.setdefault(k, v)
+        scalars = analysis_scalars(analysis)
+        out.update({k: v for k, v in scalars.items() if k not in TRAINER_SUMMARY_KEYS})
     atomic_write_json(run_dir / SUMMARY_FILE, out)
     return out
 
@@ -228,8 +251,7 @@ def write_summary(run_dir: str | Path, summary: dict) -> dict:
 def analysis_matches(analysis: dict, summary: dict) -> bool:
     """An analysis belongs to a summary when both name the same run and the same step."""
     return (
-        summary.get("status") == OK
-        and analysis.get("run_id") is not None
+        analysis.get("run_id") is not None
         and analysis.get("run_id") == summary.get("run_id")
         and analysis.get("steps_done") == summary.get("steps_done")
     )
@@ -379,7 +401,9 @@ def file_lock(path: str | Path, what: str) -> Iterator[None]:
             if e.errno not in (errno.EAGAIN, errno.EACCES):
                 raise
             holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "unknown"
-            raise LockHeld(f"{what} {path.parent} is in use by another process ({holder})") from None
+            raise LockHeld(
+                f"{what} {path.parent} is in use by another process ({holder})"
+            ) from None
         note = json.dumps(
             {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%H:%M:%S")}
         )

@@ -46,6 +46,10 @@ class Int:
             raise _bad(key, v, f"must be an integer >= {self.minimum}{self.note}")
         return int(v)
 
+    def bad_examples(self) -> list:
+        """Values this check must refuse (the refusal test generates them)."""
+        return [self.minimum - 1, 1.5, "x", True, math.nan]
+
 
 @dataclass(frozen=True)
 class Num:
@@ -79,11 +83,16 @@ class Num:
         return out
 
 
-def _int_bad_examples(check: Int) -> list:
-    return [check.minimum - 1, 1.5, "x", True, math.nan]
+@dataclass(frozen=True)
+class ZeroOrInt(Int):
+    """0 (the feature is off) or an integer >= minimum."""
 
-
-Int.bad_examples = _int_bad_examples  # type: ignore[attr-defined]
+    def __call__(self, key: str, v):
+        if isinstance(v, int | np.integer) and not isinstance(v, bool) and v == 0:
+            return 0
+        if not isinstance(v, int | np.integer) or isinstance(v, bool) or v < self.minimum:
+            raise _bad(key, v, f"must be 0 (all of it) or an integer >= {self.minimum}")
+        return int(v)
 
 
 @dataclass(frozen=True)
@@ -147,7 +156,7 @@ class TrainSettings:
     )
     val_interval: int = _key(500, "validation loss every N steps; 0 = only at the end", Int(0))
     val_max_chars: int = _key(
-        0, "validate on at most this many characters of the split; 0 = all of it", Int(0)
+        0, "validate on at most this many characters of the split; 0 = all of it", ZeroOrInt(2)
     )
     temperature: float = _key(1.0, "sampling temperature; 0 = argmax", Num(0, note=" (0 = argmax)"))
     freeze_whh: bool = _key(False, "true: W_hh is never trained (reservoir / echo state)", Bool())

@@ -1,16 +1,26 @@
 """Collect a sweep's run directories into one pandas table, one row per run.
 
-The only input is what docs/run_directory.md says a run directory holds (``.hydra/*.yaml``,
-``summary.json``, ``history.csv``, ``diagnostics.npz``); this module never imports the engine
-or the trainer, so a table can be built from a sweep copied off another machine.
+The only input is what docs/run_directory.md says a run directory holds, read through
+``rnn_lab.run.rundir`` (its names and readers) and checked with
+``rnn_lab.run.integrity.verify_run_dir``; this module never imports the engine or the training
+loop, so a table can be built from a sweep copied off another machine.
 
-A damaged directory (unparseable JSON/YAML, missing config) is reported in
-``df.attrs["warnings"]`` and in the log, and skipped: one bad run never stops a collection.
+What can go wrong is reported, never fatal, and never silently dropped:
+
+- a run whose files do not hold up (summary.json unparseable, checkpoint.npz truncated,
+  history.csv cut short, ...) is a row with status ``damaged`` and the reasons in ``error``;
+- a job refused because its folder belongs to another run (recorded in the sweep by
+  ``rundir.record_conflict``) is a row with status ``conflict``;
+- a run whose summary says ``running`` after the sweep (its job was killed), or that never
+  wrote a summary, is ``incomplete``;
+- a directory whose .hydra config cannot be read (so not even its grid cell is known) is
+  skipped and listed in ``df.attrs["warnings"]`` and in the log.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import functools
 import io
 import json
@@ -26,30 +36,48 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from rnn_lab.run.rundir import atomic_write_bytes, atomic_write_text
+from rnn_lab.run.integrity import verify_run_dir
+from rnn_lab.run.rundir import (
+    ANALYSIS_FILE,
+    COLLECT_STATUSES,
+    CONFLICT,
+    DAMAGED,
+    DIAGNOSTICS_FILE,
+    HISTORY_FILE,
+    HYDRA_CONFIG_FILE,
+    HYDRA_DIR,
+    HYDRA_HYDRA_FILE,
+    HYDRA_OVERRIDES_FILE,
+    INCOMPLETE,
+    MULTIRUN_FILE,
+    RESULTS_CSV,
+    RESULTS_PARQUET,
+    RUNNING,
+    SUMMARY_FILE,
+    SWEEP_INTERRUPTED_FILE,
+    SWEEP_STATE_DIR,
+    RunDirError,
+    analysis_matches,
+    analysis_scalars,
+    atomic_write_bytes,
+    atomic_write_text,
+    read_conflicts,
+    read_history_rows,
+    read_json,
+    read_npz,
+    sweep_state_dir,
+)
 
 log = logging.getLogger(__name__)
 
-SUMMARY_FILE = "summary.json"
-ANALYSIS_FILE = "analysis.json"
-HISTORY_FILE = "history.csv"
-DIAGNOSTICS_FILE = "diagnostics.npz"
-HYDRA_SUBDIR = ".hydra"
-MULTIRUN_FILE = "multirun.yaml"
-RESULTS_CSV = "results.csv"
-RESULTS_PARQUET = "results.parquet"
-
-# Directories under a sweep that never hold runs; not walking them keeps big sweeps fast.
-NOT_RUN_DIRS = {HYDRA_SUBDIR, "plots", "__pycache__", ".git", ".ipynb_checkpoints"}
-
-# summary.json statuses mapped to the status the table reports. A "running" summary read after
-# the sweep is over belongs to a job that was cut off, so it is reported as incomplete.
-STATUS_ALIASES = {"running": "incomplete"}
+# Directories under a sweep that never hold runs; not walking them keeps big sweeps fast (Ray
+# keeps its session files under the sweep).
+NOT_RUN_DIRS = {HYDRA_DIR, SWEEP_STATE_DIR, ".ray_tmp", "__pycache__", ".git", ".ipynb_checkpoints"}
 
 # Columns every results table has, in this order, ahead of the varying config keys and metrics.
 LEADING_COLUMNS = ["path", "arm"]
 # Summary fields that are text, kept at the end of the table.
-TEXT_SUMMARY_FIELDS = ["error", "sample"]
+TEXT_SUMMARY_FIELDS = ["run_id", "error", "sample"]
 
 try:  # the C loader is several times faster on Hydra's long hydra.yaml
     _YamlLoader = yaml.CSafeLoader
@@ -69,9 +97,10 @@ class RunRecord:
     config: dict  # flattened .hydra/config.yaml: dotted key -> scalar (lists as JSON text)
     choices: dict  # hydra.runtime.choices without hydra/* groups
     overrides: list[str]  # .hydra/overrides.yaml
-    summary: dict  # flattened summary.json (+ analysis.json), or {} when absent
+    summary: dict  # flattened summary.json (+ analysis.json), or {} when absent or unreadable
     hydra: dict = field(default_factory=dict)  # the parts of hydra.yaml the report uses
     study: dict | None = None  # the config's `study` node, unflattened
+    problems: list[str] = field(default_factory=list)  # verify_run_dir's reasons ([] = sound)
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -227,7 +256,7 @@ def find_run_dirs(sweep_dir: str | Path) -> list[Path]:
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
-        if SUMMARY_FILE in filenames or HYDRA_SUBDIR in dirnames:
+        if SUMMARY_FILE in filenames or HYDRA_DIR in dirnames:
             found.append(here)
             dirnames[:] = []
             continue
@@ -241,79 +270,77 @@ def find_run_dirs(sweep_dir: str | Path) -> list[Path]:
 
 
 def read_run(run_dir: str | Path) -> RunRecord:
-    """Read one run directory; raise DamagedRunDir (with the file and reason) if unusable."""
+    """Read one run directory. Raise DamagedRunDir (with the file and reason) when its .hydra
+    config is unusable; damage to the run's own files is recorded in `problems` instead."""
     run_dir = Path(run_dir)
-    hydra_dir = run_dir / HYDRA_SUBDIR
-
-    config_path = hydra_dir / "config.yaml"
-    if not config_path.exists():
-        raise DamagedRunDir(f"missing {HYDRA_SUBDIR}/config.yaml")
-    try:
-        config = _load_yaml(config_path)
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise DamagedRunDir(f"unparseable {HYDRA_SUBDIR}/config.yaml ({_one_line(e)})") from None
+    hydra_dir = run_dir / HYDRA_DIR
+    config = _read_yaml_file(hydra_dir / HYDRA_CONFIG_FILE, required=True)
     if not isinstance(config, dict) or not config:
-        raise DamagedRunDir(f"{HYDRA_SUBDIR}/config.yaml is not a mapping (truncated?)")
+        raise DamagedRunDir(f"{HYDRA_DIR}/{HYDRA_CONFIG_FILE} is not a mapping (truncated?)")
 
     hydra_info: dict = {}
-    choices: dict = {}
-    hydra_path = hydra_dir / "hydra.yaml"
-    if hydra_path.exists():
-        try:
-            hydra_cfg = _load_yaml(hydra_path)
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
-            raise DamagedRunDir(f"unparseable {HYDRA_SUBDIR}/hydra.yaml ({_one_line(e)})") from None
+    hydra_cfg = _read_yaml_file(hydra_dir / HYDRA_HYDRA_FILE)
+    if hydra_cfg is not None:
         if not isinstance(hydra_cfg, dict) or not isinstance(hydra_cfg.get("hydra"), dict):
-            raise DamagedRunDir(f"{HYDRA_SUBDIR}/hydra.yaml has no `hydra` node (truncated?)")
+            raise DamagedRunDir(f"{HYDRA_DIR}/{HYDRA_HYDRA_FILE} has no `hydra` node (truncated?)")
         hydra_info = _hydra_info(hydra_cfg["hydra"])
-        choices = hydra_info.get("choices", {})
 
-    overrides: list[str] = []
-    overrides_path = hydra_dir / "overrides.yaml"
-    if overrides_path.exists():
-        try:
-            loaded = _load_yaml(overrides_path)
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
-            raise DamagedRunDir(
-                f"unparseable {HYDRA_SUBDIR}/overrides.yaml ({_one_line(e)})"
-            ) from None
-        overrides = [str(o) for o in loaded] if isinstance(loaded, list) else []
+    loaded = _read_yaml_file(hydra_dir / HYDRA_OVERRIDES_FILE)
+    overrides = [str(o) for o in loaded] if isinstance(loaded, list) else []
 
-    summary: dict = {}
-    summary_path = run_dir / SUMMARY_FILE
-    if summary_path.exists():
-        summary = _read_json_mapping(summary_path)
-        analysis_path = run_dir / ANALYSIS_FILE
-        if analysis_path.exists():
-            # analysis.json is normally merged into summary.json already; fill in what is not.
-            try:
-                for k, v in _read_json_mapping(analysis_path).items():
-                    # Scalars only: analysis.json also holds curves, texts and coordinates.
-                    if v is None or isinstance(v, bool | int | float | str) and len(str(v)) < 200:
-                        summary.setdefault(k, v)
-            except DamagedRunDir as e:
-                log.warning("%s: ignoring %s (%s)", run_dir, ANALYSIS_FILE, e)
-
+    summary, problems = _read_summary(run_dir)
     study = config.get("study") if isinstance(config.get("study"), dict) else None
     return RunRecord(
         path=run_dir,
         config=flatten(config),
-        choices=choices,
+        choices=hydra_info.get("choices", {}),
         overrides=overrides,
         summary=flatten(summary),
         hydra=hydra_info,
         study=study,
+        problems=problems,
     )
 
 
-def _read_json_mapping(path: Path) -> dict:
+def _read_yaml_file(path: Path, required: bool = False):
+    """A .hydra file parsed; None when absent and not required; DamagedRunDir otherwise."""
+    name = f"{HYDRA_DIR}/{path.name}"
+    if not path.exists():
+        if required:
+            raise DamagedRunDir(f"missing {name}")
+        return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DamagedRunDir(f"unparseable {path.name} ({_one_line(e)})") from None
-    if not isinstance(data, dict):
-        raise DamagedRunDir(f"{path.name} is not a JSON object")
-    return data
+        return _load_yaml(path)
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise DamagedRunDir(f"unparseable {name} ({_one_line(e)})") from None
+
+
+def _read_summary(run_dir: Path) -> tuple[dict, list[str]]:
+    """summary.json (plus the scalars of this run's own analysis.json) and what is damaged.
+
+    No summary.json at all is no damage: the job was cut off before the trainer started, and
+    the run counts as incomplete. An unreadable summary gives {} and the reason.
+    """
+    if not (run_dir / SUMMARY_FILE).exists():
+        return {}, []
+    problems = verify_run_dir(run_dir)
+    summary = _json_object_or_empty(run_dir / SUMMARY_FILE)
+    # summary.json normally has the analysis merged already; fill in what it lacks, but only
+    # from an analysis of this very run (an older run's analysis.json may still lie there).
+    analysis = _json_object_or_empty(run_dir / ANALYSIS_FILE)
+    if summary and analysis and analysis_matches(analysis, summary):
+        for k, v in analysis_scalars(analysis).items():
+            summary.setdefault(k, v)
+    return summary, problems
+
+
+def _json_object_or_empty(path: Path) -> dict:
+    """The JSON object at path, or {} when absent or unusable (verify_run_dir says why)."""
+    try:
+        data = read_json(path)
+    except (OSError, ValueError, UnicodeDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _one_line(e: Exception) -> str:
@@ -331,13 +358,10 @@ def _hydra_info(h: dict) -> dict:
     }
     return {
         "choices": choices,
-        "job_name": job.get("name"),
         "config_name": job.get("config_name"),
-        "override_dirname": job.get("override_dirname"),
         "sweeper_params": dict(sweeper.get("params") or {}),
         "task_overrides": list(overrides.get("task") or []),
         "hydra_overrides": list(overrides.get("hydra") or []),
-        "mode": h.get("mode"),
     }
 
 
@@ -429,20 +453,51 @@ class _Shared:
 
 
 def collect(sweep_dir: str | Path, write: bool = True) -> pd.DataFrame:
-    """One row per run directory under sweep_dir; writes results.csv (+ .parquet) if `write`.
+    """One row per run directory under sweep_dir (and per job refused with a conflict);
+    writes results.csv (+ .parquet) if `write`.
 
     Columns: `path` (relative to sweep_dir), `arm` (label of the varying non-seed keys), the
-    arm keys, `seed`, `status`, `steps_done`, every other config key that varies across runs,
-    then every scalar metric of summary.json (analysis metrics included), `error`, `sample`.
+    arm keys, `seed`, `status` (one of rundir.COLLECT_STATUSES, or whatever unknown status a
+    summary names), `steps_done`, every other config key that varies across runs, then every
+    scalar metric of summary.json (analysis metrics included), `run_id`, `error` (for a
+    damaged run, what is wrong with which file), `sample`.
 
     `df.attrs` carries what the statistics and the report need beyond the table:
     `warnings` (list of {"path", "reason"} for skipped directories), `arm_keys`, `grid`
-    (declared grid, key -> values), `constant_config`, `study`, `hydra` (job name, overrides
-    for the reproduce command), `sweep_dir`.
+    (declared grid, key -> values), `constant_config`, `study`, `hydra` (overrides for the
+    reproduce command), `sweep_dir`, `from_multirun_yaml`, and `sweep_interrupted` (None, or
+    what the sweep recorded when a signal stopped it, see read_sweep_interrupted).
     """
     sweep_dir = Path(sweep_dir)
-    warnings: list[dict] = []
+    runs, warnings = _read_runs(sweep_dir)
+    sweep_info = read_multirun_yaml(sweep_dir)
+    if not sweep_info and runs:
+        sweep_info = dict(runs[0].hydra)
+        sweep_info["task_overrides"] = []  # a job's overrides are its cell, not the sweep
+    grid = declared_grid(sweep_info, runs)
+
+    df, arm_keys, constant = _build_table(runs, sweep_dir, grid, read_conflicts(sweep_dir))
+    study = next((r.study for r in runs if r.study), None) or sweep_info.get("study")
+    df.attrs.update(
+        warnings=_Shared.wrap(warnings),
+        arm_keys=_Shared.wrap(arm_keys),
+        grid=_Shared.wrap(grid),
+        constant_config=_Shared.wrap(constant),
+        study=_Shared.wrap(study or {}),
+        hydra=_Shared.wrap({k: v for k, v in sweep_info.items() if k != "study"}),
+        sweep_dir=str(sweep_dir),
+        from_multirun_yaml=(sweep_dir / MULTIRUN_FILE).exists(),
+        sweep_interrupted=_Shared.wrap(read_sweep_interrupted(sweep_dir)),
+    )
+    if write and sweep_dir.is_dir():
+        write_results(df, sweep_dir)
+    return df
+
+
+def _read_runs(sweep_dir: Path) -> tuple[list[RunRecord], list[dict]]:
+    """Every readable run under sweep_dir, and a warning for each one that is not."""
     runs: list[RunRecord] = []
+    warnings: list[dict] = []
     for run_dir in find_run_dirs(sweep_dir):
         rel = _relpath(run_dir, sweep_dir)
         try:
@@ -455,28 +510,20 @@ def collect(sweep_dir: str | Path, write: bool = True) -> pd.DataFrame:
         except OSError as e:  # unreadable file, permission, vanished mid-walk
             warnings.append({"path": rel, "reason": f"cannot read ({_one_line(e)})"})
             log.warning("skipping %s: cannot read (%s)", run_dir, e)
+    return runs, warnings
 
-    sweep_info = read_multirun_yaml(sweep_dir)
-    if not sweep_info and runs:
-        sweep_info = dict(runs[0].hydra)
-        sweep_info["task_overrides"] = []  # a job's overrides are its cell, not the sweep
-    grid = declared_grid(sweep_info, runs)
 
-    df, arm_keys, constant = _build_table(runs, sweep_dir, grid)
-    study = next((r.study for r in runs if r.study), None) or sweep_info.get("study")
-    df.attrs.update(
-        warnings=_Shared.wrap(warnings),
-        arm_keys=_Shared.wrap(arm_keys),
-        grid=_Shared.wrap(grid),
-        constant_config=_Shared.wrap(constant),
-        study=_Shared.wrap(study or {}),
-        hydra=_Shared.wrap({k: v for k, v in sweep_info.items() if k != "study"}),
-        sweep_dir=str(sweep_dir),
-        from_multirun_yaml=(sweep_dir / MULTIRUN_FILE).exists(),
-    )
-    if write and sweep_dir.is_dir():
-        write_results(df, sweep_dir)
-    return df
+def read_sweep_interrupted(sweep_dir: str | Path) -> dict | None:
+    """What the sweep recorded when Ctrl-C / SIGTERM stopped it ({"signal", "time", "pid"}),
+    {} when that record is unreadable, None when the sweep was not interrupted."""
+    path = sweep_state_dir(sweep_dir) / SWEEP_INTERRUPTED_FILE
+    if not path.exists():
+        return None
+    try:
+        info = read_json(path)
+    except (OSError, ValueError, UnicodeDecodeError):
+        return {}
+    return info if isinstance(info, dict) else {}
 
 
 def _relpath(path: Path, root: Path) -> str:
@@ -487,24 +534,53 @@ def _relpath(path: Path, root: Path) -> str:
 def _override_hint(run_dir: Path) -> str:
     """Which grid cell a damaged run was, from overrides.yaml if that at least is readable."""
     try:
-        loaded = _load_yaml(run_dir / HYDRA_SUBDIR / "overrides.yaml")
+        loaded = _load_yaml(run_dir / HYDRA_DIR / HYDRA_OVERRIDES_FILE)
         return " ".join(str(o) for o in loaded) if isinstance(loaded, list) else ""
     except Exception:
         return ""
 
 
-def _build_table(runs: list[RunRecord], sweep_dir: Path, grid: dict[str, list[str]]):
+@dataclass
+class _TableKeys:
+    """Which config keys label the arms, which vary, and every key seen."""
+
+    arm_keys: list[str]
+    varying_config: list[str]
+    varying_choices: list[str]
+    config_keys: list[str]
+    choice_keys: list[str]
+
+
+def _build_table(
+    runs: list[RunRecord], sweep_dir: Path, grid: dict[str, list[str]], conflicts: list[dict]
+):
+    keys = _table_keys(runs, grid)
+    extra = list(grid) + keys.varying_choices + keys.varying_config
+    rows = [_run_row(r, sweep_dir, keys.arm_keys, extra) for r in runs]
+    rows += _conflict_rows(conflicts, rows, keys.arm_keys)
+
+    columns = LEADING_COLUMNS + keys.arm_keys + ["seed", "status", "steps_done"]
+    df = pd.DataFrame(rows)
+    if df.empty:
+        df = pd.DataFrame(columns=columns + TEXT_SUMMARY_FIELDS)
+    for c in TEXT_SUMMARY_FIELDS:  # conflict rows alone have no run_id or sample
+        if c not in df.columns:
+            df[c] = None
+    rest = [c for c in df.columns if c not in columns and c not in TEXT_SUMMARY_FIELDS]
+    df = df[columns + rest + TEXT_SUMMARY_FIELDS]
+    df = _sort_runs(df, keys.arm_keys, grid)
+    return df, keys.arm_keys, _constant_config(runs, keys)
+
+
+def _table_keys(runs: list[RunRecord], grid: dict[str, list[str]]) -> _TableKeys:
     config_keys = _ordered_union(r.config for r in runs)
     choice_keys = _ordered_union(r.choices for r in runs)
 
-    def values_of(getter, key):
-        return [getter(r).get(key) for r in runs]
+    def varies(getter, key) -> bool:
+        return len({canonical(getter(r).get(key)) for r in runs}) > 1
 
-    def varies(values) -> bool:
-        return len({canonical(v) for v in values}) > 1
-
-    varying_config = [k for k in config_keys if varies(values_of(lambda r: r.config, k))]
-    varying_choices = [k for k in choice_keys if varies(values_of(lambda r: r.choices, k))]
+    varying_config = [k for k in config_keys if varies(lambda r: r.config, k)]
+    varying_choices = [k for k in choice_keys if varies(lambda r: r.choices, k)]
 
     # A key like init.scale that changes only because the `init` group changed says nothing the
     # group choice does not; it stays a column but is left out of the arm label.
@@ -527,57 +603,131 @@ def _build_table(runs: list[RunRecord], sweep_dir: Path, grid: dict[str, list[st
         if k != "seed" and not k.startswith("study.")
         if not explained_by_choice(k)
     ]
-    arm_keys = list(dict.fromkeys(label_candidates))
+    return _TableKeys(
+        arm_keys=list(dict.fromkeys(label_candidates)),
+        varying_config=varying_config,
+        varying_choices=varying_choices,
+        config_keys=config_keys,
+        choice_keys=choice_keys,
+    )
 
-    def value(r: RunRecord, key: str):
-        if key in r.choices:
-            return r.choices[key]
-        return r.config.get(key)
 
-    rows = []
-    for r in runs:
-        row = {"path": _relpath(r.path, sweep_dir)}
-        arm_values = {k: value(r, k) for k in arm_keys}
-        row["arm"] = arm_label(arm_values)
-        row.update(arm_values)
-        row["seed"] = r.config.get("seed")
-        has_summary = bool(r.summary)
-        status = r.summary.get("status") if has_summary else "incomplete"
-        status = STATUS_ALIASES.get(status, status) if status else "unknown"
-        row["status"] = status
-        row["steps_done"] = r.summary.get("steps_done")
-        for k in grid:
-            row.setdefault(k, value(r, k))
-        for k in varying_choices + varying_config:
-            row.setdefault(k, value(r, k))
-        for k, v in r.summary.items():
-            if k in ("status", "steps_done") or k in TEXT_SUMMARY_FIELDS or k in row:
-                continue
-            if v is None or isinstance(v, bool | int | float | str):
-                row[k] = v
-        for k in TEXT_SUMMARY_FIELDS:
-            row[k] = r.summary.get(k)
-        rows.append(row)
+def _value(r: RunRecord, key: str):
+    """A key's value for one run: the group option Hydra chose, else the config value."""
+    if key in r.choices:
+        return r.choices[key]
+    return r.config.get(key)
 
-    columns = LEADING_COLUMNS + arm_keys + ["seed", "status", "steps_done"]
-    df = pd.DataFrame(rows)
-    if df.empty:
-        df = pd.DataFrame(columns=columns + TEXT_SUMMARY_FIELDS)
-    rest = [c for c in df.columns if c not in columns and c not in TEXT_SUMMARY_FIELDS]
-    df = df[columns + rest + TEXT_SUMMARY_FIELDS]
-    df = _sort_runs(df, arm_keys, grid)
 
+def _run_row(r: RunRecord, sweep_dir: Path, arm_keys: list[str], extra: list[str]) -> dict:
+    row = {"path": _relpath(r.path, sweep_dir)}
+    arm_values = {k: _value(r, k) for k in arm_keys}
+    row["arm"] = arm_label(arm_values)
+    row.update(arm_values)
+    row["seed"] = r.config.get("seed")
+    row["status"], error = _run_status(r)
+    row["steps_done"] = r.summary.get("steps_done")
+    for k in extra:
+        row.setdefault(k, _value(r, k))
+    for k, v in r.summary.items():
+        if k in ("status", "steps_done") or k in TEXT_SUMMARY_FIELDS or k in row:
+            continue
+        if v is None or isinstance(v, bool | int | float | str):
+            row[k] = v
+    for k in TEXT_SUMMARY_FIELDS:
+        row[k] = r.summary.get(k)
+    row["error"] = error
+    return row
+
+
+def _run_status(r: RunRecord) -> tuple[str, str | None]:
+    """(status for the table, text for its error column)."""
+    said = r.summary.get("status")
+    error = r.summary.get("error")
+    if not r.summary and not r.problems:
+        return INCOMPLETE, error  # no summary.json: cut off before the trainer wrote one
+    if said == RUNNING:
+        # Read after its sweep, a run still "running" was killed. Damage found in its files is
+        # why it would have to start over, so it goes into the error column.
+        return INCOMPLETE, "; ".join(r.problems) or error
+    if r.problems:
+        reason = "; ".join(r.problems)
+        if said:
+            reason += f" (its summary says {said}" + (f": {error})" if error else ")")
+        return DAMAGED, reason
+    return (str(said) if said else "unknown"), error
+
+
+def _conflict_rows(conflicts: list[dict], rows: list[dict], arm_keys: list[str]) -> list[dict]:
+    """A row per job the sweep refused because its folder holds another run.
+
+    Hydra names a job's folder after its overrides, so the refused job is the grid cell of the
+    run that owns the folder; without that run, the cell is read from the folder's name.
+    """
+    owners: dict[str, dict] = {}
+    for row in rows:
+        owners.setdefault(row["path"], row)
+    out = []
+    for c in conflicts:
+        if not isinstance(c, dict):
+            continue
+        path = str(c.get("job_dir") or "?")
+        owner = owners.get(path)
+        if owner is not None:
+            cell, seed = {k: owner.get(k) for k in arm_keys}, owner.get("seed")
+        else:
+            cell, seed = _cell_from_path(path, arm_keys)
+        complete = all(k in cell for k in arm_keys)
+        out.append(
+            {
+                "path": path,
+                "arm": arm_label(cell) if complete else "unknown arm",
+                **cell,
+                "seed": seed,
+                "status": CONFLICT,
+                "steps_done": None,
+                "error": c.get("error"),
+            }
+        )
+    return out
+
+
+def _cell_from_path(path: str, arm_keys: list[str]) -> tuple[dict, str | None]:
+    """`activation=relu,init=random/seed=1` -> ({"init": "random", ...}, "1")."""
+    found = {}
+    for part in Path(path).parts:
+        for piece in part.split(","):
+            key, sep, value = piece.partition("=")
+            if sep:
+                found[key] = value
+    return {k: found[k] for k in arm_keys if k in found}, found.get("seed")
+
+
+def _constant_config(runs: list[RunRecord], keys: _TableKeys) -> dict:
+    """Settings shared by every run, for the report (group options by the name chosen)."""
+    if not runs:
+        return {}
+    first = runs[0]
     constant = {}
-    for k in config_keys:
-        if k not in varying_config and k != "study" and not k.startswith("study."):
-            constant[k] = runs[0].config.get(k)
-    for k in choice_keys:
+    for k in keys.config_keys:
+        if k in keys.varying_config or k in keys.varying_choices or k.split(".")[0] == "study":
+            continue
+        value = first.config.get(k)
+        if value is None and k in first.choices:
+            # `launcher` and `experiment` are null placeholders in config.yaml (the schema
+            # needs the key); the option chosen is in Hydra's choices, or none was chosen.
+            value = first.choices[k]
+            if value is None:
+                continue
+        constant[k] = value
+    for k in keys.choice_keys:
+        choice = first.choices.get(k)
+        if k in keys.varying_choices or k in constant or choice is None:
+            continue
         # a group choice is worth listing only when its node has no `name` saying the same
-        choice = runs[0].choices.get(k)
-        same_as_name = canonical(runs[0].config.get(f"{k}.name")) == canonical(choice)
-        if k not in varying_choices and not same_as_name:
-            constant.setdefault(k, choice)
-    return df, arm_keys, constant
+        if canonical(first.config.get(f"{k}.name")) != canonical(choice):
+            constant[k] = choice
+    return constant
 
 
 def _ordered_union(dicts: Iterable[dict]) -> list[str]:
@@ -630,7 +780,7 @@ def write_results(df: pd.DataFrame, sweep_dir: str | Path) -> list[Path]:
         atomic_write_bytes(sweep_dir / RESULTS_PARQUET, buf.getvalue())
         written.append(sweep_dir / RESULTS_PARQUET)
     except Exception as e:  # a column pyarrow cannot type must not lose the CSV
-        log.warning("results.parquet not written: %s", _one_line(e))
+        log.warning("%s not written: %s", RESULTS_PARQUET, _one_line(e))
     return written
 
 
@@ -669,26 +819,26 @@ def load_curves(
 
     Returns columns arm, seed, path, step, <column>; rows where the value is missing or not
     finite are dropped (val_loss is empty on most rows). Runs without history.csv or without
-    the column are skipped with a logged warning; `attrs["skipped"]` lists them.
+    a value in the column are skipped with a logged warning; `attrs["skipped"]` lists them.
     """
     root, rows = _runs_to_read(df, sweep_dir, statuses)
     parts, skipped = [], []
     for _, run in rows.iterrows():
         path = root / run["path"] / HISTORY_FILE
-        try:
-            hist = pd.read_csv(path)
-        except FileNotFoundError:
+        if not path.exists():
             skipped.append({"path": run["path"], "reason": f"no {HISTORY_FILE}"})
             continue
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        try:
+            history = read_history_rows(path)
+        except (ValueError, csv.Error, UnicodeDecodeError, OSError) as e:
             skipped.append({"path": run["path"], "reason": f"unreadable ({_one_line(e)})"})
             continue
-        if column not in hist.columns or "step" not in hist.columns:
+        steps = np.array([h["step"] for h in history if column in h], dtype=float)
+        values = np.array([h[column] for h in history if column in h], dtype=float)
+        if not len(values):
             skipped.append({"path": run["path"], "reason": f"{HISTORY_FILE} has no {column!r}"})
             continue
-        values = pd.to_numeric(hist[column], errors="coerce")
-        steps = pd.to_numeric(hist["step"], errors="coerce")
-        keep = np.isfinite(values) & np.isfinite(steps)
+        keep = np.isfinite(values)
         if not keep.any():
             continue
         parts.append(
@@ -697,8 +847,8 @@ def load_curves(
                     "arm": run["arm"],
                     "seed": run["seed"],
                     "path": run["path"],
-                    "step": steps[keep].astype(int).to_numpy(),
-                    column: values[keep].to_numpy(dtype=float),
+                    "step": steps[keep].astype(int),
+                    column: values[keep],
                 }
             )
         )
@@ -711,12 +861,6 @@ def load_curves(
     )
     out.attrs["skipped"] = skipped
     return out
-
-
-def load_diagnostics(run_dir: str | Path) -> dict[str, np.ndarray]:
-    """All arrays of a run's diagnostics.npz (raises FileNotFoundError / ValueError)."""
-    with np.load(Path(run_dir) / DIAGNOSTICS_FILE, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
 
 
 def load_diagnostic_profile(
@@ -736,19 +880,18 @@ def load_diagnostic_profile(
     parts, skipped = [], []
     for _, run in rows.iterrows():
         path = root / run["path"] / DIAGNOSTICS_FILE
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                if key not in z.files:
-                    skipped.append({"path": run["path"], "reason": f"no {key!r} in npz"})
-                    continue
-                arr = np.asarray(z[key])
-                steps = np.asarray(z["record_step"]) if "record_step" in z.files else None
-        except FileNotFoundError:
+        if not path.exists():
             skipped.append({"path": run["path"], "reason": f"no {DIAGNOSTICS_FILE}"})
             continue
-        except (OSError, ValueError, EOFError) as e:  # zip damaged, pickled object arrays
-            skipped.append({"path": run["path"], "reason": f"unreadable ({_one_line(e)})"})
+        try:
+            arrays = read_npz(path)
+        except RunDirError as e:
+            skipped.append({"path": run["path"], "reason": str(e)})
             continue
+        if key not in arrays:
+            skipped.append({"path": run["path"], "reason": f"no {key!r} in {DIAGNOSTICS_FILE}"})
+            continue
+        arr, steps = np.asarray(arrays[key]), arrays.get("record_step")
         if arr.ndim != 2 or arr.shape[0] == 0:
             skipped.append({"path": run["path"], "reason": f"{key} has shape {arr.shape}"})
             continue
@@ -781,13 +924,20 @@ def load_diagnostic_profile(
 
 
 def status_counts(df: pd.DataFrame) -> dict[str, int]:
-    return {str(k): int(v) for k, v in df["status"].value_counts().items()} if len(df) else {}
+    """Runs per status, in rundir.COLLECT_STATUSES order, then any unknown status."""
+    if not len(df):
+        return {}
+    counts = {str(k): int(v) for k, v in df["status"].value_counts().items()}
+    order = [s for s in COLLECT_STATUSES if s in counts] + sorted(
+        s for s in counts if s not in COLLECT_STATUSES
+    )
+    return {s: counts[s] for s in order}
 
 
 def main_collect(argv: list[str] | None = None) -> int:
     """`rnn-lab collect DIR`: write DIR/results.csv and say where it went."""
     parser = argparse.ArgumentParser(
-        prog="rnn-lab collect", description="Collect a sweep's runs into DIR/results.csv."
+        prog="rnn-lab collect", description=f"Collect a sweep's runs into DIR/{RESULTS_CSV}."
     )
     parser.add_argument("dir", help="sweep directory (e.g. multirun/2024-01-01/12-00-00)")
     args = parser.parse_args(argv)
@@ -798,6 +948,8 @@ def main_collect(argv: list[str] | None = None) -> int:
     df = collect(sweep_dir, write=True)
     counts = ", ".join(f"{n} {s}" for s, n in status_counts(df).items()) or "none"
     print(f"collected {len(df)} runs ({counts}) from {sweep_dir}")
+    for _, run in df[df["status"].isin([DAMAGED, CONFLICT])].iterrows():
+        print(f"  {run['status']} {run['path']}: {run['error']}")
     for w in df.attrs["warnings"]:
         print(f"  skipped {w['path']}: {w['reason']}")
     outputs = [sweep_dir / RESULTS_CSV]

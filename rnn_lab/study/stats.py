@@ -2,7 +2,8 @@
 
 Everything works on the table `rnn_lab.study.collect.collect` returns (one row per run, an `arm`
 column, a `seed` column, a `status` column and metric columns). Runs whose status is not
-`ok` are counted per arm and left out of every mean and test; they are never dropped silently.
+`ok` (failed, diverged, incomplete, damaged, conflict) are counted per arm and left out of
+every mean and test; they are never dropped silently.
 """
 
 from __future__ import annotations
@@ -15,6 +16,16 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from rnn_lab.run.rundir import (
+    CONFLICT,
+    DAMAGED,
+    DIVERGED,
+    FAILED,
+    INCOMPLETE,
+    INTERRUPTED,
+    OK,
+    RUNNING,
+)
 from rnn_lab.study.collect import arm_label, arm_order, canonical
 
 CONFIDENCE = 0.95
@@ -56,13 +67,17 @@ METRIC_UNITS: dict[str, str] = {
 # Status -> the per-arm counter it goes to. Anything not listed (an unknown status) counts as
 # failed, so it is visible rather than lost.
 STATUS_GROUP = {
-    "ok": "ok",
-    "diverged": "diverged",
-    "failed": "failed",
-    "incomplete": "incomplete",
-    "running": "incomplete",
-    "interrupted": "incomplete",
+    OK: "ok",
+    DIVERGED: "diverged",
+    FAILED: "failed",
+    INCOMPLETE: "incomplete",
+    RUNNING: "incomplete",
+    INTERRUPTED: "incomplete",
+    DAMAGED: "damaged",
+    CONFLICT: "conflict",
 }
+# The counters, in the order tables show them.
+STATUS_GROUPS = ("ok", "failed", "diverged", "incomplete", "damaged", "conflict")
 
 
 def metric_direction(metric: str) -> str | None:
@@ -126,8 +141,8 @@ def aggregate(
     """Per arm and metric: run counts by status and mean/std/CI/min/max over ok runs.
 
     Long format, one row per (arm, metric): arm, <arm keys>, metric, n_runs, n_ok, n (ok runs
-    with a finite value), n_failed, n_diverged, n_incomplete, mean, std, ci_low, ci_high, min,
-    max. A metric missing from the table gives rows with n = 0.
+    with a finite value), n_failed, n_diverged, n_incomplete, n_damaged, n_conflict, mean, std,
+    ci_low, ci_high, min, max. A metric missing from the table gives rows with n = 0.
     """
     arm_keys = list(arm_keys if arm_keys is not None else df.attrs.get("arm_keys", []))
     arm_keys = [k for k in arm_keys if k in df.columns]
@@ -135,7 +150,7 @@ def aggregate(
     for arm in arm_order(df):
         runs = df[df["arm"] == arm]
         groups = runs["status"].map(status_group)
-        counts = {g: int((groups == g).sum()) for g in ("ok", "failed", "diverged", "incomplete")}
+        counts = {g: int((groups == g).sum()) for g in STATUS_GROUPS}
         ok = runs[groups == "ok"]
         for metric in metrics:
             values = pd.to_numeric(ok[metric], errors="coerce") if metric in ok else pd.Series([])
@@ -148,9 +163,7 @@ def aggregate(
                     "n_runs": len(runs),
                     "n_ok": counts["ok"],
                     "n": summary["n"],
-                    "n_failed": counts["failed"],
-                    "n_diverged": counts["diverged"],
-                    "n_incomplete": counts["incomplete"],
+                    **{f"n_{g}": counts[g] for g in STATUS_GROUPS[1:]},
                     **{k: summary[k] for k in ("mean", "std", "ci_low", "ci_high", "min", "max")},
                 }
             )
@@ -161,9 +174,7 @@ def aggregate(
         "n_runs",
         "n_ok",
         "n",
-        "n_failed",
-        "n_diverged",
-        "n_incomplete",
+        *(f"n_{g}" for g in STATUS_GROUPS[1:]),
         "mean",
         "std",
         "ci_low",
@@ -178,7 +189,8 @@ def aggregate(
 
 
 def grid_ledger(df: pd.DataFrame, grid: dict[str, list[str]] | None = None) -> pd.DataFrame:
-    """Declared grid cells (arm x seed) that have no run directory in the table.
+    """Declared grid cells (arm x seed) that have no usable run in the table: no run
+    directory at all, or only a damaged one (it has to be run again either way).
 
     `grid` maps an override key (`init`, `seq_len`, `seed`, `optim.momentum`) to its declared
     values (default: `df.attrs["grid"]`). Values are compared canonically (1 == 1.0 == "1").
@@ -193,7 +205,8 @@ def grid_ledger(df: pd.DataFrame, grid: dict[str, list[str]] | None = None) -> p
     arm_keys = [k for k in df.attrs.get("arm_keys", []) if k in keys] or [
         k for k in keys if k != "seed" and len(grid[k]) > 1
     ]
-    present = {tuple(canonical(v) for v in row) for row in df[keys].itertuples(index=False)}
+    usable = df[df["status"] != DAMAGED] if "status" in df else df
+    present = {tuple(canonical(v) for v in row) for row in usable[keys].itertuples(index=False)}
     missing = []
     for cell in itertools.product(*(grid[k] for k in keys)):
         if tuple(canonical(v) for v in cell) in present:

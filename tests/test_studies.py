@@ -1,0 +1,211 @@
+"""Every study in experiments/ composes, declares a coherent `study:` block, and runs end to end.
+
+The studies are found by globbing experiments/, so a new study file is covered without editing
+this file. The real runs keep each study's own grid (one seed, a few dozen steps) and go through
+`rnn-lab study` exactly as a user would, so a study that no longer composes, trains or reports
+fails here rather than after hours of a full run.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from cli_helpers import run_cli
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
+from rnn_lab import CONF_DIR, EXPERIMENTS_DIR
+
+STUDIES = sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
+PRESET = "/study_preset/default"  # the shared settings every study includes (conf/)
+
+# Every job shrunk to a second or less; the study's own grid is kept (minus its seeds). A key the
+# study sweeps is left out of these, since a command-line value would replace the study's grid.
+SHRINK = {
+    "steps": "30",
+    "hidden_size": "8",
+    "data.num_sentences": "40",
+    "analyze": "false",
+}
+# Grid cells expected to diverge at the shrunk size: study -> [{key: value}, ...]. None
+# today: with 30 steps even SGD momentum at lr 0.1 and clip=0 stay finite. A study whose grid
+# holds e.g. a huge lr would list its cells here, and those cells must then be `diverged`.
+EXPECTED_DIVERGED: dict[str, list[dict[str, str]]] = {}
+
+_MISSING = object()
+
+
+def _study_file(name: str) -> dict:
+    return yaml.safe_load((EXPERIMENTS_DIR / f"{name}.yaml").read_text())
+
+
+def _norm(value) -> str:
+    """One spelling per value: the grid says `5` / `false`, results.csv holds 5.0 / False."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return format(float(value), ".12g")
+    text = str(value).strip()
+    try:
+        return format(float(text), ".12g")
+    except ValueError:
+        return text.lower()
+
+
+def _grid(params) -> dict[str, list[str]]:
+    """The study's hydra.sweeper.params expanded with Hydra's own override grammar."""
+    parser = OverridesParser.create()
+    grid = {}
+    for key, value in params.items():
+        override = parser.parse_override(f"{key}={value}")
+        if override.is_sweep_override():
+            grid[key] = list(override.sweep_string_iterator())
+        else:
+            grid[key] = [override.get_value_element_as_str()]
+    return grid
+
+
+def _cells(grid: dict[str, list[str]]) -> list[dict[str, str]]:
+    """Every grid cell with the seed collapsed to one: the arms the report must show."""
+    axes = {k: v for k, v in grid.items() if k != "seed"}
+    return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
+
+
+def _key(cell: dict[str, str]) -> tuple:
+    """A grid cell as a sortable, comparable key (axes in name order)."""
+    return tuple(sorted(cell.items()))
+
+
+def _report_arms(report: str) -> list[str]:
+    """The first column of the report's aggregated results table (one row per arm)."""
+    section = report.split("## Results", 1)[1].split("\n## ", 1)[0]
+    cells = [line.split("|")[1].strip() for line in section.splitlines() if line.startswith("|")]
+    # cells[0] is the header ("arm"), cells[1] the |---| separator, then one row per arm.
+    return [c for c in cells[1:] if set(c) != {"-"}]
+
+
+def _parse_arm(label: str) -> dict[str, str]:
+    """ "clip=5.0, clip_mode=norm" -> {"clip": "5", "clip_mode": "norm"} (normalised)."""
+    if label == "all runs":  # the report's label when nothing but the seed varies
+        return {}
+    return {k: _norm(v) for k, v in (part.split("=", 1) for part in label.split(", "))}
+
+
+# --------------------------------------------------------------------------- composing (fast)
+
+
+def test_studies_exist_and_the_preset_is_not_one():
+    from rnn_lab.app.cli import list_studies
+
+    assert STUDIES, "experiments/ holds no study"
+    assert sorted(list_studies()) == STUDIES
+    assert "default" not in STUDIES and (CONF_DIR / f"{PRESET.strip('/')}.yaml").is_file()
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_study_composes_with_a_coherent_study_block(compose, study):
+    from rnn_lab.study.stats import METRIC_DIRECTION
+
+    # The shared settings come from the preset through the defaults list, never copied in.
+    defaults = _study_file(study).get("defaults") or []
+    assert PRESET in defaults, f"{study}.yaml must include {PRESET} in its defaults list"
+
+    cfg = compose([f"experiment={study}"], return_hydra_config=True)
+    block = cfg.study
+    assert block.name == study
+    assert block.question and str(block.question).strip()
+    metrics = list(block.metrics)
+    assert metrics and all(isinstance(m, str) for m in metrics)
+    # A metric the report does not know is a typo: it would be silently left out of the report.
+    assert set(metrics) <= set(METRIC_DIRECTION), set(metrics) - set(METRIC_DIRECTION)
+
+    params = cfg.hydra.sweeper.params
+    assert params, "a study declares its grid in hydra.sweeper.params"
+    grid = _grid(params)
+    for key, values in grid.items():
+        # A sweep key the config lacks would fail every job (or, with +, silently add a key).
+        assert OmegaConf.select(cfg, key, default=_MISSING) is not _MISSING, (
+            f"{study}: the grid sweeps {key!r}, which is not a config key"
+        )
+        group_dir = CONF_DIR / key
+        if group_dir.is_dir():  # a config group: every value must be one of its options
+            options = {p.stem for p in group_dir.glob("*.yaml")}
+            assert set(values) <= options, f"{study}: {key} has no option {set(values) - options}"
+
+    # The baseline is one arm of the grid, and the axes are grid keys, or nothing is compared.
+    baseline = OmegaConf.to_container(block.baseline)
+    assert baseline, f"{study}: no baseline arm"
+    for key, value in baseline.items():
+        assert key in grid, f"{study}: baseline key {key!r} is not swept"
+        assert _norm(value) in {_norm(v) for v in grid[key]}, f"{study}: baseline {key}={value}"
+    assert set(block.get("axes") or []) <= set(grid)
+    # `rnn-lab study NAME` and `python -m rnn_lab.train -m experiment=NAME` share a folder.
+    assert cfg.hydra.sweep.dir == f"multirun/{study}"
+
+
+# --------------------------------------------------------------------------- running (real)
+
+
+def _run_study(study: str, base: Path) -> dict:
+    grid = _grid(_study_file(study)["hydra"]["sweeper"]["params"])
+    shrink = [f"{k}={v}" for k, v in SHRINK.items() if k not in grid]
+    sweep = base / study
+    proc = run_cli(
+        ["study", study, *shrink, "seed=1", "launcher=basic", f"hydra.sweep.dir={sweep}"],
+        module="rnn_lab.app.cli",
+        timeout=600,
+    )
+    return {"sweep": sweep, "proc": proc, "grid": grid}
+
+
+@pytest.fixture(scope="module")
+def study_runs(tmp_path_factory) -> dict[str, dict]:
+    """Every study run once, two at a time (one per core): a study is one process whose jobs
+    run one after another, so two studies in flight keep both cores busy."""
+    base = tmp_path_factory.mktemp("studies")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {s: pool.submit(_run_study, s, base) for s in STUDIES}
+        return {s: f.result() for s, f in futures.items()}
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_study_runs_tiny_and_reports_every_arm(study_runs, study):
+    run = study_runs[study]
+    sweep, proc, grid = run["sweep"], run["proc"], run["grid"]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (sweep / "report.md").is_file(), f"no report.md\n{proc.stderr[-3000:]}"
+
+    # One row per grid cell (seeds cut to one), each cell exactly once, each `ok`.
+    cells = [_key({k: _norm(v) for k, v in cell.items()}) for cell in _cells(grid)]
+    axes = list(_cells(grid)[0])
+    results = pd.read_csv(sweep / "results.csv")
+    assert len(results) == len(cells), results[["path", "status"]].to_string()
+    diverging = [
+        _key({k: _norm(v) for k, v in c.items()}) for c in EXPECTED_DIVERGED.get(study, [])
+    ]
+    found = []
+    for _, row in results.iterrows():
+        cell = _key({k: _norm(row[k]) for k in axes})
+        found.append(cell)
+        want = "diverged" if cell in diverging else "ok"
+        error = row.get("error")
+        detail = "" if isinstance(error, float) and math.isnan(error) else f": {error}"
+        assert row["status"] == want, f"{study} {cell}: {row['status']}{detail}"
+        assert row["seed"] == 1
+    assert sorted(found) == sorted(cells)
+
+    # The report's arms are exactly the grid's cells (one row each), in no other spelling.
+    report = (sweep / "report.md").read_text()
+    arms = _report_arms(report)
+    # An axis swept over a single value is the same in every arm, so labels leave it out.
+    labelled = [k for k in axes if len(grid[k]) > 1]
+    want_arms = sorted(_key({k: v for k, v in cell if k in labelled}) for cell in cells)
+    assert sorted(_key(_parse_arm(a)) for a in arms) == want_arms, arms
+    assert set(arms) == set(results["arm"])
+    assert f"# Study report: {study}" in report
