@@ -83,10 +83,16 @@ def main_study(argv: list[str]) -> int:
         given = next(o for o in overrides if o.startswith("hydra.sweep.dir="))
         sweep_dir = Path(given.split("=", 1)[1].strip("'\""))
     print(f"rnn-lab study {args.name}: sweep in {sweep_dir}/ (re-run the same command to resume)")
-    code = _hydra_train(["-m", f"experiment={args.name}", *overrides])
+    try:
+        code = _hydra_train(["-m", f"experiment={args.name}", *overrides])
+    except SystemExit as e:
+        if not isinstance(e.code, int) or e.code <= 128:
+            raise  # a refusal (2: the folder is another sweep's) or Hydra's own error exit
+        code = e.code  # 130 / 143: stopped by Ctrl-C / SIGTERM, with the report of what ended
     report = sweep_dir / "report.md"
     if report.exists():
-        print(f"report: {report}")
+        stopped = " (partial: the sweep was stopped; re-run the same command to resume)"
+        print(f"report: {report}{stopped if code > 128 else ''}")
     return code
 
 
