@@ -7,13 +7,13 @@ STAMP := $(VENV)/.installed
 .PHONY: install demo test test-all lint format bench clean
 
 # torch first, pinned to the CPU build served here (any other spec pulls CUDA packages);
-# then the project with every launcher in ONE pip call (installed one by one, the Ray
-# launcher downgrades cloudpickle below what joblib needs).
+# then the project with every launcher, Optuna and MLflow in ONE pip call (installed one by
+# one, the Ray launcher downgrades cloudpickle below what joblib needs).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e ".[dev,launchers]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,launchers,tracking]"
 	touch $(STAMP)
 
 install: $(STAMP)

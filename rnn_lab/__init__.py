@@ -29,3 +29,11 @@ def collect(sweep_dir, **kwargs):
     from rnn_lab.study.collect import collect as _collect
 
     return _collect(sweep_dir, **kwargs)
+
+
+def compare(dirs, metrics=None, **kwargs):
+    """Two or more sweep folders of one grid, arm by arm; see
+    :func:`rnn_lab.study.compare.compare`."""
+    from rnn_lab.study.compare import compare as _compare
+
+    return _compare(dirs, metrics, **kwargs)

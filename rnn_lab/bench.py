@@ -79,7 +79,8 @@ LARGE_CONFIG = BenchConfig("large", hidden_size=256, seq_len=50, batch_size=32, 
 
 class RnnLabLoop:
     """Exactly the trainer's step: rnn_lab.run.step.train_step on a TrainState built the way
-    the trainer builds it (record=false: the step without the diagnostics of record points)."""
+    the trainer builds it, with recording off (no history rows, which would add eigenvalues
+    every 10-100 steps; the trainer with its recording is timed separately in (d))."""
 
     label = "rnn_lab engine"
 
@@ -94,7 +95,12 @@ class RnnLabLoop:
             lr=cfg.lr,
             clip=cfg.clip,
             optim={"name": "sgd", "momentum": cfg.momentum, "dampening": cfg.dampening},
+            # The step alone: no history rows (their eigenvalues) and no validation; the
+            # trainer's recording is timed separately in (d).
             record=False,
+            record_interval=0,
+            record_dense_until=0,
+            val_interval=0,
         )
         task = CharTextTask(text, seq_len=cfg.seq_len, batch_size=cfg.batch_size)
         params = build_params(self.settings, task)

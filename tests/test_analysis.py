@@ -10,15 +10,23 @@ import signal
 import numpy as np
 import pytest
 
-from rnn_lab.core.data import CharTextTask, Vocab, generate_elman_corpus
+from rnn_lab.core.data import CharTextTask, Vocab, generate_elman_corpus, word_category
 from rnn_lab.inspect import analysis
 from rnn_lab.inspect.analysis import (
+    STRUCTURES,
+    adjusted_rand_index,
     analyze_params,
     analyze_run,
+    bootstrap_margin,
+    category_tokens,
+    gradient_fall,
     initial_params,
+    last_letter_rule_correct,
     main_analyze,
     memory_probe,
     nearest_centroid_accuracy,
+    spelling_features,
+    structure_scores,
     vocab_hit_rate,
     word_position_accuracy,
     word_spans,
@@ -137,6 +145,78 @@ def test_nearest_centroid_leaves_the_whole_group_out():
     assert score == pytest.approx(25 / 30)
 
 
+def test_spelling_features_and_the_last_letter_rule():
+    X = spelling_features(["cat", "cat", "cats", "dog"])
+    assert np.allclose(np.linalg.norm(X, axis=1), 1.0)
+    assert np.allclose(X[0], X[1]) and X[0] @ X[2] > X[0] @ X[3]
+    words = np.array(["cat", "cat", "dog", "glass", "runs", "runs", "eats", "sees"])
+    labels = np.array(["N", "N", "N", "N", "V", "V", "V", "V"])
+    # Held out, each word takes the class of the other words with its last letter: the -s
+    # rule, which misplaces "glass" only; a last letter no other word has takes the majority.
+    correct = last_letter_rule_correct(words, labels, words)
+    assert correct.tolist() == [False, False, False, False, True, True, True, True]
+    words[1] = words[0] = "cab"  # "cab" and "dog": no other word ends like them
+    assert last_letter_rule_correct(words[:3], labels[:3], words[:3]).all()
+
+
+def test_structure_scores_tell_learned_structure_from_spelling():
+    rng = np.random.default_rng(0)
+    words = [f"{a}{b}{c}" for a in "bcdfg" for b in "aeiou" for c in "klmnp"][:40]
+    classes = np.array(["A", "B"] * 20)
+    groups = np.repeat(np.array(words), 5)
+    labels = np.repeat(classes, 5)
+    seen = list(groups)
+    spelling = spelling_features(seen)
+    # States that hold the class (plus noise): beyond spelling, whatever the word.
+    learned = np.where(labels[:, None] == "A", 1.0, -1.0) + rng.normal(0, 0.5, (200, 3))
+    s = structure_scores(learned, spelling, seen, labels, groups)
+    assert s["value"] > 0.9 and s["beats_baselines"] and s["margin_ci_low"] > 0
+    assert s["init"] < 0.7 and s["chance"] == 0.5
+    # States that are the spelling itself: no margin, never "beyond".
+    s = structure_scores(spelling, spelling, seen, labels, groups)
+    assert s["margin"] <= 0 and s["beats_baselines"] is False
+    # Without the untrained network there is no verdict.
+    assert structure_scores(learned, None, seen, labels, groups)["beats_baselines"] is None
+
+
+def test_bootstrap_margin_over_word_types():
+    groups = np.repeat(np.arange(20), 10)
+    labels = np.repeat(np.array(["A", "B"]), 100)
+    perfect = np.ones(200, dtype=bool)
+    half = np.repeat(np.arange(20) % 2 == 0, 10)
+    low, high = bootstrap_margin({"trained": perfect, "init": half}, labels, groups)
+    assert 0.2 < low <= high <= 0.5 + 1e-12
+    # No better than a baseline: the margin is never above 0 (max() takes that baseline).
+    low, high = bootstrap_margin({"trained": half, "init": half}, labels, groups)
+    assert low <= high <= 1e-12
+    assert bootstrap_margin({"trained": perfect, "x": half}, labels, groups) == (
+        bootstrap_margin({"trained": perfect, "x": half}, labels, groups)
+    )
+
+
+def test_adjusted_rand_index():
+    assert adjusted_rand_index([0, 0, 1, 1], ["n", "n", "v", "v"]) == pytest.approx(1.0)
+    assert adjusted_rand_index([1, 1, 0, 0], ["n", "n", "v", "v"]) == pytest.approx(1.0)
+    # Each split mixes the classes evenly: no better than chance (below 0 here).
+    assert adjusted_rand_index([0, 1, 0, 1], ["n", "n", "v", "v"]) < 0
+    # One word on the wrong side: 1 pair of 6 disagrees in the contingency sense.
+    ari = adjusted_rand_index([0, 0, 0, 1, 1, 1], ["n", "n", "v", "v", "v", "v"])
+    assert 0 < ari < 1
+
+
+def test_gradient_fall_from_the_recorded_profile():
+    T = 25
+    g = np.vstack([0.8 ** np.arange(T - 1, -1, -1.0) * k for k in (1, 2, 3)])
+    g[1] = 0.5 ** np.arange(T - 1, -1, -1.0)
+    out = gradient_fall({"last_loss_grad_norm": g})
+    assert out["gradient_fall_first"] == pytest.approx(0.8 ** -(T - 1))
+    assert out["gradient_fall_last"] == pytest.approx(0.8 ** -(T - 1))
+    assert out["gradient_fall_median"] == pytest.approx(0.8 ** -(T - 1))
+    assert gradient_fall({}) == {} and gradient_fall({"last_loss_grad_norm": g[:, :1]}) == {}
+    g[0, 0] = 0.0  # a profile that vanished to 0 has no finite fall: left out
+    assert gradient_fall({"last_loss_grad_norm": g})["gradient_fall_first"] is None
+
+
 def test_memory_probe_recovers_a_known_memory():
     """States that hold exactly the last three characters: lags 1 and 2 decode perfectly,
     lag 3 is at chance, so the span is 2."""
@@ -168,6 +248,36 @@ def test_training_builds_category_structure(elman_analysis, untrained_analysis):
     assert a["category_separation_init"] == pytest.approx(u["category_separation"])
     assert a["noun_verb_separation"] > a["noun_verb_chance"] + 0.2
     assert len(a["details"]["categories"]["words"]) >= 30
+
+
+def test_every_structure_metric_has_its_baselines_and_verdict(elman_analysis):
+    a = elman_analysis
+    for spec in STRUCTURES:
+        m = spec.name
+        for key in (m, f"{m}_init", f"{m}_spelling", spec.chance_name):
+            assert 0.0 <= a[key] <= 1.0, key
+        best = max(a[f"{m}_init"], a[f"{m}_spelling"], a[spec.chance_name])
+        assert a[f"{m}_margin"] == pytest.approx(a[m] - best)
+        assert a[f"{m}_margin_ci_low"] <= a[f"{m}_margin_ci_high"]
+        assert a[f"{m}_beats_baselines"] == (a[f"{m}_margin_ci_low"] > 0)
+        detail = a["details"]["structures"][m]
+        assert detail["spelling"] == max(detail["spelling_ngram"], detail["spelling_last_letter"])
+    assert -1.0 <= a["dendrogram_noun_verb_ari"] <= 1.0
+    assert {"dendrogram_noun_verb_ari_init", "dendrogram_noun_verb_ari_spelling"} <= set(a)
+    assert len(a["details"]["categories"]["top_split"]) == 2
+
+
+def test_noun_verb_is_read_before_the_s_that_gives_it_away(elman_analysis):
+    """On whole words an "ends in -s" rule nearly solves noun vs verb; on what the network has
+    read before the last letter, spelling is far from it, and that is the baseline used."""
+    tokens = category_tokens(generate_elman_corpus())
+    words = np.array([w for w, _, _ in tokens])
+    coarse = np.array([word_category(w).split("_")[0] for w in words])
+    assert last_letter_rule_correct(words, coarse, words).mean() > 0.98
+    assert elman_analysis["noun_verb_separation_spelling"] < 0.9
+    assert elman_analysis["details"]["structures"]["noun_verb_separation"]["state"] == (
+        "before_last"
+    )
 
 
 def test_untrained_network_remembers_the_last_character(untrained_analysis):
@@ -211,6 +321,7 @@ def test_analyze_run_writes_and_merges(tmp_path):
         assert on_disk[key] == value
     for key in ("vocab_hit_rate", "category_separation", "memory_span", "analysis_step"):
         assert on_disk[key] == written[key]
+    assert "gradient_fall_median" not in written  # record=false: no profile to measure
     assert "details" not in on_disk and "notes" not in on_disk  # scalars only
     assert written["analysis_step"] == TINY["steps"]
     assert not list(run_dir.glob("*.png"))
@@ -340,3 +451,13 @@ def test_main_analyze_ok(tmp_path, capsys):
     assert "vocab_hit_rate" in out and "memory_span" in out
     assert (run_dir / "analysis.json").exists()
     assert not list(run_dir.glob("*.png"))
+
+
+def test_gradient_fall_is_measured_on_a_recorded_run(tmp_path):
+    run_dir = tmp_path / "run"
+    train(TrainSettings(**{**TINY, "record": True, "record_interval": 10}), run_dir)
+    merged = analyze_run(run_dir, plots=False)
+    with np.load(run_dir / "diagnostics.npz") as z:
+        g = z["last_loss_grad_norm"]
+    assert merged["gradient_fall_median"] == pytest.approx(float(np.median(g[:, -1] / g[:, 0])))
+    assert merged["gradient_fall_first"] == pytest.approx(float(g[0, -1] / g[0, 0]))

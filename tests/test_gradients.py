@@ -4,6 +4,9 @@ Every init x activation x freeze_whh, with a non-zero carried h_0, for B = 1 and
 the input embedding on and off. Sizes are tiny (V = 7, H = 5, T = 6) so the whole grid runs
 in seconds. The torch reference is written independently of the engine: a plain loop over
 time on one-hot inputs (F.one_hot), loss = sum over t of the cross-entropy averaged over B.
+Each sequence task (copy, adding, memory_capacity) gets the same two checks on its own
+batches, loss and mask, for every activation: a whole sequence from h = 0 and a later chunk
+of a sequence cut by seq_len (h carried in from the chunk before).
 """
 
 from __future__ import annotations
@@ -20,13 +23,18 @@ from rnn_lab.core.inits import INITS, init_params
 from rnn_lab.core.losses import softmax_cross_entropy, squared_error
 
 V, H, T, D = 7, 5, 6, 4  # vocabulary, hidden units, chunk length, embedding width
-ACTIVATIONS = ("tanh", "relu", "sigmoid")
+ACTIVATIONS = ("tanh", "relu", "sigmoid", "linear")
 FD_EPS = 1e-5
 FD_TOL = 1e-6  # relative error, centred differences in float64
 AUTOGRAD_TOL = 1e-9  # relative error, the same float64 computation done another way
 RELU_MARGIN = 1e-3  # no pre-activation this close to relu's kink (FD steps are ~1e-5)
 
-TORCH_ACT = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid}
+TORCH_ACT = {
+    "tanh": torch.tanh,
+    "relu": torch.relu,
+    "sigmoid": torch.sigmoid,
+    "linear": lambda a: a,
+}
 
 
 def rel_err(a, b) -> float:
@@ -368,3 +376,96 @@ def test_unknown_clip_mode_is_rejected(chunk):
     params, inputs, targets, h0, _ = chunk
     with pytest.raises(ValueError, match="clip_mode"):
         engine_loss_and_grads(params, inputs, targets, h0, "tanh", clip=1e-3, clip_mode="sign")
+
+
+# --------------------------------------------------------------------------------------
+# The sequence tasks: their batches, losses and masks through the engine
+# --------------------------------------------------------------------------------------
+
+TASK_CASES = {
+    "copy": {"name": "copy", "length": 2, "symbols": 3, "delay": 3},  # 7 steps, D = 5, O = 4
+    "adding": {"name": "adding", "length": 7},  # D = 2, O = 1, loss at the last step only
+    "memory_capacity": {"name": "memory_capacity", "length": 7, "max_delay": 2},  # O = 2
+}
+
+
+def task_case(name: str, activation: str, chunked: bool):
+    """Parameters, a batch of 3 sequences of the task and h_0: the whole sequence from 0, or
+    (chunked) its last chunk of seq_len 4 with h carried from the first chunk."""
+    from rnn_lab.core.tasks import make_sequence_task
+
+    task = make_sequence_task(TASK_CASES[name], 4 if chunked else 7, 3)
+    first = task.next_batch()
+    for attempt in range(50):
+        rng = np.random.default_rng([attempt, len(name)])
+        params = init_params(task.input_size, H, task.output_size, init="xavier", seed=attempt)
+        params.b_h[:] = rng.normal(0.0, 0.3, H)
+        params.b_y[:] = rng.normal(0.0, 0.3, task.output_size)
+        h0 = np.zeros((3, H))
+        batch = first
+        if chunked:
+            h0 = engine.forward(params, first.inputs, h0, activation).h_last
+            batch = task.next_batch()
+            assert not batch.reset_h and batch.inputs.shape[0] == 3
+        cache = engine.forward(params, batch.inputs, h0, activation)
+        if activation != "relu" or np.abs(pre_activations(params, cache)).min() > RELU_MARGIN:
+            return task, params, batch, h0
+    raise AssertionError("no draw kept relu's pre-activations away from 0")
+
+
+def task_engine_loss(task, params, batch, h0, activation):
+    from rnn_lab.core.losses import get_loss
+
+    cache = engine.forward(params, batch.inputs, h0, activation)
+    loss, dout, _ = get_loss(task.loss_name)(cache.logits, batch.targets, batch.mask)
+    return loss, cache, dout
+
+
+def task_torch_reference(task, params, batch, h0, activation):
+    """The task's loss by autograd: one-hot or real inputs, CE summed over the steps (copy)
+    or the masked squared error averaged over outputs (adding, memory_capacity), / B."""
+    w = {n: torch.tensor(a, requires_grad=True) for n, a in params.arrays().items()}
+    if task.index_inputs:
+        x = F.one_hot(torch.as_tensor(batch.inputs), task.input_size).to(torch.float64)
+    else:
+        x = torch.tensor(batch.inputs)
+    h, B = torch.tensor(h0), batch.inputs.shape[1]
+    loss = torch.zeros((), dtype=torch.float64)
+    for t in range(batch.inputs.shape[0]):
+        h = TORCH_ACT[activation](x[t] @ w["W_xh"].T + h @ w["W_hh"].T + w["b_h"])
+        out = h @ w["W_hy"].T + w["b_y"]
+        if task.loss_name == "cross_entropy":
+            loss = loss + F.cross_entropy(out, torch.as_tensor(batch.targets[t]))
+        else:
+            err = ((out - torch.tensor(batch.targets[t])) ** 2).mean(dim=1)
+            loss = loss + (err * torch.tensor(batch.mask[t])).sum() / B
+    loss.backward()
+    return float(loss.detach()), {n: v.grad.numpy() for n, v in w.items()}
+
+
+TASK_GRID = list(itertools.product(sorted(TASK_CASES), ACTIVATIONS, (False, True)))
+TASK_IDS = [f"{n}-{a}-{'chunk' if c else 'whole'}" for n, a, c in TASK_GRID]
+
+
+@pytest.mark.parametrize(("name", "activation", "chunked"), TASK_GRID, ids=TASK_IDS)
+def test_task_gradients_match_torch_autograd_and_finite_differences(name, activation, chunked):
+    task, params, batch, h0 = task_case(name, activation, chunked)
+    loss, cache, dout = task_engine_loss(task, params, batch, h0, activation)
+    grads = engine.backward(params, cache, dout, activation)
+    ref_loss, ref_grads = task_torch_reference(task, params, batch, h0, activation)
+    assert loss > 0 and abs(loss - ref_loss) <= AUTOGRAD_TOL * abs(ref_loss)
+    for n in engine.PARAM_NAMES:
+        err = rel_err(grads.grads[n], ref_grads[n])
+        assert err < AUTOGRAD_TOL, f"{n}: relative error {err:.2e} against autograd"
+    for n, array in params.arrays().items():
+        numeric = np.zeros_like(array)
+        for idx in np.ndindex(array.shape):
+            saved = array[idx]
+            array[idx] = saved + FD_EPS
+            up = task_engine_loss(task, params, batch, h0, activation)[0]
+            array[idx] = saved - FD_EPS
+            down = task_engine_loss(task, params, batch, h0, activation)[0]
+            array[idx] = saved
+            numeric[idx] = (up - down) / (2 * FD_EPS)
+        err = rel_err(grads.grads[n], numeric)
+        assert err < FD_TOL, f"{n}: relative error {err:.2e} against finite differences"

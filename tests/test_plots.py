@@ -13,6 +13,7 @@ from rnn_lab.inspect.load import load_run
 from rnn_lab.inspect.plots import (
     PLOTS,
     PlotSkipped,
+    _category_scores,
     place_labels,
     plot_gradient_profile,
     plot_memory_probe,
@@ -103,3 +104,23 @@ def test_place_labels_separates_labels_on_one_point():
     for i in range(len(boxes)):
         for j in range(i + 1, len(boxes)):
             assert not boxes[i].overlaps(boxes[j]), (words[i], words[j])
+
+
+def test_category_title_says_whether_the_structure_beats_its_baselines():
+    class FakeRun:
+        analysis = {
+            "category_separation": 0.56,
+            "category_chance": 0.34,
+            "category_separation_init": 0.29,
+            "category_separation_spelling": 0.50,
+            "category_separation_beats_baselines": False,
+            "dendrogram_noun_verb_ari": 0.27,
+        }
+
+    title = _category_scores(FakeRun)
+    assert "separation 0.56 (chance 0.34, untrained 0.29, spelling 0.50" in title
+    assert "not beyond them" in title and "adjusted Rand 0.27" in title
+    FakeRun.analysis = {**FakeRun.analysis, "category_separation_beats_baselines": True}
+    assert ": beyond them" in _category_scores(FakeRun)
+    FakeRun.analysis = {}
+    assert _category_scores(FakeRun) == ""

@@ -371,3 +371,95 @@ def test_sweep_failures_are_read_from_results_csv_not_from_words_of_the_report(t
     assert "failed" in text and "diverged" in text
     assert set(pd.read_csv(ok_only / "results.csv")["status"]) == {"ok"}
     assert "None: every collected run finished with status ok." in text
+
+
+# --------------------------------------------------------------------------- figures at a glance
+
+
+def _captured_figure(monkeypatch):
+    """Make the figures module hand back the Figure it would save (the axes can be read)."""
+    import rnn_lab.study.figures as figures
+
+    captured = {}
+
+    def keep(fig, out):
+        captured["fig"] = fig
+        return Path(out)
+
+    monkeypatch.setattr(figures, "save_figure", keep)
+    return captured
+
+
+def test_one_early_spike_does_not_flatten_the_loss_axis():
+    from rnn_lab.inspect.figure_io import new_figure
+    from rnn_lab.study.figures import _clipped_label, _robust_ylim
+
+    steps = np.arange(10, 1510, 10)
+    means = 3.2 * np.exp(-steps / 600) + 1.0  # 4.1 at the start, down to 1.26
+    spiked = means.copy()
+    spiked[1] = 51.0  # one seed's spike at step 20 pulls its arm's mean up
+    ax = new_figure(4, 3).subplots()
+    top = _robust_ylim(ax, steps, spiked, firsts=[means[0]], floor=0.0)
+    low, high = ax.get_ylim()
+    assert top == high and high < 5  # not 51
+    assert low <= means.min() and high >= means[0]  # every later mean and the start in view
+    assert "clipped at" in _clipped_label("loss (nats/char)", top)
+    # without a spike nothing is clipped and the label says nothing more
+    ax = new_figure(4, 3).subplots()
+    assert _robust_ylim(ax, steps, means, firsts=[means[0]], floor=0.0) is None
+    assert _clipped_label("loss (nats/char)", None) == "loss (nats/char)"
+
+
+def test_spectral_radius_of_few_seeds_draws_each_seed_not_a_band(sweep, monkeypatch):
+    from rnn_lab.study.collect import collect
+    from rnn_lab.study.figures import arm_colors, plot_spectral_radius
+
+    root, _ = sweep
+    df = collect(root, write=False)
+    captured = _captured_figure(monkeypatch)
+    plot_spectral_radius(df, root / "x.png", arm_colors(list(pd.unique(df["arm"]))))
+    ax = captured["fig"].axes[0]
+    ok = df[df["status"] == "ok"]
+    thin = [ln for ln in ax.lines if ln.get_linewidth() < 1]
+    bold = [ln for ln in ax.lines if ln.get_linewidth() >= 2]
+    assert len(thin) == len(ok)  # one line per ok seed
+    assert len(bold) == ok["arm"].nunique()  # one mean per arm
+    assert not ax.collections  # no bands
+    assert "thin lines: each seed" in ax.get_title()
+
+
+def test_gradient_profiles_of_different_seq_len_are_normalised_and_aligned_by_lag(
+    tmp_path, monkeypatch
+):
+    from rnn_lab.study.collect import collect, load_diagnostic_profile
+    from rnn_lab.study.figures import arm_colors, grad_profile_by_lag, plot_grad_profile
+
+    cells = [
+        {"seq_len": seq_len, "activation": act, "seed": seed, "final_loss": 1.2}
+        for seq_len, act in ((10, "tanh"), (30, "relu"))
+        for seed in (1, 2)
+    ]
+    make_fake_sweep(
+        tmp_path,
+        cells,
+        sweeper_params={"seq_len": "10,30", "seed": "1,2"},
+        override_keys=("seq_len", "seed"),
+    )
+    df = collect(tmp_path, write=False)
+    by_lag = grad_profile_by_lag(load_diagnostic_profile(df))
+    # fakeruns: the profile is decay ** (T - t) x 3 at the last record (0.8 tanh, 0.95 relu)
+    arms = list(pd.unique(df["arm"]))
+    assert arms == ["seq_len=10, activation=tanh", "seq_len=30, activation=relu"]
+    for arm, decay, T in zip(arms, (0.8, 0.95), (10, 30)):
+        runs = by_lag[by_lag["arm"] == arm]
+        assert sorted(set(runs["lag"])) == list(range(T))  # lag 0 = the chunk's last step
+        np.testing.assert_allclose(runs["ratio"], decay ** runs["lag"].to_numpy(float))
+    captured = _captured_figure(monkeypatch)
+    plot_grad_profile(df, tmp_path / "g.png", arm_colors(arms))
+    ax = captured["fig"].axes[0]
+    assert ax.get_xlabel().startswith("lag k")
+    labels = [ln.get_label() for ln in ax.lines if not ln.get_label().startswith("_")]
+    assert labels == [f"{arms[0]} (n=2; ×0.8 per step)", f"{arms[1]} (n=2; ×0.95 per step)"]
+    mean_lines = [ln for ln in ax.lines if not ln.get_label().startswith("_")]
+    for line in mean_lines:
+        assert line.get_ydata()[0] == pytest.approx(1.0)  # normalised at the last position

@@ -3,8 +3,10 @@
 rnn-lab train [overrides...]          train one run (= python -m rnn_lab.train ...)
 rnn-lab study NAME [overrides...]     run a named study from experiments/ and build its report
 rnn-lab study --list                  list the studies and their questions
+rnn-lab reproduce NAME | --all        run studies with claims and print which claims hold
 rnn-lab collect DIR                   one row per run of a sweep -> results.csv
 rnn-lab report DIR                    (re)build a sweep's report.md and plots
+rnn-lab compare DIR_A DIR_B [...]     two or more sweeps of one grid, arm by arm -> compare.md
 rnn-lab analyze RUN_DIR               analyse a trained run (analysis.json, plots)
 rnn-lab sample RUN_DIR [--prime ...]  sample text from a trained run
 rnn-lab corpus [--out FILE]           write the Elman corpus to a file
@@ -20,7 +22,10 @@ from pathlib import Path
 
 from rnn_lab import EXPERIMENTS_DIR, PROJECT_ROOT
 
-COMMANDS = ("train", "study", "collect", "report", "analyze", "sample", "corpus", "bench")
+COMMANDS = (
+    "train", "study", "reproduce", "collect", "report", "compare", "analyze", "sample",
+    "corpus", "bench",
+)  # fmt: skip
 
 
 def _hydra_train(argv: list[str]) -> int:
@@ -47,7 +52,8 @@ def list_studies() -> dict[str, str]:
 
 def _study_dir_suffix(overrides: list[str]) -> str:
     """A sweep-dir suffix for extra overrides, so a shrunk study never mixes with the full one."""
-    kept = [o for o in overrides if not o.startswith(("hydra.", "launcher=", "+hydra.", "seed="))]
+    skip = ("hydra.", "launcher=", "+hydra.", "seed=", "logger=", "logger.")  # results unchanged
+    kept = [o for o in overrides if not o.startswith(skip)]
     if not kept:
         return ""
     return "-" + re.sub(r"[^A-Za-z0-9=.,_+-]", "_", ",".join(sorted(kept)))
@@ -116,6 +122,14 @@ def main_sample(argv: list[str]) -> int:
         print(f"rnn-lab sample: {args.run_dir} holds no trained run ({e})", file=sys.stderr)
         return 2
     chars = run.vocab
+    if not chars:  # a sequence task (copy, adding, ...) has no characters to sample
+        data = (run.settings.get("data") or {}).get("name", "?")
+        print(
+            f"rnn-lab sample: {args.run_dir} is a data={data} run, not a character model; "
+            "sampling needs a run on data=elman or data=text",
+            file=sys.stderr,
+        )
+        return 2
     unknown = sorted(set(args.prime) - set(chars))
     if unknown:
         print(
@@ -167,8 +181,10 @@ def _delegate(module: str, func: str):
 HANDLERS = {
     "train": _hydra_train,
     "study": main_study,
+    "reproduce": _delegate("rnn_lab.app.reproduce", "main_reproduce"),
     "collect": _delegate("rnn_lab.study.collect", "main_collect"),
     "report": _delegate("rnn_lab.study.report", "main_report"),
+    "compare": _delegate("rnn_lab.study.compare", "main_compare"),
     "analyze": _delegate("rnn_lab.inspect.analysis", "main_analyze"),
     "sample": main_sample,
     "corpus": main_corpus,

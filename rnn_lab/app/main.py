@@ -28,6 +28,7 @@ from omegaconf import DictConfig
 from rnn_lab import CONF_DIR
 from rnn_lab.app.schema import ConfigError, check_inputs, register_schema, settings_from_config
 from rnn_lab.app.sweep import stop_requested
+from rnn_lab.app.tracking import tracked
 from rnn_lab.run import rundir
 from rnn_lab.run.rundir import LockHeld, RunConflict
 
@@ -66,6 +67,7 @@ def _remove_fresh_run_dir(run_dir: Path) -> None:
     shutil.rmtree(run_dir, ignore_errors=True)
 
 
+@tracked  # logger=mlflow: the run into MLflow once it ended; a tracker error is a warning
 def run(cfg: DictConfig) -> float:
     """The task function: train one run; return its optimized_metric (+inf when not ok)."""
     from rnn_lab.run.trainer import plan_run, run_id_of, train

@@ -59,6 +59,43 @@ class TextDataSchema:
     normalize: bool = True
 
 
+# The sequence tasks (rnn_lab.core.tasks); their defaults are TASK_DEFAULTS (a test checks).
+@dataclass
+class CopyDataSchema:
+    name: str = "copy"
+    seed: int = 42
+    length: int = 10
+    symbols: int = 8
+    delay: int = 20
+    val_sequences: int = 1000
+
+
+@dataclass
+class AddingDataSchema:
+    name: str = "adding"
+    seed: int = 42
+    length: int = 100
+    val_sequences: int = 1000
+
+
+@dataclass
+class MemoryCapacityDataSchema:
+    name: str = "memory_capacity"
+    seed: int = 42
+    length: int = 200
+    max_delay: int = 100
+    val_sequences: int = 50
+
+
+@dataclass
+class LoggerSchema:
+    """The logger group (conf/logger/): not a setting of a run, it never changes results."""
+
+    name: str = MISSING  # none | mlflow
+    tracking_uri: str | None = None  # null: sqlite:///<sweep or run dir>/mlflow.db
+    experiment: str | None = None  # null: the study's name, else rnn_lab
+
+
 def _optimizer_schema(name: str, cls) -> type:
     """The optim option's schema from the optimiser's own dataclass (its hyperparameters)."""
     hints = typing.get_type_hints(cls)
@@ -72,8 +109,15 @@ def _optimizer_schema(name: str, cls) -> type:
 OPTION_SCHEMAS: dict[str, dict[str, type]] = {
     "init": {name: InitSchema for name in INIT_NAMES},
     "optim": {name: _optimizer_schema(name, cls) for name, cls in OPTIMIZERS.items()},
-    "data": {"elman": ElmanDataSchema, "text": TextDataSchema},
+    "data": {
+        "elman": ElmanDataSchema,
+        "text": TextDataSchema,
+        "copy": CopyDataSchema,
+        "adding": AddingDataSchema,
+        "memory_capacity": MemoryCapacityDataSchema,
+    },
 }
+OPTION_SCHEMAS["logger"] = {"none": LoggerSchema, "mlflow": LoggerSchema}  # rnn_lab.app.tracking
 # Every optimiser and data source has its schema (checked once, at import).
 assert set(OPTION_SCHEMAS["data"]) == set(DATA_NAMES)
 
@@ -82,6 +126,11 @@ OPTION_CHECKS = {
     "init.scale": Num(0, low_open=True),
     "data.num_sentences": Int(1),
     "data.seed": Int(0),
+    "data.length": Int(1),  # adding: >= 2, memory_capacity: > max_delay (the task checks)
+    "data.symbols": Int(2),
+    "data.delay": Int(1),
+    "data.max_delay": Int(1),
+    "data.val_sequences": Int(1),
     "optim.momentum": Num(0, 1, high_open=True),
     "optim.dampening": Num(0, 1),
     "optim.eps": Num(0, low_open=True),
@@ -106,6 +155,7 @@ def _top_level_schema() -> type:
             specs.append((f.name, hints[f.name], field(default=f.default)))
     # Not settings of a run: Hydra's launcher choice, the chosen study and its description.
     specs += [("launcher", Any, None), ("experiment", Any, None), ("study", Any, None)]
+    specs += [("logger", Any, None)]  # the experiment tracker (conf/logger/): no result changes
     return make_dataclass("RnnLabSchema", specs)
 
 
@@ -120,6 +170,10 @@ def register_schema() -> None:
             cs.store(group=f"schema/{group}", name=name, node=node)
     if not OmegaConf.has_resolver("rnn_lab.dirname"):
         OmegaConf.register_new_resolver("rnn_lab.dirname", job_dirname)
+    if not OmegaConf.has_resolver("rnn_lab.keys_help"):
+        # --help lists every key with its default and meaning (hydra.help.template)
+        OmegaConf.register_new_resolver("rnn_lab.keys_help", keys_help_text)
+        OmegaConf.register_new_resolver("rnn_lab.groups_help", groups_help_text)
 
 
 MAX_DIRNAME = 200
@@ -204,6 +258,27 @@ def check_inputs(settings: TrainSettings):
     except TrainError as e:
         raise ConfigError(str(e)) from None
     return task
+
+
+# Config groups a user picks from (schema/ and study_preset/ are internal).
+USER_GROUPS = ("init", "activation", "optim", "data", "launcher", "logger", "experiment")
+
+
+def keys_help_text() -> str:
+    rows = [(k, "null" if d is None else str(d).lower() if isinstance(d, bool) else str(d), h)
+            for k, d, h in config_keys_help()]  # fmt: skip
+    width = max(len(k) + len(d) for k, d, _ in rows) + 3
+    return "\n".join(f"  {f'{k}={d}':<{width}} {h}" for k, d, h in rows)
+
+
+def groups_help_text() -> str:
+    from rnn_lab import CONF_DIR
+
+    lines = []
+    for group in USER_GROUPS:
+        options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+        lines.append(f"  {group}: {', '.join(options)}")
+    return "\n".join(lines)
 
 
 def config_keys_help() -> list[tuple[str, Any, str]]:

@@ -701,7 +701,10 @@ class CharTextTask:
 # Building a task by name (the data config group)
 # --------------------------------------------------------------------------------------
 
-DATA_NAMES = ("elman", "text")
+# elman and text are character tasks (CharTextTask); the rest are the synthetic sequence tasks
+# of rnn_lab.core.tasks (imported when built: that module imports this one).
+TEXT_DATA_NAMES = ("elman", "text")
+DATA_NAMES = (*TEXT_DATA_NAMES, "copy", "adding", "memory_capacity")
 
 
 def _load_text_file(data: dict) -> EncodedText:
@@ -739,9 +742,20 @@ def load_corpus_text(data: dict) -> str:
 
 
 def make_task(
-    data: dict, seq_len: int, batch_size: int, val_fraction: float, val_max_chars: int = 0
-) -> CharTextTask:
-    """The task of the data settings; see CharTextTask for the other arguments."""
+    data: dict,
+    seq_len: int,
+    batch_size: int,
+    val_fraction: float,
+    val_max_chars: int = 0,
+    dtype=np.float64,
+):
+    """The task of the data settings: a CharTextTask (see it for the other arguments), or a
+    sequence task of rnn_lab.core.tasks (real values in ``dtype``; val_fraction and
+    val_max_chars do not apply: its validation set is data.val_sequences sequences)."""
+    if data.get("name") not in TEXT_DATA_NAMES and data.get("name") in DATA_NAMES:
+        from rnn_lab.core.tasks import make_sequence_task
+
+        return make_sequence_task(data, seq_len, batch_size, dtype)
     return CharTextTask(
         load_corpus(data),
         seq_len=seq_len,

@@ -98,13 +98,26 @@ def _sigmoid_deriv(h: np.ndarray) -> np.ndarray:
     return h * (1.0 - h)
 
 
+def _linear(a: np.ndarray) -> np.ndarray:
+    return a.copy()
+
+
+def _linear_(a: np.ndarray) -> np.ndarray:
+    return a  # the identity: nothing to do in place
+
+
+def _linear_deriv(h: np.ndarray) -> np.ndarray:
+    return np.ones_like(h)
+
+
 @dataclass(frozen=True)
 class Activation:
     name: str
     fn: Callable[[np.ndarray], np.ndarray]
     fn_inplace: Callable[[np.ndarray], np.ndarray]  # overwrites its argument (hot loop)
     deriv_from_output: Callable[[np.ndarray], np.ndarray]
-    # Range of h, used by saturation diagnostics; None = unbounded above (relu).
+    # Range of h, used by saturation diagnostics; None = unbounded above (relu); a linear
+    # unit's range is (-inf, inf): it never saturates.
     low: float
     high: float | None
 
@@ -113,6 +126,8 @@ ACTIVATIONS: dict[str, Activation] = {
     "tanh": Activation("tanh", _tanh, _tanh_, _tanh_deriv, -1.0, 1.0),
     "relu": Activation("relu", _relu, _relu_, _relu_deriv, 0.0, None),
     "sigmoid": Activation("sigmoid", _sigmoid, _sigmoid_, _sigmoid_deriv, 0.0, 1.0),
+    # h = a: the linear RNN, the reference case of the gradient-flow theory.
+    "linear": Activation("linear", _linear, _linear_, _linear_deriv, -math.inf, math.inf),
 }
 
 
@@ -286,6 +301,10 @@ def _recur(xw: np.ndarray, hs: np.ndarray, W_hh_T: np.ndarray, act: Activation) 
             dot(h_prev, W_hh_T, out=h_t)
             add(h_t, x_t, out=h_t)
             maximum(h_t, 0.0, out=h_t)
+    elif act.fn_inplace is _linear_:  # h_t = a_t: no activation call at all
+        for x_t, h_prev, h_t in zip(xw, hs, hs[1:]):
+            dot(h_prev, W_hh_T, out=h_t)
+            add(h_t, x_t, out=h_t)
     else:
         f_ = act.fn_inplace
         for x_t, h_prev, h_t in zip(xw, hs, hs[1:]):

@@ -59,9 +59,29 @@ def squared_error(
     return loss, diff / B, n_counted
 
 
+def mean_squared_error(
+    outputs: np.ndarray, targets: np.ndarray, mask: np.ndarray | None = None
+) -> tuple[float, np.ndarray, float]:
+    """outputs, targets: (T, B, O) real values; at each counted position the MEAN over the O
+    outputs of (o - y)^2 (no 1/2), summed over t and averaged over B like every loss here.
+    So loss / n_counted is the mean squared error over every counted (position, output):
+    the adding task's MSE (Le et al. 2015) with O = 1, the delay-line error with O = K."""
+    T, B, O = outputs.shape
+    diff = outputs - targets
+    if mask is not None:
+        diff *= mask[..., None]
+        n_counted = float(mask.sum()) / B
+    else:
+        n_counted = float(T)
+    loss = float(np.vdot(diff, diff)) / (O * B)
+    diff *= 2.0 / (O * B)  # d loss / d o
+    return loss, diff, n_counted
+
+
 LOSSES: dict[str, LossFn] = {
     "cross_entropy": softmax_cross_entropy,
     "squared_error": squared_error,
+    "mse": mean_squared_error,
 }
 
 

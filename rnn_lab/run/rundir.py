@@ -39,6 +39,7 @@ import numpy as np
 SUMMARY_FILE = "summary.json"
 SETTINGS_FILE = "settings.json"
 VOCAB_FILE = "vocab.json"
+TASK_FILE = "task.json"  # a sequence task's definition, sizes, data hash and baselines
 HISTORY_FILE = "history.csv"
 DIAGNOSTICS_FILE = "diagnostics.npz"
 CHECKPOINT_FILE = "checkpoint.npz"
@@ -60,6 +61,7 @@ RUN_OUTPUTS = (
     SUMMARY_FILE,
     SETTINGS_FILE,
     VOCAB_FILE,
+    TASK_FILE,
     HISTORY_FILE,
     DIAGNOSTICS_FILE,
     CHECKPOINT_FILE,
@@ -75,6 +77,13 @@ CONFLICTS_DIR = "conflicts"  # in SWEEP_STATE_DIR: one JSON per job refused (run
 RESULTS_CSV = "results.csv"
 RESULTS_PARQUET = "results.parquet"
 REPORT_FILE = "report.md"
+# Tracking and tuning (rnn_lab.app.tracking, rnn_lab.app.tuning):
+MLFLOW_DB_FILE = "mlflow.db"  # logger=mlflow: the default store, in the sweep (or run) folder
+MLFLOW_STATE_FILE = "mlflow.json"  # in SWEEP_STATE_DIR: the sweep's store and parent run
+MLFLOW_ARTIFACTS_DIR = "mlartifacts"  # in SWEEP_STATE_DIR beside a SQLite store: artifacts
+OPTUNA_DB_FILE = "optuna.db"  # a tuning study's Optuna storage, in its sweep folder
+OPTUNA_RESULTS_FILE = "optimization_results.yaml"  # Hydra's Optuna sweeper: the best trial
+OPTUNA_BUDGET_ATTR = "rnn_lab.n_trials"  # an Optuna study's user attribute: its trial budget
 
 # ---- statuses ----------------------------------------------------------------------------
 # Written by the trainer into summary.json:
@@ -101,6 +110,8 @@ TRAINER_SUMMARY_KEYS = (
     "final_grad_norm",
     "wall_time_s",
     "steps_per_s",
+    "chars_seen",
+    "sequences_seen",
     "sample",
     "error",
     "signal",

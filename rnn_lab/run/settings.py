@@ -138,7 +138,15 @@ class TrainSettings:
     """Every hyperparameter of a run as plain values (defaults: the seed's run)."""
 
     # ---- training (the seed's hyperparameters) ----
-    steps: int = _key(30000, "optimisation steps (one chunk each)", Int(1))
+    steps: int = _key(
+        30000, "optimisation steps (one chunk each); budget_chars > 0 replaces it", Int(1)
+    )
+    budget_chars: int = _key(
+        0,
+        "train on this many characters (time steps x streams) instead of `steps`: "
+        "ceil(budget / (seq_len x batch_size)) steps; 0 = use steps",
+        Int(0),
+    )
     hidden_size: int = _key(64, "H, units in the hidden state", Int(1))
     seq_len: int = _key(25, "truncated-BPTT length: characters per chunk", Int(1))
     lr: float = _key(0.01, "learning rate", Num(0, low_open=True))
@@ -232,13 +240,16 @@ def keys_of_kind(*kinds: str) -> tuple[str, ...]:
 
 
 BOOKKEEPING_KEYS = keys_of_kind("book")
+# How long a run trains: not part of its identity (a run is extended by asking for more).
+LENGTH_KEYS = ("steps", "budget_chars")
 
 
 def identity_settings(s: TrainSettings | dict) -> dict:
-    """The settings that decide a run's files (everything but bookkeeping), minus ``steps``:
-    a run may be extended by asking for more steps (never fewer, see run.trainer)."""
+    """The settings that decide a run's files (everything but bookkeeping), minus how long it
+    trains (``steps``, ``budget_chars``): a run may be extended by asking for more steps
+    (never fewer, see run.trainer)."""
     d = s.to_dict() if isinstance(s, TrainSettings) else dict(s)
-    return {k: d.get(k) for k in sorted(d) if k not in BOOKKEEPING_KEYS and k != "steps"}
+    return {k: d.get(k) for k in sorted(d) if k not in BOOKKEEPING_KEYS and k not in LENGTH_KEYS}
 
 
 def check_settings(values: dict) -> dict:

@@ -74,19 +74,36 @@ class Recorder:
 
 @dataclass
 class LossWindow:
-    """Running sums between two history rows (the row's loss is their mean)."""
+    """Running sums between two history rows (the row's loss is their mean).
+
+    ``n`` counts the steps with a loss; ``unscored`` the steps whose chunk had no counted
+    position (a sequence task's chunk before its loss, e.g. the adding task's early chunks
+    when seq_len cuts the sequence): they update the weights (the optimiser steps on a
+    zero gradient) but have no loss to average."""
 
     loss_sum: float = 0.0
     n: int = 0
     clipped: int = 0
+    unscored: int = 0
 
     def add(self, loss: float, clipped: bool) -> None:
         self.loss_sum += loss
         self.n += 1
         self.clipped += int(clipped)
 
+    def add_unscored(self, clipped: bool) -> None:
+        self.unscored += 1
+        self.clipped += int(clipped)
+
+    @property
+    def steps(self) -> int:
+        return self.n + self.unscored
+
     def to_dict(self) -> dict:
-        return {"loss_sum": self.loss_sum, "n": self.n, "clipped": self.clipped}
+        out = {"loss_sum": self.loss_sum, "n": self.n, "clipped": self.clipped}
+        if self.unscored:
+            out["unscored"] = self.unscored
+        return out
 
 
 @dataclass

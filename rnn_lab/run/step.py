@@ -24,7 +24,7 @@ from rnn_lab.run.state import LOSS_WINDOW, TrainState
 
 @dataclass
 class StepResult:
-    loss: float  # nats per counted position of this chunk
+    loss: float  # per counted position of this chunk (NaN: the chunk counted no position)
     grads: engine.Gradients | None  # None when the step diverged before BPTT
     lr: float
     diverged: str | None = None  # why the run must stop, when it must
@@ -41,8 +41,11 @@ def train_step(state: TrainState, batch: Batch, s: TrainSettings) -> StepResult:
     loss_sum, dlogits, n_counted = get_loss(state.task.loss_name)(
         cache.logits, batch.targets, batch.mask
     )
-    loss = loss_sum / n_counted
-    why = divergence(loss, state, s.diverge_factor, cache.logits.shape[-1])
+    # A sequence task's chunk may hold no counted position (the adding task's early chunks):
+    # no loss, a zero gradient, nothing to judge.
+    scored = n_counted > 0
+    loss = loss_sum / n_counted if scored else math.nan
+    why = divergence(loss, state, s.diverge_factor, cache.logits.shape[-1]) if scored else None
     if why is not None:
         return StepResult(loss, None, lr, diverged=f"{why} at step {step}")
     recording = is_record_step(step, s)
@@ -56,8 +59,11 @@ def train_step(state: TrainState, batch: Batch, s: TrainSettings) -> StepResult:
         clip_mode=s.clip_mode,
         profile=recording and s.record,
     )
-    state.recent_losses.append(loss)
-    state.window.add(loss, grads.clipped)
+    if scored:
+        state.recent_losses.append(loss)
+        state.window.add(loss, grads.clipped)
+    else:
+        state.window.add_unscored(grads.clipped)
     if recording or due(step, s.val_interval, s.steps):
         eigenvalues = np.linalg.eigvals(state.params.W_hh)
         row = history_row(state, step, lr, grads, eigenvalues)
@@ -66,6 +72,9 @@ def train_step(state: TrainState, batch: Batch, s: TrainSettings) -> StepResult:
         state.rows.append(row)
     if s.record and due(step, s.jacobian_interval, s.steps, first=True, last=True):
         jac = engine.jacobian_products(state.params, cache.hs, act, s.jacobian_lags)
+        # Padded with NaN when this chunk is shorter than the task's longest (and than lags).
+        lags = min(s.jacobian_lags, getattr(state.task, "chunk_len", cache.logits.shape[0]))
+        jac = {k: _pad(v, lags) for k, v in jac.items()}
         sigma = float(np.linalg.norm(state.params.W_hh, 2))
         state.recorder.add(jacobian_step=step, jacobian_sigma_max=sigma, **jac)
     if s.record and s.record_weights and recording:
@@ -124,12 +133,12 @@ def history_row(state: TrainState, step: int, lr: float, grads, eigenvalues) -> 
     w = state.window
     row = {
         "step": step,
-        "loss": w.loss_sum / w.n,
+        "loss": w.loss_sum / w.n if w.n else math.nan,  # NaN: no chunk since the last row scored
         "lr": lr,
         "grad_norm": grads.total_norm,
         "clipped": grads.clipped,
         "clip_ratio": grads.clip_ratio,
-        "clip_fraction": w.clipped / w.n,
+        "clip_fraction": w.clipped / w.steps,
     }
     state.window = type(w)()
     row["spectral_radius"] = float(np.max(np.abs(eigenvalues)))
@@ -146,13 +155,23 @@ def record_diagnostics(row, state, step, cache_act, grads, batch: Batch, eigenva
     row["saturation"] = saturation(cache.hs, act)
     per_pos = position_accuracy(cache.logits, batch)
     row["position_accuracy"] = float(np.nanmean(per_pos)) if np.isfinite(per_pos).any() else None
+    # Arrays over chunk positions are padded with NaN to the longest chunk (a sequence task's
+    # last chunk may be shorter), so every record has the same width.
+    width = getattr(state.task, "chunk_len", per_pos.shape[0])
     state.recorder.add(
         record_step=step,
         eigenvalues=eigenvalues.astype(np.complex128),
-        per_step_grad_norm=grads.per_step_grad_norm,
-        last_loss_grad_norm=grads.last_loss_grad_norm,
-        position_accuracy=per_pos,
+        per_step_grad_norm=_pad(grads.per_step_grad_norm, width),
+        last_loss_grad_norm=_pad(grads.last_loss_grad_norm, width),
+        position_accuracy=_pad(per_pos, width),
     )
+
+
+def _pad(values: np.ndarray, width: int) -> np.ndarray:
+    """values (n,) extended with NaN to width (unchanged when already that long)."""
+    if values.shape[0] >= width:
+        return values
+    return np.concatenate([values, np.full(width - values.shape[0], np.nan)])
 
 
 def position_accuracy(logits: np.ndarray, batch: Batch) -> np.ndarray:

@@ -17,7 +17,7 @@ import math
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,7 @@ import numpy as np
 from rnn_lab.core import engine, inits
 from rnn_lab.core.data import make_task
 from rnn_lab.core.losses import get_loss
+from rnn_lab.core.tasks import budget_steps, sequences_seen, time_steps_seen
 from rnn_lab.run import rundir
 from rnn_lab.run.integrity import verify_run_dir
 from rnn_lab.run.rundir import RunConflict
@@ -72,9 +73,35 @@ class TrainError(ValueError):
 
 def build_task(s: TrainSettings):
     try:
-        return make_task(s.data, s.seq_len, s.batch_size, s.val_fraction, s.val_max_chars)
+        task = make_task(
+            s.data, s.seq_len, s.batch_size, s.val_fraction, s.val_max_chars, DTYPES[s.dtype]
+        )
     except ValueError as e:
         raise TrainError(str(e)) from None
+    if s.use_embedding and not getattr(task, "index_inputs", True):
+        raise TrainError(
+            f"use_embedding=true is not valid with data={s.data.get('name')}: its inputs are "
+            "real values, not characters; use use_embedding=false"
+        )
+    return task
+
+
+def is_char_task(task) -> bool:
+    """A text task (characters: a vocabulary to sample and decode), not a sequence task."""
+    return getattr(task, "vocab", None) is not None
+
+
+def with_budget(s: TrainSettings) -> TrainSettings:
+    """The settings with ``steps`` replaced by what ``budget_chars`` buys (when it is > 0):
+    the fewest steps that read at least budget_chars characters (time steps x streams)."""
+    if s.budget_chars <= 0:
+        return s
+    return replace(s, steps=budget_steps(s.data, s.seq_len, s.batch_size, s.budget_chars))
+
+
+def chars_seen(s: TrainSettings, steps: int) -> int:
+    """Characters (time steps x streams) the first ``steps`` steps of this run read."""
+    return time_steps_seen(s.data, s.seq_len, s.batch_size, steps)
 
 
 def build_params(s: TrainSettings, task) -> engine.Params:
@@ -110,7 +137,8 @@ def validation_loss(params: engine.Params, activation: str, task) -> float:
             h = np.zeros((batch.inputs.shape[1], params.hidden_size), dtype=params.dtype)
         cache = engine.forward(params, batch.inputs, h, act)
         loss, _, n = loss_fn(cache.logits, batch.targets, batch.mask)
-        total, counted, h = total + loss, counted + n, cache.h_last
+        B = batch.inputs.shape[1]  # losses are means over streams: weigh blocks by their size
+        total, counted, h = total + loss * B, counted + n * B, cache.h_last
     return total / counted if counted else math.nan
 
 
@@ -134,7 +162,9 @@ def plan_run(s: TrainSettings, run_dir: Path, run_id: str, data_sha1: str) -> Pl
     Same identity: resume=false starts afresh (the same run again); resume=true returns a
     finished, sound run as it is, resumes from the last sound checkpoint, or starts afresh.
     Asking for fewer steps than a run already did is a conflict (steps cannot be undone).
+    With budget_chars > 0 the steps are those the budget buys (see with_budget).
     """
+    s = with_budget(s)
     owner = _owner(run_dir)
     if owner is None:
         return Plan(reason="new run directory")
@@ -169,6 +199,9 @@ def _owner(run_dir: Path):
     summary = _read_mapping(run_dir / rundir.SUMMARY_FILE)
     settings = _read_mapping(run_dir / rundir.SETTINGS_FILE)
     vocab = _read_mapping(run_dir / rundir.VOCAB_FILE) or {}
+    data_sha1 = vocab.get("text_sha1") or (_read_mapping(run_dir / rundir.TASK_FILE) or {}).get(
+        "data_sha1"
+    )
     run_id = (summary or {}).get("run_id")
     if run_id is None:
         try:
@@ -182,7 +215,7 @@ def _owner(run_dir: Path):
         run_id = rundir.run_identity(identity_settings(settings), vocab["text_sha1"])
     if run_id is None:
         return None  # nothing identifies an owner: an empty or unreadable directory
-    return run_id, settings or {}, vocab.get("text_sha1"), summary
+    return run_id, settings or {}, data_sha1, summary
 
 
 def _read_mapping(path: Path) -> dict | None:
@@ -215,7 +248,7 @@ def train(settings: TrainSettings, run_dir: str | Path, *, task=None) -> dict:
     A diverging loss ends the run as "diverged"; SIGINT/SIGTERM ends it as "interrupted"
     after a checkpoint. Unexpected errors propagate (rnn_lab.app.main records them).
     """
-    s, run_dir = settings, Path(run_dir)
+    s, run_dir = with_budget(settings), Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     task = build_task(s) if task is None else task
     run_id = run_id_of(s, task)
@@ -281,19 +314,34 @@ def _sound_diagnostics(s: TrainSettings, run_dir: Path, step: int) -> Recorder |
 def _write_start_files(s: TrainSettings, run_dir: Path, state: TrainState, run_id: str) -> None:
     task = state.task
     rundir.atomic_write_json(run_dir / rundir.SETTINGS_FILE, s.to_dict())
-    vocab = {"chars": task.vocab.chars, "text_sha1": task.data_sha1}
-    rundir.atomic_write_json(run_dir / rundir.VOCAB_FILE, vocab)
+    if is_char_task(task):
+        vocab = {"chars": task.vocab.chars, "text_sha1": task.data_sha1}
+        rundir.atomic_write_json(run_dir / rundir.VOCAB_FILE, vocab)
+    else:  # a sequence task: what it is, its sizes, data hash and baselines
+        rundir.atomic_write_json(run_dir / rundir.TASK_FILE, task.info())
     rundir.write_summary(run_dir, _summary(s, state, run_id, rundir.RUNNING))
     if state.step == 0:
         log.info(
-            "corpus %d chars (%d train, %d val), V=%d | H=%d seq_len=%d B=%d | init=%s "
-            "(spectral_radius=%.3f) activation=%s optim=%s lr=%g clip=%g%s",
-            *(task.n_chars, task.n_train, task.n_val, task.vocab.size),
-            *(s.hidden_size, s.seq_len, s.batch_size, s.init.get("name")),
-            engine.spectral_radius(state.params.W_hh),
-            *(s.activation, s.optim.get("name"), s.lr, s.clip),
-            " freeze_whh" if s.freeze_whh else "",
+            "%s | H=%d seq_len=%d B=%d%s | init=%s (spectral_radius=%.3f) activation=%s "
+            "optim=%s lr=%g clip=%g%s",
+            *(_data_note(task), s.hidden_size, s.seq_len, s.batch_size, _budget_note(s)),
+            *(s.init.get("name"), engine.spectral_radius(state.params.W_hh), s.activation),
+            *(s.optim.get("name"), s.lr, s.clip, " freeze_whh" if s.freeze_whh else ""),
         )
+
+
+def _data_note(task) -> str:
+    if not is_char_task(task):
+        return task.describe()
+    return (
+        f"corpus {task.n_chars} chars ({task.n_train} train, {task.n_val} val), V={task.vocab.size}"
+    )
+
+
+def _budget_note(s: TrainSettings) -> str:
+    if s.budget_chars <= 0:
+        return ""
+    return f" | budget_chars={s.budget_chars}: {s.steps} steps read {chars_seen(s, s.steps)}"
 
 
 @dataclass
@@ -342,7 +390,7 @@ def _after_step(s: TrainSettings, run_dir: Path, state: TrainState, result, run_
     if due(step, s.val_interval, s.steps):
         _validate(s, state)
         state.rows[-1]["val_loss"] = state.val_loss
-    if due(step, s.sample_interval, s.steps):
+    if due(step, s.sample_interval, s.steps) and is_char_task(state.task):
         text = sample_text(
             state.params, s.activation, state.task, state.rng, s.sample_length, s.temperature
         )
@@ -351,13 +399,27 @@ def _after_step(s: TrainSettings, run_dir: Path, state: TrainState, result, run_
     if due(step, s.log_interval, s.steps, first=s.log_interval > 0, last=True):
         row = state.rows[-1] if state.rows and state.rows[-1]["step"] == step else None
         rho = row["spectral_radius"] if row else engine.spectral_radius(state.params.W_hh)
+        # steps/s over the run's training time so far (all sessions); ETA at that rate
+        rate = step / max(state.wall_time_s, 1e-9)
         log.info(
-            "step %6d/%d | loss %.4f | grad_norm %7.2f | %-7s | lr %.4g | rho %.3f",
+            "step %6d/%d | loss %.4f | grad_norm %7.2f | %-7s | lr %.4g | rho %.3f | "
+            "%.0f steps/s, ETA %s",
             *(step, s.steps, result.loss, result.grads.total_norm),
             *("clipped" if result.grads.clipped else "", result.lr, rho),
+            *(rate, _duration((s.steps - step) / max(rate, 1e-9))),
         )
     if due(step, s.checkpoint_interval, s.steps) and step < s.steps:
         _save(s, run_dir, state, run_id)
+
+
+def _duration(seconds: float) -> str:
+    """1h02m, 3m10s, 42s: the progress line's ETA."""
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return (
+        f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+    )
 
 
 def _validate(s: TrainSettings, state: TrainState) -> None:
@@ -372,27 +434,40 @@ def _finish(s, run_dir: Path, state: TrainState, run_id: str, loop: LoopOutcome)
         _validate(s, state)
         if state.rows and state.rows[-1]["step"] == s.steps:
             state.rows[-1]["val_loss"] = state.val_loss
-        rng = np.random.default_rng(s.seed + 1)  # its own stream: the same sample on resume
-        sample = sample_text(
-            state.params, s.activation, state.task, rng, s.sample_length, s.temperature
-        )
+        if is_char_task(state.task):
+            rng = np.random.default_rng(s.seed + 1)  # its own stream: the same sample on resume
+            sample = sample_text(
+                state.params, s.activation, state.task, rng, s.sample_length, s.temperature
+            )
     _save(s, run_dir, state, run_id)
     summary = _summary(s, state, run_id, loop.status, loop, sample)
     summary = rundir.write_summary(run_dir, summary)
     log.info(
-        "done: status=%s steps=%d loss=%.4f val_loss=%.4f bits/char=%.3f spectral_radius=%.3f "
+        "done: status=%s steps=%d loss=%.4f val_loss=%.4f %s spectral_radius=%.3f "
         "in %.1fs (%.0f steps/s) -> %s",
         *(loop.status, state.step, summary["final_loss"] or math.nan, state.val_loss),
-        *(summary["bits_per_char"] or math.nan, summary["spectral_radius"] or math.nan),
-        *(state.wall_time_s, loop.steps_per_s, run_dir),
+        _done_note(summary),
+        *(summary["spectral_radius"] or math.nan, state.wall_time_s, loop.steps_per_s, run_dir),
     )
     return summary
 
 
+def _done_note(summary: dict) -> str:
+    if summary.get("bits_per_char") is not None:
+        return f"bits/char={summary['bits_per_char']:.3f}"
+    return f"read {summary.get('chars_seen')} time steps x streams"
+
+
 def _summary(s, state: TrainState, run_id: str, status: str, loop=None, sample="") -> dict:
+    """The trainer's summary.json fields. final_loss and val_loss are the task's loss per
+    counted position: nats per character (text), nats per step (copy), the mean squared error
+    (adding: at the last step; memory_capacity: per output and counted step); bits per char
+    only for text. chars_seen: characters (time steps x streams) read; sequences_seen: whole
+    sequences trained on (sequence tasks; None on text)."""
     final_loss = state.final_loss
     val = state.val_loss if status != rundir.RUNNING else math.nan
     finite = all(np.all(np.isfinite(a)) for a in state.params.arrays().values())
+    char = is_char_task(state.task)
     summary = {
         "status": status,
         "run_id": run_id,
@@ -401,12 +476,14 @@ def _summary(s, state: TrainState, run_id: str, status: str, loop=None, sample="
         "final_loss": final_loss,
         "val_loss": rundir.finite_or_none(val),
         "best_val_loss": rundir.finite_or_none(state.best_val_loss),
-        "bits_per_char": final_loss / LN2 if final_loss is not None else None,
-        "val_bits_per_char": val / LN2 if math.isfinite(val) else None,
+        "bits_per_char": final_loss / LN2 if final_loss is not None and char else None,
+        "val_bits_per_char": val / LN2 if math.isfinite(val) and char else None,
         "spectral_radius": engine.spectral_radius(state.params.W_hh) if finite else None,
         "final_grad_norm": loop.last_grads.total_norm if loop and loop.last_grads else None,
         "wall_time_s": state.wall_time_s,
         "steps_per_s": loop.steps_per_s if loop else 0.0,
+        "chars_seen": chars_seen(s, int(state.step)),
+        "sequences_seen": sequences_seen(s.data, s.seq_len, s.batch_size, int(state.step)),
         "sample": sample,
         "error": loop.error if loop else None,
     }

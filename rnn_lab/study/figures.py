@@ -44,6 +44,9 @@ PLOTS_DIR = "plots"  # under the sweep folder
 # Below this many seeds a t-based 95% CI is wider than the data (t = 12.7 for 2 seeds), so
 # curve plots shade the seed range instead and say so.
 MIN_SEEDS_FOR_CI_BAND = 3
+# Up to this many seeds per arm the spectral-radius plot draws every seed as a thin line
+# instead of a band (bands of a few seeds are wide enough to hide the lines).
+MAX_SEEDS_FOR_SEED_LINES = 5
 
 # Status groups counted under an arm's tick label when the arm has such runs.
 NOT_OK_GROUPS = ("failed", "diverged", "incomplete", "damaged", "conflict")
@@ -87,7 +90,10 @@ def _figure_jobs(df: pd.DataFrame, settings: dict) -> list[tuple[str, str, Calla
         (
             "loss_curves.png",
             "Training and validation loss per arm: mean over seeds, shaded 95% CI (the seed "
-            f"range for arms with fewer than {MIN_SEEDS_FOR_CI_BAND} seeds).",
+            f"range for arms with fewer than {MIN_SEEDS_FOR_CI_BAND} seeds). The y-axis "
+            f"covers the {CLIP_PERCENTILE}th percentile of the means after the first "
+            f"{WARMUP_FRACTION:.0%} of the steps (and where training starts); a mean above it "
+            "is marked ▲ on the top edge.",
             lambda p: plot_loss_curves(df, p, colors),
         ),
         (
@@ -102,13 +108,15 @@ def _figure_jobs(df: pd.DataFrame, settings: dict) -> list[tuple[str, str, Calla
         ),
         (
             "grad_norm_profile.png",
-            "Vanishing-gradient profile: norm of the last step's loss gradient reaching each "
-            "position of the chunk, at the last recorded step.",
+            "Vanishing-gradient profile at the last recorded step: the norm of the last step's "
+            "loss gradient reaching h_(T-k), divided by its value at h_T, against the lag k, so "
+            "arms of different seq_len share one axis (slope = decay per step).",
             lambda p: plot_grad_profile(df, p, colors),
         ),
         (
             "spectral_radius.png",
-            "Spectral radius of W_hh over training per arm.",
+            "Spectral radius of W_hh over training per arm: mean over seeds, and each seed as a "
+            f"thin line (a light 95% CI band above {MAX_SEEDS_FOR_SEED_LINES} seeds per arm).",
             lambda p: plot_spectral_radius(df, p, colors),
         ),
     ]
@@ -218,19 +226,66 @@ def _draw_bands(ax, df: pd.DataFrame, band: pd.DataFrame, colors: dict) -> set[s
     }
 
 
-def _robust_ylim(ax, band: pd.DataFrame, floor: float | None = None) -> None:
-    """Y range covering every mean but only the 1st-99th percentile of the bands, so the band
-    of one early spike of one seed (up to 12 nats at step 10) does not flatten every curve."""
-    values = band[["mean", "ci_low", "ci_high", "min", "max"]].to_numpy(float).ravel()
-    values = values[np.isfinite(values)]
-    if len(values) < 20:  # too few points for percentiles to mean anything
-        return
-    lo, hi = np.percentile(values, [1, 99])
-    means = band["mean"].to_numpy(float)
-    lo, hi = min(lo, np.nanmin(means)), max(hi, np.nanmax(means))  # every mean stays visible
+# The y-range of a curve panel: the first steps (a loss spike of one seed at step 20 reaches
+# 50 nats while the curves live between 1 and 3.3) never set it; above the 99th percentile of
+# what is drawn after them the axis is clipped, and a mean off the top is marked with a ▲.
+WARMUP_FRACTION = 0.05  # of a panel's step range
+CLIP_PERCENTILE = 99
+
+
+def _robust_ylim(ax, steps, values, firsts, floor: float | None = None) -> float | None:
+    """Set a y-range that one early spike cannot flatten; return the top when it clips.
+
+    `steps`, `values`: every drawn point (means, or per-seed values). The range runs from the
+    lowest point after the first 5% of the step range up to the 99th percentile of those
+    points, and covers `firsts` (each curve's first value: where training starts stays in
+    view). Returns the top of the axis when some drawn value lies above it, else None.
+    """
+    steps, values = np.asarray(steps, float), np.asarray(values, float)
+    finite = np.isfinite(values)
+    if finite.sum() < 20:  # too few points for percentiles to mean anything
+        return None
+    start = np.nanmin(steps) + WARMUP_FRACTION * (np.nanmax(steps) - np.nanmin(steps))
+    later = values[finite & (steps >= start)]
+    if len(later) < 10:
+        later = values[finite]
+    lo, hi = later.min(), np.percentile(later, CLIP_PERCENTILE)  # only spikes go up
+    firsts = np.asarray(firsts, float)
+    firsts = firsts[np.isfinite(firsts)]
+    if len(firsts):
+        lo, hi = min(lo, firsts.min()), max(hi, firsts.max())
     pad = 0.05 * (hi - lo) if hi > lo else 0.05 * abs(hi) + 1e-3
     low = lo - pad if floor is None else max(floor, lo - pad)
-    ax.set_ylim(low, hi + pad)
+    top = hi + pad
+    ax.set_ylim(low, top)
+    return top if np.nanmax(values) > top else None
+
+
+def _mark_off_top(ax, band: pd.DataFrame, top: float, colors: dict) -> None:
+    """A ▲ on the top edge at every step where an arm's mean is above the axis."""
+    above = band[band["mean"] > top]
+    for arm, rows in above.groupby("arm", sort=False):
+        ax.plot(
+            rows["step"],
+            np.full(len(rows), top),
+            ls="",
+            marker="^",
+            ms=6,
+            color=colors.get(arm, "black"),
+            clip_on=False,
+            zorder=4,
+        )
+
+
+def _clipped_label(label: str, top: float | None) -> str:
+    if top is None:
+        return label
+    return f"{label}\n(y clipped at {fmt_number(top)}; ▲ = a mean off the top)"
+
+
+def _first_means(band: pd.DataFrame) -> np.ndarray:
+    """Each arm's mean at its first recorded step."""
+    return band.sort_values("step").groupby("arm", sort=False)["mean"].first().to_numpy(float)
 
 
 def _band_text(kinds: set[str]) -> str:
@@ -273,9 +328,11 @@ def plot_loss_curves(df: pd.DataFrame, out: Path, colors: dict) -> Path:
         band = curve_band(curves, column)
         kinds = _draw_bands(ax, df, band, colors)
         ax.set_title(f"{title}\n({_n_seeds_text(curves)}; {_band_text(kinds)})", fontsize="medium")
-        _robust_ylim(ax, band, floor=0.0)
+        top = _robust_ylim(ax, band["step"], band["mean"], _first_means(band), floor=0.0)
+        if top is not None:
+            _mark_off_top(ax, band, top, colors)
         ax.set_xlabel("training step")
-        ax.set_ylabel("loss (nats/char)")
+        ax.set_ylabel(_clipped_label("loss (nats/char)", top))
         ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
     _legend_below(fig, handles, labels)
@@ -408,35 +465,76 @@ def _cell_means(df, metric, row_key, col_key, rows, cols) -> tuple[np.ndarray, n
     return values, counts
 
 
+def grad_profile_by_lag(profile: pd.DataFrame) -> pd.DataFrame:
+    """Each run's vanishing-gradient profile normalised and aligned by lag, so arms of different
+    seq_len compare: lag k = T - t (0 = the chunk's last character), ratio =
+    ||dL_T/dh_{T-k}|| / ||dL_T/dh_T||. A run whose value at t = T is not positive is left out
+    (nothing to normalise by). Columns: arm, path, lag, ratio."""
+    parts = []
+    for (arm, path), run in profile.groupby(["arm", "path"], sort=False):
+        run = run.sort_values("position")
+        values = run["last_loss_grad_norm"].to_numpy(float)
+        last = values[-1]
+        if not (np.isfinite(last) and last > 0):
+            log.warning("gradient profile: %s has ||dL_T/dh_T|| = %s; left out", path, last)
+            continue
+        lag = run["position"].to_numpy().max() - run["position"].to_numpy()
+        parts.append(pd.DataFrame({"arm": arm, "path": path, "lag": lag, "ratio": values / last}))
+    if not parts:
+        return pd.DataFrame(columns=["arm", "path", "lag", "ratio"])
+    return pd.concat(parts, ignore_index=True)
+
+
+def _per_step_factor(lags: np.ndarray, ratios: np.ndarray) -> float:
+    """The average factor per step back through the chunk: ratio at the largest lag ^ (1/lag)."""
+    k = int(lags.max()) if len(lags) else 0
+    if k <= 0 or not np.isfinite(ratios[lags == k]).all():
+        return np.nan
+    return float(ratios[lags == k][0] ** (1.0 / k))
+
+
 def plot_grad_profile(df: pd.DataFrame, out: Path, colors: dict) -> Path:
-    """(d) the vanishing-gradient profile: ||dL_T/dh_t|| over chunk position, log scale."""
+    """(d) the vanishing-gradient profile, normalised and by lag, log scale.
+
+    ||dL_T/dh_{T-k}|| / ||dL_T/dh_T|| against the lag k: every run divided by its own value at
+    the chunk's last position, so arms of different seq_len (whose chunks have different
+    lengths and whose losses differ in scale) share one axis and the slope reads as the
+    per-step decay. Line: geometric mean over seeds; band: min-max over seeds.
+    """
     profile = load_diagnostic_profile(df, "last_loss_grad_norm")
     if profile.empty:
         raise PlotSkipped(
             f"no ok run has {DIAGNOSTICS_FILE} with last_loss_grad_norm "
             "(runs with record=false write none)"
         )
+    by_lag = grad_profile_by_lag(profile)
+    if by_lag.empty:
+        raise PlotSkipped("no run's gradient reaching the last position is positive")
     fig = new_figure(7.5, 5.0)
     ax = fig.subplots()
     steps = sorted(set(profile["record_step"]))
-    for arm in [a for a in arm_order(df) if a in set(profile["arm"])]:
-        runs = profile[profile["arm"] == arm]
-        by_pos = runs.groupby("position")["last_loss_grad_norm"]
-        mean, lo, hi = by_pos.mean(), by_pos.min(), by_pos.max()
-        positive = mean > 0  # a log axis cannot show zeros
+    for arm in [a for a in arm_order(df) if a in set(by_lag["arm"])]:
+        runs = by_lag[(by_lag["arm"] == arm) & (by_lag["ratio"] > 0)]  # log axis: no zeros
+        grouped = runs.groupby("lag")["ratio"]
+        mean = np.exp(grouped.apply(lambda r: np.log(r).mean()))
         n = runs["path"].nunique()
-        x = mean.index[positive]
-        ax.plot(x, mean[positive], color=colors[arm], lw=1.6, marker=".", label=f"{arm} (n={n})")
+        factor = _per_step_factor(mean.index.to_numpy(), mean.to_numpy())
+        decay = f"; ×{fmt_number(factor, 2)} per step" if np.isfinite(factor) else ""
+        ax.plot(
+            mean.index, mean, color=colors[arm], lw=1.6, marker=".", label=f"{arm} (n={n}{decay})"
+        )
         if n > 1:
-            low = lo[positive].clip(lower=1e-300)
-            ax.fill_between(x, low, hi[positive], color=colors[arm], alpha=0.15, lw=0)
+            ax.fill_between(
+                mean.index, grouped.min(), grouped.max(), color=colors[arm], alpha=0.15, lw=0
+            )
+    ax.axhline(1.0, color="grey", ls=":", lw=1)
     ax.set_yscale("log")
-    ax.set_xlabel("position t in the chunk (t = T is the last character)")
-    ax.set_ylabel("‖∂L_T / ∂h_t‖ (log scale)")
+    ax.set_xlabel("lag k: steps back from the chunk's last character (k = T − t)")
+    ax.set_ylabel("‖∂L_T / ∂h_(T−k)‖ / ‖∂L_T / ∂h_T‖ (log scale)")
     at = f"step {steps[0]}" if len(steps) == 1 and steps[0] >= 0 else "the last recorded step"
     ax.set_title(
-        f"Gradient of the last step's loss reaching h_t, at {at}\n"
-        "(line: mean over seeds; band: min-max over seeds)",
+        f"Gradient of the last step's loss reaching h_(T−k), relative to h_T, at {at}\n"
+        "(line: geometric mean over seeds; band: min-max; ×: average factor per step)",
         fontsize="medium",
     )
     ax.grid(alpha=0.3, which="both")
@@ -446,24 +544,174 @@ def plot_grad_profile(df: pd.DataFrame, out: Path, colors: dict) -> Path:
 
 
 def plot_spectral_radius(df: pd.DataFrame, out: Path, colors: dict) -> Path:
-    """(e) spectral radius of W_hh over training per arm: mean over seeds and a band."""
+    """(e) spectral radius of W_hh over training per arm: the mean over seeds as a bold line.
+
+    With few seeds (at most MAX_SEEDS_FOR_SEED_LINES) every seed is a thin line of the arm's
+    colour: a t-based CI over 3 seeds is 4.3 standard errors wide each way and its bands hid
+    the lines. With more seeds a light 95% CI band.
+    """
     curves = load_curves(df, "spectral_radius")
     if curves.empty:
         raise PlotSkipped(f"no ok run has a {HISTORY_FILE} with spectral_radius values")
     band = curve_band(curves, "spectral_radius")
     fig = new_figure(7.5, 5.0)
     ax = fig.subplots()
-    kinds = _draw_bands(ax, df, band, colors)
+    few = curves.groupby("arm")["path"].nunique().max() <= MAX_SEEDS_FOR_SEED_LINES
+    present = set(band["arm"])
+    for arm in [a for a in arm_order(df) if a in present]:
+        rows = band[band["arm"] == arm]
+        if few:
+            for _, run in curves[curves["arm"] == arm].groupby("path", sort=False):
+                ax.plot(
+                    run["step"],
+                    run["spectral_radius"],
+                    color=colors[arm],
+                    lw=0.7,
+                    alpha=0.35,
+                    zorder=1,
+                )
+        else:
+            ok = rows["n"].to_numpy() >= 2
+            ax.fill_between(
+                rows["step"],
+                rows["ci_low"],
+                rows["ci_high"],
+                where=ok,
+                color=colors[arm],
+                alpha=0.1,
+                lw=0,
+            )
+        ax.plot(rows["step"], rows["mean"], color=colors[arm], lw=2.0, label=arm, zorder=3)
     # rho = 1 is where a linear recurrence neither shrinks nor grows its state
     ax.axhline(1.0, color="grey", ls="--", lw=1, label="ρ = 1")
-    _robust_ylim(ax, band, floor=0.0)
+    drawn = curves if few else band.rename(columns={"mean": "spectral_radius"})
+    top = _robust_ylim(ax, drawn["step"], drawn["spectral_radius"], _first_means(band), 0.0)
+    if top is not None:
+        _mark_off_top(ax, band, top, colors)
     ax.set_xlabel("training step")
-    ax.set_ylabel("spectral radius ρ(W_hh)")
+    ax.set_ylabel(_clipped_label("spectral radius ρ(W_hh)", top))
+    spread = "thin lines: each seed" if few else "light band: 95% CI over seeds"
     ax.set_title(
-        f"Spectral radius of W_hh over training\n({_n_seeds_text(curves)}; {_band_text(kinds)})",
+        f"Spectral radius of W_hh over training\n({_n_seeds_text(curves)}; bold line: mean "
+        f"over seeds; {spread})",
         fontsize="medium",
     )
     ax.grid(alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
     _legend_below(fig, handles, labels)
     return save_figure(fig, out)
+
+
+# --------------------------------------------------------------------------- rnn-lab compare
+
+
+def plot_folder_comparison(table: pd.DataFrame, runs: pd.DataFrame, out: Path) -> Path:
+    """`rnn-lab compare`'s figure: each metric per arm per folder.
+
+    One panel per metric, stacked, sharing the arm axis. In each arm's slot every folder has
+    its ok seeds as dots and its mean ± 95% CI as a diamond, in the folder's colour; thin grey
+    lines join a seed's values across folders (what the paired test pairs). `*` over an arm:
+    its difference from the reference folder is significant (Holm-adjusted p < alpha).
+    """
+    a = table.attrs
+    metrics = [m for m in a["metrics"] if table.loc[table["metric"] == m, "n"].fillna(0).any()]
+    if not metrics:
+        raise PlotSkipped("no folder has an ok run with a value for the metrics compared")
+    arms, folders = a["arms"], [f["label"] for f in a["folders"]]
+    colors = arm_colors(folders)
+    width = 0.7 / len(folders)  # each folder's share of an arm's slot
+    offsets = {f: (i - (len(folders) - 1) / 2) * width for i, f in enumerate(folders)}
+    fig = new_figure(
+        max(6.5, 1.3 * len(arms) * max(1, len(folders) / 2) + 2.0), 2.6 * len(metrics) + 1.8
+    )
+    axes = fig.subplots(len(metrics), 1, sharex=True, squeeze=False)[:, 0]
+    rng = np.random.default_rng(0)
+    for ax, metric in zip(axes, metrics):
+        rows = table[table["metric"] == metric]
+        values = runs[runs["metric"] == metric]
+        for i, arm in enumerate(arms):
+            _seed_pair_lines(
+                ax, values[values["arm"] == arm], [i + offsets[f] for f in folders], folders
+            )
+            for folder in folders:
+                x = i + offsets[folder]
+                y = values.loc[(values["arm"] == arm) & (values["folder"] == folder), "value"]
+                jitter = rng.uniform(-0.15, 0.15, size=len(y)) * width
+                ax.scatter(x + jitter, y, s=16, color=colors[folder], alpha=0.55, zorder=2)
+                row = rows[(rows["arm"] == arm) & (rows["folder"] == folder)]
+                if len(row):
+                    _folder_mean_marker(ax, x, row.iloc[0], colors[folder])
+            if rows.loc[rows["arm"] == arm, "significant"].any():
+                _significance_star(ax, i, rows[rows["arm"] == arm], values[values["arm"] == arm])
+        ax.margins(y=0.12)  # room for the stars above the highest error bar
+        ax.set_ylabel(metric_axis_label(metric))
+        ax.set_title(f"{metric}{_direction_hint(metric)}", fontsize="medium", loc="left")
+        ax.grid(axis="y", alpha=0.3)
+    bottom = axes[-1]
+    bottom.set_xticks(range(len(arms)), [arm.replace(", ", "\n") for arm in arms], fontsize="small")
+    bottom.set_xlim(-0.6, len(arms) - 0.4)
+    bottom.set_xlabel("arm")
+    handles = [Line2D([], [], ls="", marker="D", color=colors[f], label=f) for f in folders]
+    fig.legend(
+        handles=handles,
+        loc="outside lower center",
+        ncol=min(len(folders), 4),
+        frameon=False,
+        fontsize="small",
+        title="folder (dots: seeds; ◆: mean ± 95% CI)",
+        title_fontsize="small",
+    )
+    reference = a["reference"]
+    fig.suptitle(
+        f"Each metric per arm per folder (* = differs from {reference}, Holm p < {a['alpha']})"
+    )
+    return save_figure(fig, out)
+
+
+def _significance_star(ax, x: float, rows: pd.DataFrame, values: pd.DataFrame) -> None:
+    """A `*` just above the arm's highest point (seed value or CI end)."""
+    tops = pd.concat([rows["ci_high"], rows["mean"], values["value"]]).to_numpy(float)
+    tops = tops[np.isfinite(tops)]
+    if len(tops):
+        ax.annotate(
+            "*",
+            (x, tops.max()),
+            xytext=(0, 2),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            fontsize="large",
+            fontweight="bold",
+        )
+
+
+def _folder_mean_marker(ax, x: float, row, color) -> None:
+    if not np.isfinite(row["mean"]):
+        return
+    err = None
+    if np.isfinite(row["ci_low"]):
+        err = [[row["mean"] - row["ci_low"]], [row["ci_high"] - row["mean"]]]
+    ax.errorbar(
+        [x],
+        [row["mean"]],
+        yerr=err,
+        fmt="D",
+        color=color,
+        mec="black",
+        mew=0.6,
+        ms=6,
+        capsize=3,
+        zorder=3,
+    )
+
+
+def _seed_pair_lines(ax, values: pd.DataFrame, xs: list[float], folders: list[str]) -> None:
+    """A thin line per seed through its values in every folder that ran it."""
+    if values.empty:
+        return
+    wide = values.pivot_table(index="seed", columns="folder", values="value", aggfunc="mean")
+    for _, seed_values in wide.iterrows():
+        pts = [(x, seed_values.get(f)) for x, f in zip(xs, folders)]
+        pts = [(x, y) for x, y in pts if y is not None and np.isfinite(y)]
+        if len(pts) >= 2:
+            ax.plot(*zip(*pts), color="grey", lw=0.6, alpha=0.5, zorder=1)

@@ -33,6 +33,7 @@ from rnn_lab.run.rundir import (
     RESULTS_PARQUET,
     atomic_write_text,
 )
+from rnn_lab.study.claims import claims_section_md
 from rnn_lab.study.collect import canonical, collect, format_value, status_counts
 from rnn_lab.study.figures import PLOTS_DIR, draw_report_figures
 from rnn_lab.study.stats import (
@@ -46,6 +47,7 @@ from rnn_lab.study.stats import (
     metric_axis_label,
     status_group,
 )
+from rnn_lab.study.tuning import Tuning, not_applicable_md, tuning_report
 
 log = logging.getLogger(__name__)
 
@@ -238,6 +240,7 @@ class _Report:
     skipped_plots: list[tuple[str, str]]
     sweep_dir: Path
     commands: list[str]
+    tuning: Tuning | None = None  # an Optuna sweep (rnn_lab.study.tuning): no grid
 
 
 def build_report(sweep_dir: str | Path) -> Path:
@@ -256,17 +259,20 @@ def build_report(sweep_dir: str | Path) -> Path:
     atomic_write_text(sweep_dir / SUMMARY_TABLE, summary.to_csv(index=False))
     comparisons = compare_to_baseline(df, metrics, settings["baseline"])
     atomic_write_text(sweep_dir / COMPARISONS_TABLE, comparisons.to_csv(index=False))
-    plots, skipped_plots = draw_report_figures(df, settings, sweep_dir / PLOTS_DIR)
+    tuning = tuning_report(sweep_dir, df, sweep_dir / PLOTS_DIR)
+    plotted = df if tuning is None else tuning.plotted_runs(df)  # a tuning sweep: best trials
+    plots, skipped_plots = draw_report_figures(plotted, settings, sweep_dir / PLOTS_DIR)
     report = _Report(
         df=df,
         settings=settings,
         summary=summary,
         comparisons=comparisons,
-        ledger=grid_ledger(df),
+        ledger=grid_ledger(df) if tuning is None else grid_ledger(df, grid={}),
         plots=plots,
         skipped_plots=skipped_plots,
         sweep_dir=sweep_dir,
         commands=reproduce_commands(df, settings, sweep_dir),
+        tuning=tuning,
     )
     report_path = sweep_dir / REPORT_FILE
     atomic_write_text(report_path, _report_markdown(report))
@@ -276,12 +282,17 @@ def build_report(sweep_dir: str | Path) -> Path:
 def _report_markdown(r: _Report) -> str:
     sections = [
         _header_md(r),
-        _grid_md(r.df, r.settings),
+        _grid_md(r.df, r.settings) if r.tuning is None else r.tuning.markdown,
         _results_md(r),
-        _comparisons_md(r.df, r.settings, r.comparisons),
+        claims_section_md(r.df, r.sweep_dir),
+        _comparisons_md(r.df, r.settings, r.comparisons)
+        if r.tuning is None
+        else not_applicable_md("Comparisons", r.tuning),
         _plots_md(r.plots, r.skipped_plots),
         _problems_md(r.df),
-        _ledger_md(r.df, r.ledger),
+        _ledger_md(r.df, r.ledger)
+        if r.tuning is None
+        else not_applicable_md("Grid ledger", r.tuning),
         _reproduce_md(r),
     ]
     return "\n".join(line for section in sections for line in section)

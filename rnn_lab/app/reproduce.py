@@ -1,0 +1,151 @@
+"""``rnn-lab reproduce``: run the studies that declare claims and print whether each holds.
+
+rnn-lab reproduce --list              the studies with claims, and how many each declares
+rnn-lab reproduce NAME [overrides]    run experiments/NAME.yaml as `rnn-lab study NAME` does
+                                      (same sweep folder, resumable), then print its claims
+rnn-lab reproduce --all [overrides]   every study with claims, one after another, then a table
+                                      of every claim and the wall time of each study
+
+The claims are evaluated by `rnn_lab.study.claims` on the collected results (the same table
+the report's "Claims" section is built from); a claim that fails is a result, not an error:
+the exit status is non-zero only when a study itself could not run. Ctrl-C / SIGTERM stops
+the study it interrupts (resumable, as `rnn-lab study`) and every study after it (130 / 143).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from rnn_lab import EXPERIMENTS_DIR
+
+
+@dataclass
+class Reproduction:
+    """What one study's reproduction gave: its exit code, wall time and claim rows."""
+
+    name: str
+    sweep_dir: Path
+    code: int = 0
+    wall_time_s: float = 0.0
+    rows: list[dict] = field(default_factory=list)
+
+
+def studies_with_claims() -> dict[str, dict]:
+    """Study name -> its `study:` block, for the studies in experiments/ that declare claims."""
+    out = {}
+    for path in sorted(EXPERIMENTS_DIR.glob("*.yaml")):
+        try:
+            study = (yaml.safe_load(path.read_text()) or {}).get("study") or {}
+        except yaml.YAMLError:
+            continue
+        if study.get("claims"):
+            out[path.stem] = study
+    return out
+
+
+def _sweep_dir(name: str, overrides: list[str]) -> tuple[Path, list[str]]:
+    """The study's sweep folder (as `rnn-lab study` names it) and overrides that pin it."""
+    from rnn_lab.app.cli import _study_dir_suffix
+
+    given = next((o for o in overrides if o.startswith("hydra.sweep.dir=")), None)
+    if given is not None:
+        return Path(given.split("=", 1)[1].strip("'\"")), overrides
+    sweep_dir = Path("multirun") / f"{name}{_study_dir_suffix(overrides)}"
+    return sweep_dir, [*overrides, f"hydra.sweep.dir='{sweep_dir}'"]
+
+
+def reproduce(name: str, overrides: list[str], study: dict) -> Reproduction:
+    """Run one study (resuming its folder) and evaluate its claims on what it collected."""
+    from rnn_lab.app.cli import main_study
+    from rnn_lab.study.claims import claim_rows, evaluate_claims, study_claims
+    from rnn_lab.study.collect import collect
+
+    sweep_dir, pinned = _sweep_dir(name, overrides)
+    start = time.perf_counter()
+    try:
+        code = main_study([name, *pinned])
+    except SystemExit as e:  # a refusal or Hydra's own error: this study did not run
+        code = e.code if isinstance(e.code, int) else 1
+    result = Reproduction(name, sweep_dir, code, time.perf_counter() - start)
+    if sweep_dir.is_dir():
+        df = collect(sweep_dir, write=False)
+        claims = study_claims(df) or study_claims(study)
+        result.rows = claim_rows(evaluate_claims(df, claims), study=name)
+    return result
+
+
+def _print_claims(result: Reproduction) -> None:
+    from rnn_lab.study.claims import claims_table_md
+
+    print(f"\n## Claims of {result.name} ({result.sweep_dir}, {result.wall_time_s:.0f} s)\n")
+    if not result.rows:
+        print("no results to check the claims on")
+        return
+    print("\n".join(claims_table_md(result.rows)))
+
+
+def _print_all(results: list[Reproduction]) -> None:
+    from rnn_lab.study.claims import VERDICTS, claims_table_md
+
+    print("\n## Every claim\n")
+    print("| study | wall time | claims | " + " | ".join(VERDICTS) + " | exit |")
+    print("| --- | ---: | ---: | " + " | ".join("---:" for _ in VERDICTS) + " | ---: |")
+    for r in results:
+        counts = [sum(row["verdict"] == v for row in r.rows) for v in VERDICTS]
+        cells = [r.name, f"{r.wall_time_s:.0f} s", len(r.rows), *counts, r.code]
+        print("| " + " | ".join(str(c) for c in cells) + " |")
+    total = sum(r.wall_time_s for r in results)
+    print(f"| all | {total:.0f} s | {sum(len(r.rows) for r in results)} | | | | |\n")
+    print("\n".join(claims_table_md([row for r in results for row in r.rows], ("study",))))
+
+
+def main_reproduce(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="rnn-lab reproduce",
+        description="Run the studies that declare claims (published results as checkable "
+        "statements) and print whether each claim holds, fails or is inconclusive, with its "
+        "numbers. Extra key=value overrides apply to every job (kept in a separate folder).",
+    )
+    parser.add_argument("name", nargs="?", help="a study with claims (experiments/NAME.yaml)")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. steps=500")
+    parser.add_argument("--list", action="store_true", help="list the studies with claims")
+    parser.add_argument("--all", action="store_true", help="reproduce every study with claims")
+    args = parser.parse_args(argv)
+    studies = studies_with_claims()
+    if args.list or not (args.name or args.all):
+        for name, study in studies.items():
+            print(f"{name:18s} {len(study['claims']):2d} claims  {study.get('question', '')}")
+        return 0 if args.list else 2
+    overrides = list(args.overrides)
+    if args.all and args.name:  # `--all steps=500`: the first override lands in `name`
+        if "=" not in args.name:
+            print("rnn-lab reproduce: give a study NAME or --all, not both", file=sys.stderr)
+            return 2
+        overrides.insert(0, args.name)
+    names = list(studies) if args.all else [args.name]
+    unknown = [n for n in names if n not in studies]
+    if unknown:
+        print(
+            f"rnn-lab reproduce: {unknown[0]!r} is not a study with claims; valid: "
+            f"{', '.join(studies) or '(none)'}",
+            file=sys.stderr,
+        )
+        return 2
+    results = []
+    for name in names:
+        results.append(reproduce(name, overrides, studies[name]))
+        _print_claims(results[-1])
+        if results[-1].code > 128:  # Ctrl-C / SIGTERM stopped the study: stop here, too
+            skipped = names[len(results) :]
+            if skipped:
+                print(f"\nstopped by a signal; not run: {', '.join(skipped)}", file=sys.stderr)
+            break
+    if args.all:
+        _print_all(results)
+    return max((r.code for r in results if r.code), default=0)
