@@ -223,3 +223,13 @@ def test_progress_lines_of_a_real_joblib_sweep(tmp_path):
     lines = [ln for ln in again.stdout.splitlines() if re.match(r"^\[\d+/", ln)]
     assert len(lines) == n and lines[-1].startswith(f"[{n}/{n}] ")
     assert all("(already done, not retrained)" in ln for ln in lines), lines
+
+
+def test_a_resumed_tuning_sweep_counts_from_its_earlier_trials():
+    from rnn_lab.app.progress import JobEnd, format_line
+
+    job = JobEnd(overrides=["lr=0.01"], seed=None, status="ok", metric="val_loss", value=0.5,
+                 note="", seconds=10.0)  # fmt: skip
+    # 4 of 6 trials finished in an earlier session; this session's first took 10 s
+    line = format_line(job, 5, 6, 10.0, [], already=4)
+    assert line.startswith("[5/6]") and line.endswith("ETA 10s"), line

@@ -91,9 +91,12 @@ def job_label(overrides: list[str], swept: list[str]) -> str:
     return ",".join(f"{k}={values[k]}" for k in swept if k != "seed" and k in values)
 
 
-def format_line(job: JobEnd, done: int, total: int | None, elapsed: float, swept) -> str:
+def format_line(
+    job: JobEnd, done: int, total: int | None, elapsed: float, swept, already: int = 0
+) -> str:
     """ "[12/36] init=xavier,activation=relu seed=2 ok val_loss 1.05 (7.9 s) | elapsed 1m40s,
-    ETA 3m10s" (ETA = elapsed / done x remaining)."""
+    ETA 3m10s" (ETA = elapsed / done x remaining, counting only this session's jobs: a resumed
+    tuning sweep's `already` finished trials took none of the elapsed time)."""
     words = [f"[{done}/{total if total is not None else '?'}]"]
     label = job_label(job.overrides, swept)
     if label:
@@ -106,7 +109,7 @@ def format_line(job: JobEnd, done: int, total: int | None, elapsed: float, swept
     if job.note:
         words.append(f"({job.note})" if job.status == rundir.OK else f"- {job.note}")
     words.append(f"({job.seconds:.1f} s)")
-    eta = eta_seconds(elapsed, done, total)
+    eta = eta_seconds(elapsed, done - already, None if total is None else total - already)
     tail = f"elapsed {format_duration(elapsed)}"
     if total is not None and done >= total:
         tail += ", all done"
@@ -218,9 +221,12 @@ def read_job_end(path: Path) -> JobEnd | None:
 class ProgressWatcher:
     """Prints a line per job-end file that appears in `folder` (a thread, and on demand)."""
 
-    def __init__(self, folder: Path, total: int | None, swept: list[str], printer=print):
+    def __init__(
+        self, folder: Path, total: int | None, swept: list[str], printer=print, already: int = 0
+    ):
         self.folder, self.total, self.swept = folder, total, swept
-        self.done = 0
+        # `already`: jobs a resumed tuning sweep finished in earlier sessions (not relaunched)
+        self.done, self.already = already, already
         self._seen: set[str] = set()
         self._start = time.monotonic()
         self._lock = threading.Lock()
@@ -249,7 +255,9 @@ class ProgressWatcher:
                 self._seen.add(path.name)
                 self.done += 1
                 elapsed = time.monotonic() - self._start
-                line = format_line(job, self.done, self.total, elapsed, self.swept)
+                line = format_line(
+                    job, self.done, self.total, elapsed, self.swept, already=self.already
+                )
                 self._print(f"{line}\n", end="", flush=True)  # one write: whole lines only
 
     def _new_files(self) -> list[Path]:
@@ -307,8 +315,11 @@ class ProgressCallback(Callback):
         for old in folder.glob("*.json"):  # an earlier sweep's jobs (the folder is ours now)
             old.unlink(missing_ok=True)
         total, swept = planned_jobs(config)
+        from rnn_lab.app import tuning
+
+        already = tuning.completed_trials(config) if tuning.is_optuna_sweep(config) else 0
         self._sweep_dir, self._folder, self._launcher_pid = sweep_dir, folder, os.getpid()
-        self._watcher = ProgressWatcher(folder, total, swept)
+        self._watcher = ProgressWatcher(folder, total, swept, already=already)
         self._watcher.start()
         atexit.register(self._finish)  # Hydra skips on_multirun_end when the launcher raises
 

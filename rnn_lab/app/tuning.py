@@ -62,6 +62,24 @@ def sqlite_file(url: str | None) -> Path | None:
     return Path(url[len(prefix) :].split("?", 1)[0])
 
 
+def completed_trials(config: DictConfig) -> int:
+    """How many trials of an Optuna sweep's study are complete already (0 for a new study):
+    a resumed tuning sweep only runs the rest, and its progress count starts from these."""
+    url = OmegaConf.select(config, "hydra.sweeper.storage", default=None)
+    path = sqlite_file(url)
+    if path is None or not path.exists():
+        return 0  # no storage yet (opening one here would create it)
+    import optuna
+    from optuna.trial import TrialState
+
+    try:
+        name = OmegaConf.select(config, "hydra.sweeper.study_name", default=None)
+        study = optuna.load_study(study_name=name, storage=str(url))
+    except Exception:  # no such study in the file, or an unreadable file: count none
+        return 0
+    return sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
+
+
 def prepare_storage(url: str) -> None:
     """Make a SQLite storage's folder and, for Optuna 2.x under SQLAlchemy 2, a storage Optuna
     can open: its tables and its schema version (alembic stamp), committed."""
