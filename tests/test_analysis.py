@@ -461,3 +461,32 @@ def test_gradient_fall_is_measured_on_a_recorded_run(tmp_path):
         g = z["last_loss_grad_norm"]
     assert merged["gradient_fall_median"] == pytest.approx(float(np.median(g[:, -1] / g[:, 0])))
     assert merged["gradient_fall_first"] == pytest.approx(float(g[0, -1] / g[0, 0]))
+
+
+def test_jacobian_bound_and_gradient_decay_on_known_profiles():
+    from rnn_lab.inspect.analysis import gradient_decay, jacobian_bound
+
+    k = np.arange(1, 6)
+    exact = {"jacobian_product_norm": np.array([0.5**k]), "jacobian_sigma_max": np.array([0.5])}
+    out = jacobian_bound(exact, "linear")  # W_hh = 0.5 I: the bound is met with equality
+    assert out["jacobian_bound_ratio_max"] == pytest.approx(1.0, rel=1e-12)
+    assert out["jacobian_bound_violations"] == 0 and out["jacobian_bound_factor_first"] == 0.5
+    # sigmoid: gamma = 1/4, so the same products exceed its bound 4^k-fold
+    over = jacobian_bound(exact, "sigmoid")
+    assert over["jacobian_bound_violations"] == 5
+    assert over["jacobian_bound_ratio_max"] == pytest.approx(4.0**5, rel=1e-9)
+    profile = {"last_loss_grad_norm": np.array([[1.0, 2.0, 4.0, 8.0], [8.0, 8.0, 8.0, 8.0]])}
+    decay = gradient_decay(profile)
+    assert decay["gradient_decay_first"] == pytest.approx(0.5)  # halves every step back
+    assert decay["gradient_decay_last"] == pytest.approx(1.0)
+    assert decay["gradient_decay_median"] == pytest.approx(0.75)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid", "relu"])
+def test_trained_runs_obey_the_jacobian_bound(tmp_path, tiny_settings, activation):
+    s = tiny_settings(activation=activation, jacobian_interval=10, jacobian_lags=8)
+    train(s, tmp_path)
+    analysis = analyze_run(tmp_path, plots=False)
+    assert analysis["jacobian_bound_violations"] == 0
+    assert 0 < analysis["jacobian_bound_ratio_max"] <= 1 + 1e-9
+    assert 0 < analysis["gradient_decay_first"]

@@ -120,12 +120,15 @@ class Activation:
     # unit's range is (-inf, inf): it never saturates.
     low: float
     high: float | None
+    # gamma = max |f'(a)|: the Jacobian bound ||prod_k diag(f') W_hh|| <= (gamma sigma_max)^k
+    # (Pascanu, Mikolov & Bengio 2013) uses it; 1 for tanh, relu and linear, 1/4 for sigmoid.
+    deriv_max: float = 1.0
 
 
 ACTIVATIONS: dict[str, Activation] = {
     "tanh": Activation("tanh", _tanh, _tanh_, _tanh_deriv, -1.0, 1.0),
     "relu": Activation("relu", _relu, _relu_, _relu_deriv, 0.0, None),
-    "sigmoid": Activation("sigmoid", _sigmoid, _sigmoid_, _sigmoid_deriv, 0.0, 1.0),
+    "sigmoid": Activation("sigmoid", _sigmoid, _sigmoid_, _sigmoid_deriv, 0.0, 1.0, 0.25),
     # h = a: the linear RNN, the reference case of the gradient-flow theory.
     "linear": Activation("linear", _linear, _linear_, _linear_deriv, -math.inf, math.inf),
 }

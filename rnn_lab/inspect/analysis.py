@@ -562,6 +562,57 @@ def gradient_fall(diagnostics: dict) -> dict:
     }
 
 
+def gradient_decay(diagnostics: dict) -> dict:
+    """The per-step factor of the last step's loss gradient over the chunk: the geometric
+    mean (||dL_T/dh_1|| / ||dL_T/dh_T||)^(1/(T-1)), < 1 when it vanishes (0.5 = halves every
+    step). A per-step factor, not the whole fall, because a fall over a chunk spans tens of
+    orders of magnitude across arms and a t-interval over it says nothing. _first (step 1, the
+    untrained network), _median (over record steps), _last."""
+    g = diagnostics.get("last_loss_grad_norm") if diagnostics else None
+    if g is None or np.ndim(g) != 2 or np.shape(g)[1] < 2 or len(g) == 0:
+        return {}
+    g = np.asarray(g, dtype=float)
+    T = g.shape[1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        decay = np.exp((np.log(g[:, 0]) - np.log(g[:, -1])) / (T - 1))
+    ok = np.isfinite(decay)
+    if not ok.any():
+        return {}
+    return {
+        "gradient_decay_first": float(decay[0]) if ok[0] else None,
+        "gradient_decay_median": float(np.median(decay[ok])),
+        "gradient_decay_last": float(decay[-1]) if ok[-1] else None,
+    }
+
+
+def jacobian_bound(diagnostics: dict, activation: str) -> dict:
+    """Pascanu, Mikolov & Bengio (2013): every product P_k = J_T ... J_{T-k+1} of one-step
+    Jacobians diag(f'(a_t)) W_hh obeys ||P_k|| <= (gamma sigma_max(W_hh))^k, gamma = max |f'|.
+
+    jacobian_bound_ratio_max: the largest ||P_k|| / (gamma sigma_max)^k over every captured
+    step and lag (<= 1 when the bound holds; computed in logs: products span 1e-40..1e12);
+    jacobian_bound_violations: how many (capture, lag) pairs exceed the bound by more than a
+    relative 1e-9 (rounding); jacobian_bound_factor_first: gamma sigma_max at the first capture
+    (< 1: the bound forces the gradient to vanish geometrically)."""
+    P = diagnostics.get("jacobian_product_norm") if diagnostics else None
+    sigma = diagnostics.get("jacobian_sigma_max") if diagnostics else None
+    if P is None or sigma is None or np.size(P) == 0 or len(sigma) != len(P):
+        return {}
+    gamma = engine.get_activation(activation).deriv_max
+    P, sigma = np.asarray(P, dtype=float), np.asarray(sigma, dtype=float)
+    k = np.arange(1, P.shape[1] + 1)  # lags
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_ratio = np.log(P) - k[None, :] * np.log(gamma * sigma)[:, None]  # (m, K)
+    ok = np.isfinite(log_ratio)
+    if not ok.any():
+        return {}
+    return {
+        "jacobian_bound_ratio_max": float(np.exp(np.max(log_ratio[ok]))),
+        "jacobian_bound_violations": int(np.sum(log_ratio[ok] > np.log1p(1e-9))),
+        "jacobian_bound_factor_first": float(gamma * sigma[0]),
+    }
+
+
 # --------------------------------------------------------------------------------------
 # Memory probe
 # --------------------------------------------------------------------------------------
@@ -823,7 +874,12 @@ def analyze_run(run_dir: str | Path, plots: bool = True) -> dict:
     params = run.params()
     settings = run.settings
     step = run.checkpoint_step()
-    base = {"analysis_step": step, **gradient_fall(run.diagnostics)}
+    base = {
+        "analysis_step": step,
+        **gradient_fall(run.diagnostics),
+        **gradient_decay(run.diagnostics),
+        **jacobian_bound(run.diagnostics, run.activation),
+    }
     if not params_are_finite(params):
         analysis = {**base, "notes": ["the weights are not finite (a diverged run)"], "details": {}}
     elif is_sequence_task(settings):  # copy, adding, memory_capacity: the task's own metrics
