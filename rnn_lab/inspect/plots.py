@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 # One PNG writer and one "no data" exception for a run's plots and a study's report figures.
+from rnn_lab.core import engine
 from rnn_lab.inspect.figure_io import PlotSkipped, save_figure
 from rnn_lab.inspect.figure_io import new_figure as _new_figure
 from rnn_lab.inspect.load import Run, load_run
@@ -395,9 +396,13 @@ def plot_jacobian(run: Run, out: Path) -> Path:
     colors = _step_colors(len(steps))
     fig = _new_figure(12, 4.8)
     ax_norm, ax_rad = fig.subplots(1, 2, sharex=True)
+    bounds = _pascanu_bounds(run)  # step -> gamma sigma_max (W_hh) at that capture
     for step, color in zip(steps, colors):
         rows = frame[frame["step"] == step]
         label = f"step {step}"
+        if step in bounds:  # the bound ||P_k|| <= (gamma sigma_max)^k, dashed, same colour
+            lags = rows["lag"].to_numpy(dtype=float)
+            ax_norm.plot(lags, bounds[step] ** lags, ls=":", lw=1.2, color=color)
         zero = rows["lag"][rows["product_norm"] <= 0].to_numpy()
         if len(zero):  # a chain of dead relu units: exactly zero, nothing to draw on a log axis
             label += f" (exactly 0 from lag {zero[0]})"
@@ -412,11 +417,24 @@ def plot_jacobian(run: Run, out: Path) -> Path:
         ax.grid(alpha=0.3, which="both")
     ax_norm.set_ylabel("spectral norm ||J_T ⋯ J_{T-k+1}||₂")
     ax_rad.set_ylabel("spectral radius of J_T ⋯ J_{T-k+1}")
-    ax_norm.set_title("norm of dh_T/dh_{T-k}: < 1 shrinks, > 1 grows", fontsize="medium")
+    ax_norm.set_title(
+        "norm of dh_T/dh_{T-k} (dotted: the bound (γ σ_max)^k, Pascanu et al. 2013)",
+        fontsize="medium",
+    )
     ax_rad.set_title("spectral radius of the same product", fontsize="medium")
     ax_norm.legend(fontsize="small", title="training step", title_fontsize="small")
     _finish(fig, run, "Jacobian products J_t = diag(f'(a_t)) W_hh over the last steps of a chunk")
     return save_figure(fig, out)
+
+
+def _pascanu_bounds(run: Run) -> dict[int, float]:
+    """gamma sigma_max(W_hh) at each Jacobian capture ({} for runs recorded without sigma)."""
+    sigma = run.diagnostics.get("jacobian_sigma_max")
+    steps = run.diagnostics.get("jacobian_step")
+    if sigma is None or steps is None or len(sigma) != len(steps):
+        return {}
+    gamma = engine.get_activation(run.activation).deriv_max
+    return {int(t): float(gamma * s) for t, s in zip(steps, sigma)}
 
 
 def plot_saturation(run: Run, out: Path) -> Path:
