@@ -30,7 +30,7 @@ import os
 import socket
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -235,7 +235,7 @@ def _flatten(node, prefix: str = "") -> dict:
         return {prefix: node}
     out = {}
     for k, v in node.items():
-        out.update(_flatten(v, f"{prefix}{k}." if not isinstance(v, dict) else f"{prefix}{k}."))
+        out.update(_flatten(v, f"{prefix}{k}."))
     return {k.rstrip("."): v for k, v in out.items()}
 
 
@@ -453,16 +453,6 @@ def read_conflicts(sweep_dir: str | Path) -> list[dict]:
         with contextlib.suppress(ValueError, OSError):
             out.append(read_json(p))
     return out
-
-
-def clear_conflicts(sweep_dir: str | Path, job_dirs: Iterable[str | Path] | None = None) -> None:
-    """Forget recorded conflicts (all, or those of the given job folders)."""
-    folder = sweep_state_dir(sweep_dir) / CONFLICTS_DIR
-    if not folder.is_dir():
-        return
-    for p in folder.glob("*.json"):
-        if job_dirs is None:
-            p.unlink(missing_ok=True)
 
 
 def finite_or_none(x) -> float | None:
