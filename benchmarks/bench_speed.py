@@ -1,7 +1,8 @@
-"""Speed benchmark: rnn_lab's engine against a seed-style loop and torch autograd.
+"""Speed benchmark: rnn_lab against a seed-style loop, a min-char-rnn-style loop and torch.
 
-    python benchmarks/bench_speed.py            # the full run (about two minutes)
-    python benchmarks/bench_speed.py --quick    # a smoke run of a few seconds
+    python benchmarks/bench_speed.py                     # the full run (~4 minutes, idle machine)
+    python benchmarks/bench_speed.py --quick             # a smoke run of a few seconds
+    python benchmarks/bench_speed.py --profile-trainer   # where the trainer's time goes (cProfile)
 
 The same as ``rnn-lab bench``; the implementation is rnn_lab.bench.main_bench.
 """

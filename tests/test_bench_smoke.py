@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
-from rnn_lab.bench import main_bench
+import json
+import math
+import sys
+import types
+
+import pytest
+
+from rnn_lab.bench import (
+    BenchConfig,
+    GatedCoreLoop,
+    MinCharRnnLoop,
+    RnnLabLoop,
+    TorchGatedLoop,
+    gated_contender,
+    main_bench,
+    min_char_config,
+)
+from rnn_lab.core.data import generate_elman_corpus
 
 
 def test_quick_bench_prints_every_section(capsys, tmp_path):
     out_json = tmp_path / "bench.json"
     code = main_bench(
         ["--quick", "--steps", "3", "--large-steps", "1", "--rounds", "1",
-         "--trainer-steps", "30", "--json", str(out_json)]
+         "--trainer-steps", "30", "--min-char-trainer-steps", "30", "--json", str(out_json)]
     )  # fmt: skip
     assert code == 0
     out = capsys.readouterr().out
@@ -24,6 +41,73 @@ def test_quick_bench_prints_every_section(capsys, tmp_path):
         "record=true (default)",
         "record=false",
         "recording overhead",
+        "gated cells, seed configuration",
+        "gated cells, large configuration",
+        "rnn_lab GRU / torch GRU =",
+        "rnn_lab LSTM / torch LSTM =",
+        "torch LSTM, 1 thread",
+        "min-char-rnn comparison",
+        "min-char-rnn-style loop",
+        "rnn_lab trainer / min-char loop =",
+        "trainer overhead per step =",
     ):
         assert expected in out, f"missing {expected!r} in:\n{out}"
-    assert out_json.exists()
+    results = json.loads(out_json.read_text())
+    assert {"seed", "large", "trainer", "gated", "min_char"} <= set(results)
+    for config in ("seed", "large"):
+        gated = results["gated"][config]
+        assert set(gated["ratios"]) == {"gru", "lstm"}
+        assert len(gated["timings"]) == 4
+    assert [r["hidden_size"] for r in results["min_char"]] == [64, 100]
+    for r in results["min_char"]:
+        assert r["trainer_vs_min_char"] > 0 and math.isfinite(r["trainer_overhead"])
+
+
+def test_min_char_loop_starts_from_the_rnn_lab_rows_weights_and_loss():
+    """The min-char-rnn-style contender computes the same first loss as rnn_lab's step
+    (same text, same weights) and keeps learning: it is a fair baseline, not a broken one."""
+    text = generate_elman_corpus(num_sentences=60)
+    cfg = min_char_config(16)
+    ours = RnnLabLoop(cfg, text)
+    theirs = MinCharRnnLoop(cfg, text, ours.state.params)
+    ours.step()
+    theirs.step()
+    assert theirs.loss == pytest.approx(ours.loss, rel=1e-12)
+    for _ in range(200):
+        theirs.step()
+    assert theirs.loss < ours.loss
+
+
+def test_stacked_flag_hands_the_other_arguments_to_bench_stacked(monkeypatch):
+    calls = []
+    module = types.ModuleType("rnn_lab.bench_stacked")
+    module.main = lambda argv: calls.append(argv) or 0
+    monkeypatch.setitem(sys.modules, "rnn_lab.bench_stacked", module)
+    assert main_bench(["--quick", "--stacked", "--json", "x.json"]) == 0
+    assert calls == [["--quick", "--json", "x.json"]]
+
+
+def test_profile_trainer_prints_where_the_time_goes(capsys):
+    assert main_bench(["--profile-trainer", "30"]) == 0
+    out = capsys.readouterr().out
+    assert "trainer profile: H=64, 30 steps" in out
+    assert "train_step" in out
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_gated_contenders_train_the_same_network_as_torch(cell):
+    """rnn_lab's gated step (core calls) and the torch contender start from the same weights:
+    the same first loss; the contender the benchmark picks runs and learns."""
+    text = generate_elman_corpus(num_sentences=60)
+    cfg = BenchConfig("t", hidden_size=8, seq_len=5, batch_size=2, dtype="float64", lr=0.1)
+    ours, theirs = GatedCoreLoop(cell, cfg, text), TorchGatedLoop(cell, cfg, text)
+    ours.step()
+    with theirs._threads():
+        theirs.step()
+    assert ours.loss == pytest.approx(theirs.loss, rel=1e-10)
+    picked = gated_contender(cell, cfg, text)
+    assert picked.path in ("train_step", "core calls")
+    first = picked.loss
+    for _ in range(50):
+        picked.step()
+    assert math.isfinite(picked.loss) and picked.loss < first

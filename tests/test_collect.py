@@ -76,6 +76,9 @@ def test_collect_one_row_per_run_with_varying_keys_and_arm(tmp_path):
         "steps_done",
     ]
     assert df.attrs["arm_keys"] == ["init", "activation"]
+    # every table names the cell; runs whose config has no `cell` (written before gated cells
+    # existed) are the vanilla rnn
+    assert df.columns[7] == "cell" and set(df["cell"]) == {"rnn"}
     # init.name/init.scale vary, but only because the init group does: columns, not in the label
     assert {"init.name", "activation.name"} <= set(df.columns)
     assert list(pd.unique(df["arm"])) == [

@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rnn_lab.core import gated
+from rnn_lab.core import gated, inits
 from rnn_lab.core.losses import softmax_cross_entropy, squared_error
 
 V, H, T, D = 7, 5, 6, 4  # vocabulary, hidden units, chunk length, embedding width
@@ -27,6 +27,14 @@ FD_TOL = 1e-6  # relative error, centred differences in float64
 AUTOGRAD_TOL = 1e-9  # relative error, the same float64 computation done another way
 FORWARD_TOL = 1e-12
 TORCH_NAMES = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
+
+
+GATED_INITS = ("orthogonal", "xavier", "random", "identity", "torch")
+
+
+def init_gated(cell: str, *sizes, **options):
+    """inits.init_params for a gated cell, the cell first (as these tests read best)."""
+    return inits.init_params(*sizes, cell=cell, **options)
 
 
 def rel_err(a, b) -> float:
@@ -43,9 +51,7 @@ def n_state(cell: str) -> int:
 def make_case(cell: str, init: str, B: int, use_embedding: bool = False, seed: int = 0):
     """Parameters with non-zero biases, a chunk (inputs, targets) and a carried state."""
     rng = np.random.default_rng([seed, B, int(use_embedding), len(cell)])
-    params = gated.init_params(
-        cell, V, H, V, init=init, seed=seed, embed_dim=D if use_embedding else 0
-    )
+    params = init_gated(cell, V, H, V, init=init, seed=seed, embed_dim=D if use_embedding else 0)
     params.bias_ih_l0[:] = rng.normal(0.0, 0.3, params.bias_ih_l0.shape)
     params.bias_hh_l0[:] = rng.normal(0.0, 0.3, params.bias_hh_l0.shape)
     params.b_y[:] = rng.normal(0.0, 0.3, V)
@@ -122,7 +128,7 @@ def finite_difference_grads(params, inputs, targets, state) -> dict[str, np.ndar
     return out
 
 
-GRID = list(itertools.product(CELLS, gated.INIT_NAMES, (False, True), (1, 3)))
+GRID = list(itertools.product(CELLS, GATED_INITS, (False, True), (1, 3)))
 GRID_IDS = [f"{c}-{i}-{'frozen' if f else 'trained'}-B{b}" for c, i, f, b in GRID]
 
 
@@ -132,7 +138,7 @@ GRID_IDS = [f"{c}-{i}-{'frozen' if f else 'trained'}-B{b}" for c, i, f, b in GRI
 
 
 @pytest.mark.parametrize("B", [1, 3])
-@pytest.mark.parametrize("init", gated.INIT_NAMES)
+@pytest.mark.parametrize("init", GATED_INITS)
 @pytest.mark.parametrize("cell", CELLS)
 def test_forward_equals_torch(cell, init, B):
     params, inputs, targets, state = make_case(cell, init, B)
@@ -197,7 +203,7 @@ def test_real_valued_inputs_with_masked_squared_error_match_torch(cell, B):
     """The synthetic tasks' path: x_t given directly, a real-valued loss at some steps."""
     rng = np.random.default_rng(10)
     Din, O = 3, 2
-    params = gated.init_params(cell, Din, H, O, init="xavier", seed=4)
+    params = init_gated(cell, Din, H, O, init="xavier", seed=4)
     params.bias_ih_l0[:] = rng.normal(0.0, 0.3, params.bias_ih_l0.shape)
     inputs = rng.normal(size=(T, B, Din))
     targets = rng.normal(size=(T, B, O))
@@ -228,7 +234,7 @@ def test_large_chunks_match_torch_and_reuse_scratch_safely(cell, use_embedding, 
     monkeypatch.setattr(gated, "_SCRATCH_MIN_SIZE", 1)
     rng = np.random.default_rng(5)
     Tl, Bl, Hl = 40, 10, 20
-    params = gated.init_params(cell, V, Hl, V, init="orthogonal", embed_dim=D * use_embedding)
+    params = init_gated(cell, V, Hl, V, init="orthogonal", embed_dim=D * use_embedding)
     params.bias_ih_l0[:] = rng.normal(0.0, 0.3, params.bias_ih_l0.shape)
     inputs, targets = rng.integers(0, V, size=(2, Tl, Bl))
     state = tuple(rng.normal(0.0, 0.5, size=(Bl, Hl)) for _ in range(n_state(cell)))
@@ -551,20 +557,20 @@ def test_saturation_extremes():
     params, inputs, _, state = make_case("lstm", "random", 3)
     params.bias_ih_l0[H : 2 * H] = 10.0
     assert gated.saturation(gated.forward(params, inputs, state)) == 1.0
-    quiet = gated.init_params("gru", V, H, V, init="random", seed=1)
+    quiet = init_gated("gru", V, H, V, init="random", seed=1)
     quiet.weight_ih_l0 *= 0.01
     assert gated.saturation(gated.forward(quiet, inputs, gated.zero_state("gru", 3, H))) == 0.0
 
 
 @pytest.mark.parametrize("cell", CELLS)
 def test_spectral_radii_of_each_recurrent_block(cell):
-    params = gated.init_params(cell, V, H, V, init="xavier", seed=3)
+    params = init_gated(cell, V, H, V, init="xavier", seed=3)
     radii = gated.spectral_radii(params)
     assert list(radii) == list(params.gate_names)
     for k, name in enumerate(params.gate_names):
         block = params.weight_hh_l0[k * H : (k + 1) * H]
         assert radii[name] == pytest.approx(np.abs(np.linalg.eigvals(block)).max(), rel=1e-12)
-    ortho = gated.spectral_radii(gated.init_params(cell, V, H, V, init="orthogonal", scale=1.3))
+    ortho = gated.spectral_radii(init_gated(cell, V, H, V, init="orthogonal", scale=1.3))
     assert all(r == pytest.approx(1.3, rel=1e-6) for r in ortho.values())
 
 
@@ -575,7 +581,7 @@ def test_spectral_radii_of_each_recurrent_block(cell):
 
 @pytest.mark.parametrize("cell", CELLS)
 def test_torch_init_is_a_seeded_torch_module(cell):
-    params = gated.init_params(cell, V, H, 3, init="torch", seed=11)
+    params = init_gated(cell, V, H, 3, init="torch", seed=11)
     torch.manual_seed(11)
     rnn = (torch.nn.GRU if cell == "gru" else torch.nn.LSTM)(V, H)
     head = torch.nn.Linear(H, 3)
@@ -598,7 +604,7 @@ def test_block_inits_act_on_each_gate(cell):
         ("random", lambda W: np.testing.assert_array_less(np.abs(W), 2.0 * 0.06)),
         ("xavier", lambda W: np.testing.assert_array_less(np.abs(W), 2.0 * np.sqrt(3.0 / H))),
     ):
-        params = gated.init_params(cell, V, H, V, init=init, scale=2.0, seed=5)
+        params = init_gated(cell, V, H, V, init=init, scale=2.0, seed=5)
         blocks = params.recurrent_blocks()
         assert len(blocks) == G and params.weight_hh_l0.shape == (G * H, H)
         for W in blocks.values():
@@ -614,30 +620,30 @@ def test_init_is_seeded_and_leaves_the_torch_rng_alone():
     torch.manual_seed(123)
     expected_next = torch.rand(3)
     torch.manual_seed(123)
-    a = gated.init_params("lstm", V, H, V, init="orthogonal", seed=7)
+    a = init_gated("lstm", V, H, V, init="orthogonal", seed=7)
     assert torch.equal(torch.rand(3), expected_next)
-    b = gated.init_params("lstm", V, H, V, init="orthogonal", seed=7)
-    c = gated.init_params("lstm", V, H, V, init="orthogonal", seed=8)
+    b = init_gated("lstm", V, H, V, init="orthogonal", seed=7)
+    c = init_gated("lstm", V, H, V, init="orthogonal", seed=8)
     for n in gated.PARAM_NAMES:
         np.testing.assert_array_equal(getattr(a, n), getattr(b, n))
     assert not np.array_equal(a.weight_hh_l0, c.weight_hh_l0)
-    e = gated.init_params("lstm", V, H, V, init="orthogonal", seed=7, embed_dim=D)
+    e = init_gated("lstm", V, H, V, init="orthogonal", seed=7, embed_dim=D)
     assert e.E.shape == (D, V) and e.weight_ih_l0.shape == (4 * H, D)
 
 
 def test_forget_bias():
-    p = gated.init_params("lstm", V, H, V, forget_bias=1.0)
+    p = init_gated("lstm", V, H, V, forget_bias=1.0)
     np.testing.assert_array_equal(p.bias_ih_l0[H : 2 * H] + p.bias_hh_l0[H : 2 * H], 1.0)
     assert not p.bias_ih_l0[:H].any() and not p.bias_ih_l0[2 * H :].any()
     with pytest.raises(ValueError, match="forget gate"):
-        gated.init_params("gru", V, H, V, forget_bias=1.0)
+        init_gated("gru", V, H, V, forget_bias=1.0)
 
 
 def test_unknown_names_fail_listing_the_valid_ones():
     with pytest.raises(ValueError, match="cell: unknown name 'rnn'; valid: gru, lstm"):
         gated.get_cell("rnn")
     with pytest.raises(ValueError, match="valid: orthogonal, xavier, random, identity, torch"):
-        gated.init_params("gru", V, H, V, init="kaiming")
+        init_gated("gru", V, H, V, init="kaiming")
     with pytest.raises(ValueError, match="only activation=tanh"):
         gated.check_activation("gru", "relu")
     gated.check_activation("lstm", "tanh")
@@ -747,7 +753,7 @@ def run_torch(params, seq, freeze_whh):
 def test_training_run_equals_a_torch_replica(cell, freeze_whh):
     rng = np.random.default_rng(2024)
     seq = rng.integers(0, V, size=50)  # wraps every 8 chunks: carried and reset states
-    params = gated.init_params(cell, V, RUN_H, V, init="torch", seed=3)
+    params = init_gated(cell, V, RUN_H, V, init="torch", seed=3)
     ours, losses, n_clipped = run_ours(params, seq, freeze_whh)
     rnn, head, ref_losses = run_torch(params, seq, freeze_whh)
     assert 0 < n_clipped < RUN_STEPS  # clipping is part of what is compared

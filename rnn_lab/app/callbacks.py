@@ -153,7 +153,7 @@ class SweepCallback(Callback):
     def _adapt_launcher(self, target: str) -> None:
         """What joblib, Ray and submitit do in the launching process that would break a clean
         stop. A library version without the name patched keeps its own behaviour."""
-        if "joblib" in target:
+        if "joblib" in target or "rnn_lab_launcher" in target:  # stacked: loky workers too
             # A loky worker that gets Ctrl-C while it boots (seconds: it imports numpy before
             # it can run anything of ours) dies, and the pool with it. Started with SIGINT
             # blocked (inherited), it lets the signal in once it is protected (JobGuard).

@@ -112,7 +112,7 @@ def main_sample(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     import numpy as np
 
-    from rnn_lab.core import engine
+    from rnn_lab.core import cells, engine
     from rnn_lab.inspect.load import RunDirError, load_run
 
     try:
@@ -139,9 +139,9 @@ def main_sample(argv: list[str]) -> int:
         return 2
     index = {c: i for i, c in enumerate(chars)}
     temperature = run.settings["temperature"] if args.temperature is None else args.temperature
-    ids = engine.sample(
+    ids = cells.sample(
         params,
-        run.activation,
+        engine.get_activation(run.activation),
         [index[c] for c in args.prime],
         args.length,
         temperature,

@@ -18,7 +18,9 @@ import math
 import shutil
 import sys
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -31,6 +33,7 @@ from rnn_lab.app.sweep import stop_requested
 from rnn_lab.app.tracking import tracked
 from rnn_lab.run import rundir
 from rnn_lab.run.rundir import LockHeld, RunConflict
+from rnn_lab.run.settings import TrainSettings
 
 log = logging.getLogger("rnn_lab")
 
@@ -70,7 +73,36 @@ def _remove_fresh_run_dir(run_dir: Path) -> None:
 @tracked  # logger=mlflow: the run into MLflow once it ended; a tracker error is a warning
 def run(cfg: DictConfig) -> float:
     """The task function: train one run; return its optimized_metric (+inf when not ok)."""
-    from rnn_lab.run.trainer import plan_run, run_id_of, train
+    from rnn_lab.run.trainer import train
+
+    job = prepare(cfg)
+    if not isinstance(job, PreparedJob):
+        return job
+    try:
+        summary = train(job.settings, job.run_dir, task=job.task)
+    except Exception as e:
+        return finish(job, e)
+    return finish(job, summary)
+
+
+@dataclass
+class PreparedJob:
+    """A job checked and planned, ready to train (rnn_lab's stacked launcher trains many)."""
+
+    job: _Job
+    settings: TrainSettings
+    task: Any
+
+    @property
+    def run_dir(self) -> Path:
+        return self.job.run_dir
+
+
+def prepare(cfg: DictConfig) -> PreparedJob | float:
+    """The job up to training: skipped when the sweep was stopped, its settings and inputs
+    checked, its directory planned (a conflict refused before any work). Returns the job's
+    value when it ends here, else the job ready to train (then call :func:`finish`)."""
+    from rnn_lab.run.trainer import plan_run, run_id_of
 
     job = _Job()
     fresh = not (job.run_dir / rundir.SUMMARY_FILE).exists()
@@ -92,14 +124,22 @@ def run(cfg: DictConfig) -> float:
         # Checked before training so .hydra/ can be put back: Hydra rewrote it already.
         plan_run(settings, job.run_dir, run_id_of(settings, task), task.data_sha1)
         rundir.save_accepted_hydra(job.run_dir)
-        summary = train(settings, job.run_dir, task=task)
     except (RunConflict, LockHeld) as e:
-        rundir.restore_hydra_files(job.run_dir)
-        if job.multirun:
-            rundir.record_conflict(job.sweep_dir, job.run_dir, str(e))
-        return job.refuse(str(e), fresh=False)
+        return _refused(job, e)
     except Exception as e:
         return _failed(job, e)
+    return PreparedJob(job, settings, task)
+
+
+def finish(prepared: PreparedJob, outcome: dict | Exception) -> float:
+    """The job after training: its summary (analysed when ok), or the error that ended it
+    (a conflict found by the trainer, or a failure, recorded). Returns the job's value."""
+    job, settings = prepared.job, prepared.settings
+    if isinstance(outcome, RunConflict | LockHeld):
+        return _refused(job, outcome)
+    if isinstance(outcome, Exception):
+        return _failed(job, outcome)
+    summary = outcome
     if summary.get("status") == rundir.OK and settings.analyze:
         summary = _analyze(job.run_dir, settings, summary)
     if summary.get("status") == rundir.INTERRUPTED and not job.multirun:
@@ -107,10 +147,19 @@ def run(cfg: DictConfig) -> float:
     return _metric(summary, settings.optimized_metric)
 
 
+def _refused(job: _Job, e: Exception) -> float:
+    """The directory belongs to another run (or another process trains in it)."""
+    rundir.restore_hydra_files(job.run_dir)
+    if job.multirun:
+        rundir.record_conflict(job.sweep_dir, job.run_dir, str(e))
+    return job.refuse(str(e), fresh=False)
+
+
 def _failed(job: _Job, e: Exception) -> float:
     """Record an unexpected error as a failed run; in a sweep the job returns, the sweep goes on."""
     message = f"{type(e).__name__}: {e}"
-    log.error("run failed: %s\n%s", message, traceback.format_exc())
+    trace = "".join(traceback.format_exception(e))
+    log.error("run failed: %s\n%s", message, trace)
     rundir.record_failure(job.run_dir, rundir.FAILED, message)
     if not job.multirun:
         detail = f"run failed: {message} (details in {job.run_dir})"

@@ -2,9 +2,10 @@
 
 Hydra composes ``conf/config.yaml`` on top of :data:`RnnLabSchema`, which is generated from
 :class:`~rnn_lab.run.settings.TrainSettings` (one source of keys, types and defaults), so a
-wrong type (``seq_len=abc``) fails during composition. Each option of the ``init``, ``optim``
-and ``data`` groups has its own structured schema in the ConfigStore (group ``schema/<group>``,
-included by the option's YAML file), so an unknown or mistyped option key is refused by Hydra.
+wrong type (``seq_len=abc``) fails during composition. Each option of the ``cell``, ``init``,
+``optim`` and ``data`` groups has its own structured schema in the ConfigStore (group
+``schema/<group>``, included by the option's YAML file), so an unknown or mistyped option key is
+refused by Hydra (and a key added with ``+`` by :func:`settings_from_config`).
 :func:`settings_from_config` then checks values and ranges and returns plain TrainSettings;
 every mistake is a :class:`ConfigError` naming the key, the bad value and what is allowed.
 """
@@ -19,6 +20,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from rnn_lab.core.cells import CELL_NAMES, check_activation
 from rnn_lab.core.data import DATA_NAMES
 from rnn_lab.core.engine import ACTIVATIONS
 from rnn_lab.core.inits import INIT_NAMES
@@ -38,6 +40,17 @@ class InitSchema:
     name: str = MISSING
     scale: float = 1.0
     path: str | None = None
+
+
+@dataclass
+class CellSchema:
+    name: str = MISSING
+
+
+@dataclass
+class LstmCellSchema:
+    name: str = "lstm"
+    forget_bias: float | None = None  # null: torch's init of the biases; 1.0 = Jozefowicz et al.
 
 
 @dataclass
@@ -107,6 +120,7 @@ def _optimizer_schema(name: str, cls) -> type:
 
 
 OPTION_SCHEMAS: dict[str, dict[str, type]] = {
+    "cell": {"rnn": CellSchema, "gru": CellSchema, "lstm": LstmCellSchema},
     "init": {name: InitSchema for name in INIT_NAMES},
     "optim": {name: _optimizer_schema(name, cls) for name, cls in OPTIMIZERS.items()},
     "data": {
@@ -213,6 +227,14 @@ def _check_group(group: str, node: Any, valid_names) -> dict:
         raise ConfigError(
             f"{group}={name!r} is not valid: choose one of {', '.join(sorted(valid_names))}."
         )
+    schema = OPTION_SCHEMAS.get(group, {}).get(name)
+    known = {f.name for f in fields(schema)} if schema is not None else set(node)
+    unknown = sorted(set(node) - known)
+    if unknown:  # a key added with +group.key=...: Hydra's struct mode lets `+` through
+        raise ConfigError(
+            f"{group}.{unknown[0]}={node[unknown[0]]!r} is not valid: {group}={name} has no key "
+            f"{unknown[0]!r} (choose among its keys: {', '.join(sorted(known))})."
+        )
     for key, value in node.items():
         check = OPTION_CHECKS.get(f"{group}.{key}")
         if check is not None and value is not None:
@@ -227,6 +249,7 @@ def settings_from_config(cfg: DictConfig | dict) -> TrainSettings:
     values = {k: v for k, v in c.items() if k in names}
     try:
         values = check_settings(values)
+        values["cell"] = _check_group("cell", c.get("cell") or "rnn", CELL_NAMES)
         values["init"] = _check_group("init", c.get("init"), INIT_NAMES)
         values["activation"] = _check_group("activation", c.get("activation"), ACTIVATIONS)["name"]
         values["optim"] = _check_group("optim", c.get("optim"), OPTIMIZERS)
@@ -234,6 +257,10 @@ def settings_from_config(cfg: DictConfig | dict) -> TrainSettings:
     except SettingsError as e:
         raise ConfigError(str(e)) from None
     init, optim = values["init"], values["optim"]
+    try:
+        check_activation(values["cell"]["name"], values["activation"])
+    except ValueError as e:
+        raise ConfigError(f"{e}.") from None
     if init["name"] == "file" and not init.get("path"):
         raise ConfigError("init.path is required with init=file: init.path=weights.npz.")
     if optim["name"] == "sgd" and optim.get("nesterov"):
@@ -261,7 +288,17 @@ def check_inputs(settings: TrainSettings):
 
 
 # Config groups a user picks from (schema/ and study_preset/ are internal).
-USER_GROUPS = ("init", "activation", "optim", "data", "launcher", "logger", "experiment")
+USER_GROUPS = (
+    "cell",
+    "recipe",
+    "init",
+    "activation",
+    "optim",
+    "data",
+    "launcher",
+    "logger",
+    "experiment",
+)
 
 
 def keys_help_text() -> str:

@@ -197,9 +197,11 @@ class Params:
 FLAT_ORDER = ("W_xh", "W_hy", "b_h", "b_y", "E", "W_hh")
 
 
-def flat_views(flat: np.ndarray, shapes: dict[str, tuple]) -> dict[str, np.ndarray]:
-    """Split a flat buffer into named views of the given shapes, in FLAT_ORDER."""
-    layout, _ = _flat_layout(tuple((n, tuple(shapes[n])) for n in FLAT_ORDER if n in shapes))
+def flat_views(
+    flat: np.ndarray, shapes: dict[str, tuple], order: tuple[str, ...] = FLAT_ORDER
+) -> dict[str, np.ndarray]:
+    """Split a flat buffer into named views of the given shapes, in ``order``."""
+    layout, _ = _flat_layout(tuple((n, tuple(shapes[n])) for n in order if n in shapes))
     return {name: flat[start:stop].reshape(shape) for name, start, stop, shape in layout}
 
 

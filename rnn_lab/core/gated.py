@@ -66,7 +66,6 @@ Large temporaries that never leave a call are reused scratch buffers (see _scrat
 
 from __future__ import annotations
 
-import functools
 import math
 import threading
 from collections.abc import Callable
@@ -75,10 +74,14 @@ from typing import ClassVar
 
 import numpy as np
 
-from rnn_lab.core.engine import Gradients
-
-# np.dot without its __array_function__ dispatch layer (as in engine.py): ~0.3 us per call.
-_dot = getattr(np.dot, "_implementation", np.dot)
+from rnn_lab.core.engine import (  # the vanilla engine's fast-call and flat-buffer helpers
+    Gradients,
+    _dot,
+    _flat_layout,
+    _is_index_input,
+    _matmul_rows,
+)
+from rnn_lab.core.engine import flat_views as _engine_flat_views
 
 SATURATION_MARGIN = 0.05
 
@@ -174,17 +177,6 @@ class LSTMParams(_GatedParams):
     gate_names: ClassVar[tuple[str, ...]] = ("i", "f", "g", "o")
 
 
-@functools.lru_cache(maxsize=256)
-def _flat_layout(named_shapes: tuple) -> tuple[tuple, int]:
-    """((name, start, stop, shape), ...) and the total size, cached by shapes."""
-    layout, offset = [], 0
-    for name, shape in named_shapes:
-        size = math.prod(shape)
-        layout.append((name, offset, offset + size, shape))
-        offset += size
-    return tuple(layout), offset
-
-
 def _params_layout(params: _GatedParams) -> tuple[tuple, int]:
     return _flat_layout(
         tuple((n, getattr(params, n).shape) for n in FLAT_ORDER if getattr(params, n) is not None)
@@ -192,9 +184,8 @@ def _params_layout(params: _GatedParams) -> tuple[tuple, int]:
 
 
 def flat_views(flat: np.ndarray, shapes: dict[str, tuple]) -> dict[str, np.ndarray]:
-    """Split a flat buffer into named views of the given shapes, in FLAT_ORDER."""
-    layout, _ = _flat_layout(tuple((n, tuple(shapes[n])) for n in FLAT_ORDER if n in shapes))
-    return {name: flat[start:stop].reshape(shape) for name, start, stop, shape in layout}
+    """Split a flat buffer into named views of the given shapes, in this module's FLAT_ORDER."""
+    return _engine_flat_views(flat, shapes, FLAT_ORDER)
 
 
 def pack(params: _GatedParams) -> _GatedParams:
@@ -246,15 +237,6 @@ class GatedCache:
         H = self.hs.shape[-1]
         k = names.index(name)
         return self.gates[..., k * H : (k + 1) * H]
-
-
-def _is_index_input(inputs: np.ndarray) -> bool:
-    return inputs.dtype.kind in "iu"
-
-
-def _matmul_rows(x: np.ndarray, W: np.ndarray) -> np.ndarray:
-    """x @ W for x (..., K) as one 2-D matmul (a 3-D matmul loops over the leading axis)."""
-    return _dot(x.reshape(-1, x.shape[-1]), W).reshape(x.shape[:-1] + (W.shape[1],))
 
 
 def input_projection(params: _GatedParams, inputs: np.ndarray, out: np.ndarray | None = None):
@@ -885,143 +867,6 @@ def spectral_radii(params: _GatedParams) -> dict[str, float]:
     }
 
 
-# --------------------------------------------------------------------------------------
-# Initialisation (torch.nn.init, seeded as rnn_lab/core/inits.py does)
-# --------------------------------------------------------------------------------------
-
-
-def _orthogonal(w) -> None:
-    import torch
-
-    torch.nn.init.orthogonal_(w)
-
-
-def _xavier(w) -> None:
-    import torch
-
-    torch.nn.init.xavier_uniform_(w)
-
-
-def _random(w) -> None:
-    import torch
-
-    torch.nn.init.normal_(w, mean=0.0, std=0.01)
-
-
-def _identity(w) -> None:
-    import torch
-
-    torch.nn.init.eye_(w)
-
-
-BLOCK_INITS: dict[str, Callable[[object], None]] = {
-    "orthogonal": _orthogonal,
-    "xavier": _xavier,
-    "random": _random,
-    "identity": _identity,
-}
-# "torch": every array as a seeded torch.nn.GRU / nn.LSTM(D, H) and nn.Linear(H, O) draw it.
-INIT_NAMES = tuple(BLOCK_INITS) + ("torch",)
-
-
-def expected_shapes(
-    cell: str, input_size: int, hidden_size: int, output_size: int, embed_dim: int = 0
-) -> dict[str, tuple[int, ...]]:
-    G, H = get_cell(cell).n_gates, hidden_size
-    shapes = {
-        "weight_ih_l0": (G * H, embed_dim if embed_dim > 0 else input_size),
-        "weight_hh_l0": (G * H, H),
-        "bias_ih_l0": (G * H,),
-        "bias_hh_l0": (G * H,),
-        "W_hy": (output_size, H),
-        "b_y": (output_size,),
-    }
-    if embed_dim > 0:
-        shapes["E"] = (embed_dim, input_size)
-    return shapes
-
-
-# why: the three sizes plus keyword-only init options, as core/inits.init_params takes them
-# (with the cell and the LSTM forget bias on top); a settings object would hide the seeding.
-def init_params(
-    cell: str,
-    input_size: int,
-    hidden_size: int,
-    output_size: int,
-    *,
-    init: str = "orthogonal",
-    scale: float = 1.0,
-    seed: int = 42,
-    embed_dim: int = 0,
-    forget_bias: float | None = None,
-    dtype=np.float64,
-) -> _GatedParams:
-    """Fresh parameters of a gated cell, drawn with torch.nn.init after torch.manual_seed.
-
-    init acts on each gate's H x H recurrent block: orthogonal (per block), identity, xavier
-    (uniform, per block), random N(0, 0.01); ``scale`` then multiplies weight_hh_l0. The
-    input weights are xavier uniform per gate block (H, D), W_hy xavier, biases zero, drawn
-    in the order weight_ih (gate by gate), weight_hh (gate by gate), W_hy, then E (N(0, 0.1))
-    when embed_dim > 0, in float32 (as torch does) and cast to dtype.
-
-    init="torch": every array exactly as ``torch.manual_seed(seed); torch.nn.GRU(D, H)`` (or
-    LSTM) followed by ``torch.nn.Linear(H, O)`` draw them (uniform +-1/sqrt(H) weights and
-    biases), then E; ``scale`` still multiplies weight_hh_l0.
-
-    forget_bias (LSTM only): when given, the forget gate's total bias b_if + b_hf is set to
-    it (b_if = forget_bias, b_hf = 0), e.g. 1.0 as in Jozefowicz et al. (2015).
-    The caller's torch RNG state is left as it was.
-    """
-    spec = get_cell(cell)
-    if init not in INIT_NAMES:
-        raise ValueError(f"init.name: unknown {init!r}; valid: {', '.join(INIT_NAMES)}")
-    if forget_bias is not None and spec.name != "lstm":
-        raise ValueError(f"forget_bias: only the LSTM has a forget gate (cell={spec.name})")
-    import torch
-
-    G, H = spec.n_gates, hidden_size
-    in_cols = embed_dim if embed_dim > 0 else input_size
-    gen_state = torch.random.get_rng_state()
-    try:
-        torch.manual_seed(seed)
-        if init == "torch":
-            module_cls = torch.nn.GRU if spec.name == "gru" else torch.nn.LSTM
-            rnn = module_cls(in_cols, H)
-            head = torch.nn.Linear(H, output_size)
-            arrays = {n: getattr(rnn, n).detach().clone() for n in PARAM_NAMES[:4]}
-            arrays["W_hy"] = head.weight.detach().clone()
-            arrays["b_y"] = head.bias.detach().clone()
-        else:
-            W_ih = torch.empty(G * H, in_cols)
-            for k in range(G):
-                torch.nn.init.xavier_uniform_(W_ih[k * H : (k + 1) * H])
-            W_hh = torch.empty(G * H, H)
-            for k in range(G):
-                BLOCK_INITS[init](W_hh[k * H : (k + 1) * H])
-            W_hy = torch.empty(output_size, H)
-            torch.nn.init.xavier_uniform_(W_hy)
-            arrays = {
-                "weight_ih_l0": W_ih,
-                "weight_hh_l0": W_hh,
-                "bias_ih_l0": torch.zeros(G * H),
-                "bias_hh_l0": torch.zeros(G * H),
-                "W_hy": W_hy,
-                "b_y": torch.zeros(output_size),
-            }
-        if embed_dim > 0:
-            E = torch.empty(embed_dim, input_size)
-            torch.nn.init.normal_(E, mean=0.0, std=0.1)
-            arrays["E"] = E
-    finally:
-        torch.random.set_rng_state(gen_state)
-    out = {n: a.numpy().astype(dtype) for n, a in arrays.items()}
-    out["weight_hh_l0"] *= dtype(scale)
-    if forget_bias is not None:
-        out["bias_ih_l0"][H : 2 * H] = forget_bias
-        out["bias_hh_l0"][H : 2 * H] = 0.0
-    return spec.params_cls(**out)
-
-
 def zero_state(cell: str, batch_size: int, hidden_size: int, dtype=np.float64):
     """The initial carried state: (h0,) or (h0, c0), zeros of (B, H)."""
     n = 2 if get_cell(cell).name == "lstm" else 1
@@ -1095,9 +940,6 @@ class Cell:
     @property
     def n_gates(self) -> int:
         return len(self.gate_names)
-
-    def init_params(self, *args, **kwargs) -> _GatedParams:
-        return init_params(self.name, *args, **kwargs)
 
     def zero_state(self, batch_size: int, hidden_size: int, dtype=np.float64):
         return zero_state(self.name, batch_size, hidden_size, dtype)

@@ -50,6 +50,12 @@ Metrics (all in analysis.json under these names; scalars also in summary.json):
   step's loss gradient falls over the chunk, from diagnostics.npz (median over the record
   steps, at step 1 and at the last record step); absent with record=false.
 - analysis_step: the training step of the checkpoint analysed.
+
+Every cell (rnn, gru, lstm: rnn_lab.core.cells): the metrics above read the hidden state h
+(the LSTM's cell state c carries along unseen) and keep their names and meaning. Gated cells
+add spectral_radius_<gate> (each gate's H x H recurrent block at the checkpoint) and
+gate_saturation_<gate> (fraction of the gate's values within 0.05 of the ends of its range over
+the analysed text); their jacobian_bound_* are null (see :func:`jacobian_bound`).
 """
 
 from __future__ import annotations
@@ -63,9 +69,9 @@ from pathlib import Path
 
 import numpy as np
 
-from rnn_lab.core import engine
+from rnn_lab.core import cells, engine
 from rnn_lab.core.data import EncodedText, Vocab, load_corpus, split_ids, word_category
-from rnn_lab.inspect.load import load_run
+from rnn_lab.inspect.load import cell_options, load_run
 from rnn_lab.inspect.tasks import analyze_task_params, is_sequence_task
 from rnn_lab.run import rundir
 from rnn_lab.run.rundir import (
@@ -84,6 +90,9 @@ RIDGE_LAMBDA = 1e-2  # ridge penalty, times the mean eigenvalue of the states' c
 TRAJECTORY_LENGTH = 100  # first characters of the validation text drawn as a PCA path
 # Longest text analysed whole; (N, H) states of two networks and (N, V) probe targets per lag.
 ANALYSIS_MAX_CHARS = 100_000
+# Time steps per forward call when a gated cell's states are computed (its forward keeps every
+# gate value: bounded chunks keep the memory bounded; the state carries across, so exact).
+STATE_CHUNK = 4096
 
 
 # --------------------------------------------------------------------------------------
@@ -91,13 +100,36 @@ ANALYSIS_MAX_CHARS = 100_000
 # --------------------------------------------------------------------------------------
 
 
-def hidden_states(params: engine.Params, activation: str, ids: np.ndarray) -> np.ndarray:
-    """(N, H): the state after reading each character of ids, one stream from h = 0."""
-    h0 = np.zeros((1, params.hidden_size), dtype=params.dtype)
-    return engine.run_hidden(params, np.asarray(ids)[:, None], h0, activation)[1:, 0]
+def hidden_states(params, activation: str, ids: np.ndarray) -> np.ndarray:
+    """(N, H): the hidden state h after reading each character of ids, one stream from the
+    zero state (any cell: for the LSTM, h_t; its cell state c_t carries along unseen)."""
+    return run_states(params, activation, ids)[0]
 
 
-def output_logits(params: engine.Params, states: np.ndarray) -> np.ndarray:
+def run_states(params, activation: str, ids: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+    """(states (N, H) as hidden_states, gate saturation over those N steps by gate letter).
+
+    The gate saturation (cells.gate_saturation: the fraction of gate values within 0.05 of the
+    ends of their range) is {} for the vanilla cell, which has no gates."""
+    act = engine.get_activation(activation)
+    cell = cells.cell_of(params)
+    inputs = np.asarray(ids)[:, None]
+    state = cells.zero_state(cell, 1, params.hidden_size, params.dtype)
+    if cell == "rnn":  # no gates: the states alone, in one call (as before gated cells)
+        return cells.run_hidden(params, inputs, state, act)[1:, 0], {}
+    states = np.empty((len(inputs), params.hidden_size), dtype=params.dtype)
+    near: dict[str, float] = {}
+    for start in range(0, len(inputs), STATE_CHUNK):
+        cache = cells.forward(params, inputs[start : start + STATE_CHUNK], state, act)
+        n = cache.hs.shape[0] - 1
+        states[start : start + n] = cache.hs[1:, 0]
+        for gate, fraction in cells.gate_saturation(cache).items():
+            near[gate] = near.get(gate, 0.0) + fraction * n
+        state = tuple(np.array(x) for x in cells.final_state(cache))
+    return states, {g: v / max(1, len(inputs)) for g, v in near.items()}
+
+
+def output_logits(params, states: np.ndarray) -> np.ndarray:
     """(N, V): the next-character logits of each state."""
     return states @ params.W_hy.T + params.b_y
 
@@ -142,7 +174,8 @@ def generate_text(
     """length characters sampled after prime, from np.random.default_rng(seed)."""
     rng = np.random.default_rng(seed)
     prime_ids = [vocab.index[c] for c in prime if c in vocab.index] or [0]
-    return vocab.decode(engine.sample(params, activation, prime_ids, length, temperature, rng))
+    act = engine.get_activation(activation)
+    return vocab.decode(cells.sample(params, act, prime_ids, length, temperature, rng))
 
 
 def vocab_hit_rate(generated: str, known_words: set[str]) -> dict:
@@ -585,7 +618,14 @@ def gradient_decay(diagnostics: dict) -> dict:
     }
 
 
-def jacobian_bound(diagnostics: dict, activation: str) -> dict:
+JACOBIAN_BOUND_KEYS = (
+    "jacobian_bound_ratio_max",
+    "jacobian_bound_violations",
+    "jacobian_bound_factor_first",
+)
+
+
+def jacobian_bound(diagnostics: dict, activation: str, cell: str = "rnn") -> dict:
     """Pascanu, Mikolov & Bengio (2013): every product P_k = J_T ... J_{T-k+1} of one-step
     Jacobians diag(f'(a_t)) W_hh obeys ||P_k|| <= (gamma sigma_max(W_hh))^k, gamma = max |f'|.
 
@@ -593,7 +633,15 @@ def jacobian_bound(diagnostics: dict, activation: str) -> dict:
     step and lag (<= 1 when the bound holds; computed in logs: products span 1e-40..1e12);
     jacobian_bound_violations: how many (capture, lag) pairs exceed the bound by more than a
     relative 1e-9 (rounding); jacobian_bound_factor_first: gamma sigma_max at the first capture
-    (< 1: the bound forces the gradient to vanish geometrically)."""
+    (< 1: the bound forces the gradient to vanish geometrically).
+
+    Gated cells: every key is None. The bound is a theorem about the vanilla cell, whose
+    one-step Jacobian is diag(f'(a_t)) W_hh; a GRU's or LSTM's Jacobian ds_t/ds_{t-1} adds
+    the gates' own paths (z h, f c) and their derivatives to it, so gamma sigma_max of one
+    block bounds nothing, and no bound is invented here. Their Jacobian products against the
+    lag are still recorded and drawn (jacobian.png)."""
+    if cell != "rnn":
+        return dict.fromkeys(JACOBIAN_BOUND_KEYS)
     P = diagnostics.get("jacobian_product_norm") if diagnostics else None
     sigma = diagnostics.get("jacobian_sigma_max") if diagnostics else None
     if P is None or sigma is None or np.size(P) == 0 or len(sigma) != len(P):
@@ -712,9 +760,9 @@ def hidden_trajectory(
 # --------------------------------------------------------------------------------------
 
 
-def initial_params(settings: dict, vocab_size: int) -> engine.Params | None:
-    """The run's untrained network: its init rebuilt from the settings (seeded, so exact).
-    None when it cannot be rebuilt (e.g. init=file whose file is gone)."""
+def initial_params(settings: dict, vocab_size: int):
+    """The run's untrained network: its cell and init rebuilt from the settings (seeded, so
+    exact). None when it cannot be rebuilt (e.g. init=file whose file is gone)."""
     from rnn_lab.core.inits import build_params
     from rnn_lab.run.settings import DTYPES, TrainSettings
 
@@ -724,18 +772,25 @@ def initial_params(settings: dict, vocab_size: int) -> engine.Params | None:
         embed_dim = get("embed_dim") if get("use_embedding") else 0
         sizes = (vocab_size, get("hidden_size"), vocab_size)
         dtype = DTYPES[get("dtype")]
-        return build_params(get("init"), sizes, seed=get("seed"), embed_dim=embed_dim, dtype=dtype)
+        return build_params(
+            get("init"),
+            sizes,
+            seed=get("seed"),
+            embed_dim=embed_dim,
+            dtype=dtype,
+            **cell_options(settings),
+        )
     except (ValueError, TypeError, KeyError, OSError) as e:
         log.info("analysis: cannot rebuild the initial network (%s)", e)
         return None
 
 
-def params_are_finite(params: engine.Params) -> bool:
+def params_are_finite(params) -> bool:
     return all(np.all(np.isfinite(a)) for a in params.arrays().values())
 
 
 def analyze_params(
-    params: engine.Params, settings: dict, text: str, vocab: Vocab, *, compare_init=True, split=None
+    params, settings: dict, text: str, vocab: Vocab, *, compare_init=True, split=None
 ) -> dict:
     """All the metrics of one network on its text; the analysis.json document.
 
@@ -752,9 +807,11 @@ def analyze_params(
     metrics: dict = {}
     details: dict = {}
 
-    states = hidden_states(params, activation, ids)
+    states, gates = run_states(params, activation, ids)
     if not np.all(np.isfinite(states)):
         return {"notes": ["hidden states are not finite: nothing to analyse"], "details": {}}
+    # Gated cells: how many gate values sit at the ends of their range over the text read.
+    metrics.update({f"gate_saturation_{g}": v for g, v in gates.items()})
 
     # Generated text: how many of its words are real words.
     generated = generate_text(
@@ -878,9 +935,11 @@ def analyze_run(run_dir: str | Path, plots: bool = True) -> dict:
         "analysis_step": step,
         **gradient_fall(run.diagnostics),
         **gradient_decay(run.diagnostics),
-        **jacobian_bound(run.diagnostics, run.activation),
+        **jacobian_bound(run.diagnostics, run.activation, run.cell),
     }
-    if not params_are_finite(params):
+    finite = params_are_finite(params)
+    base.update(gate_spectral_radii(params) if finite else {})
+    if not finite:
         analysis = {**base, "notes": ["the weights are not finite (a diverged run)"], "details": {}}
     elif is_sequence_task(settings):  # copy, adding, memory_capacity: the task's own metrics
         analysis = {**base, **analyze_task_params(params, settings)}
@@ -903,6 +962,8 @@ def analyze_run(run_dir: str | Path, plots: bool = True) -> dict:
             )
         text, split = analysis_text(corpus, float(settings.get("val_fraction", 0.1)))
         analysis = {**base, **analyze_params(params, settings, text, vocab, split=split)}
+    if run.gated:
+        analysis["notes"] = [*analysis.get("notes", []), GATED_BOUND_NOTE]
     run_dir = Path(run_dir)
     summary = rundir.read_json_or_none(run_dir / rundir.SUMMARY_FILE) or {}
     # The analysis names the run and step it describes: collect and write_summary merge it
@@ -918,6 +979,21 @@ def analyze_run(run_dir: str | Path, plots: bool = True) -> dict:
         written = plot_run(run_dir)
         log.info("plots: %s", ", ".join(p.name for p in written))
     return summary
+
+
+GATED_BOUND_NOTE = (
+    "jacobian_bound_* are null: the Pascanu et al. bound (gamma sigma_max(W_hh))^k holds for "
+    "the vanilla cell only; a gated cell's Jacobian products are in jacobian.png"
+)
+
+
+def gate_spectral_radii(params) -> dict:
+    """Gated cells: ``spectral_radius_<gate>``, the spectral radius of each gate's H x H
+    recurrent block at the checkpoint (as history.csv's columns of the same names); {} for
+    the vanilla cell (its one block is summary.json's spectral_radius)."""
+    if cells.cell_of(params) == "rnn":
+        return {}
+    return {f"spectral_radius_{g}": r for g, r in cells.spectral_radii(params).items()}
 
 
 def _metrics_line(analysis: dict) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rnn_lab.core import engine
+from rnn_lab.core import cells
 from rnn_lab.run.rundir import (
     ANALYSIS_FILE,
     CHECKPOINT_FILE,
@@ -63,19 +63,31 @@ class Run:
         return _activation_name(self.settings.get("activation", "tanh"))
 
     @property
+    def cell(self) -> str:
+        """The recurrent cell: "rnn", "gru" or "lstm" (runs written before cells existed have
+        no `cell` setting: the vanilla rnn)."""
+        return cell_name(self.settings)
+
+    @property
+    def gated(self) -> bool:
+        return self.cell != "rnn"
+
+    @property
     def has_checkpoint(self) -> bool:
         return (self.path / CHECKPOINT_FILE).exists()
 
-    def params(self) -> engine.Params:
-        """The weights of checkpoint.npz (the last checkpoint written) as engine.Params."""
+    def params(self):
+        """The weights of checkpoint.npz (the last checkpoint written) as the run's cell's
+        parameters: engine.Params (rnn), gated.GRUParams or gated.LSTMParams."""
         path = self.path / CHECKPOINT_FILE
         if not path.exists():
             raise RunDirError(f"{self.path}: no {CHECKPOINT_FILE} (the run saved no weights)")
+        cell = self.cell
         with np.load(path, allow_pickle=False) as z:
-            missing = [n for n in engine.PARAM_NAMES if n not in z.files]
+            missing = [n for n in cells.param_names(cell) if n not in z.files]
             if missing:
-                raise RunDirError(f"{path}: missing arrays {', '.join(missing)}")
-            return engine.Params.from_arrays(z)
+                raise RunDirError(f"{path}: missing arrays {', '.join(missing)} (cell={cell})")
+            return cells.params_from_arrays(cell, z)
 
     def checkpoint_step(self) -> int | None:
         """The training step at which checkpoint.npz was written (None without one)."""
@@ -88,7 +100,8 @@ class Run:
     # ---- diagnostics as tables -------------------------------------------------------
 
     def eigenvalues_frame(self) -> pd.DataFrame:
-        """Eigenvalues of W_hh at each record step: columns step, index, real, imag, abs."""
+        """Eigenvalues of W_hh at each record step (gated cells: of the candidate block,
+        cells.CANDIDATE_BLOCK): columns step, index, real, imag, abs."""
         columns = ["step", "index", "real", "imag", "abs"]
         eig = self.diagnostics.get("eigenvalues")
         if eig is None or eig.size == 0:
@@ -110,6 +123,7 @@ class Run:
 
         kind: "last_loss_grad_norm" (||dL_T/dh_t||, the vanishing-gradient profile),
         "per_step_grad_norm" (||dL/dh_t|| of the whole chunk loss) or "position_accuracy".
+        For gated cells the norms are over the state s_t: h_t (GRU) or (h_t, c_t) (LSTM).
         """
         if kind not in PROFILE_KINDS:
             raise ValueError(f"kind: unknown {kind!r}; valid: {', '.join(PROFILE_KINDS)}")
@@ -195,6 +209,22 @@ def load_run(run_dir: str | Path) -> Run:
         analysis=_read_json(path / ANALYSIS_FILE),
         vocab=vocab,
     )
+
+
+def cell_name(settings: dict) -> str:
+    """The cell of a run's settings: settings.json holds {"name": ...}; a Hydra config the
+    group node; absent (runs written before cells existed): "rnn"."""
+    value = (settings or {}).get("cell")
+    if isinstance(value, dict):
+        return str(value.get("name") or "rnn")
+    return str(value) if value else "rnn"
+
+
+def cell_options(settings: dict) -> dict:
+    """build_params' cell keywords from a run's settings: the cell and the LSTM forget bias."""
+    node = settings.get("cell")
+    forget_bias = node.get("forget_bias") if isinstance(node, dict) else None
+    return {"cell": cell_name(settings), "forget_bias": forget_bias}
 
 
 def _read_json(path: Path):

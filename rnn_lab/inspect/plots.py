@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 # One PNG writer and one "no data" exception for a run's plots and a study's report figures.
-from rnn_lab.core import engine
+from rnn_lab.core import cells, engine
 from rnn_lab.inspect.figure_io import PlotSkipped, save_figure
 from rnn_lab.inspect.figure_io import new_figure as _new_figure
 from rnn_lab.inspect.load import Run, load_run
@@ -49,15 +50,19 @@ def run_title(run: Run) -> str:
     s = run.settings
     init = s.get("init") or {}
     init_name = init.get("name", "?") if isinstance(init, dict) else init
+    cell = s.get("cell") if isinstance(s.get("cell"), dict) else {}
+    forget_bias = cell.get("forget_bias")
     parts = [
-        f"{run.activation}",
+        # gated cells: the cell (their activation is always tanh)
+        run.cell if run.gated else f"{run.activation}",
+        *([f"forget_bias={forget_bias}"] if forget_bias is not None else []),
         f"init={init_name}",
         f"H={s.get('hidden_size', '?')}",
         f"seq_len={s.get('seq_len', '?')}",
         f"clip={s.get('clip', '?')}",
     ]
     if s.get("freeze_whh"):
-        parts.append("W_hh frozen")
+        parts.append("recurrent blocks frozen" if run.gated else "W_hh frozen")
     parts.append(f"seed={s.get('seed', '?')}")
     step = run.summary.get("steps_done")
     status = run.summary.get("status")
@@ -212,31 +217,72 @@ def plot_loss(run: Run, out: Path) -> Path:
 
 def plot_spectral(run: Run, out: Path) -> Path:
     """Spectral radius and largest singular value of W_hh over training; its eigenvalues
-    at the first record and at the checkpoint in the complex plane."""
+    at the first record and at the checkpoint in the complex plane.
+
+    Gated cells: the recurrent weights are one H x H block per gate; the left panel draws the
+    largest spectral radius and largest singular value over the blocks and each gate's own
+    spectral radius (history.csv's spectral_radius_<gate>), the right one the eigenvalues of
+    the candidate block (GRU n, LSTM g: the block in W_hh's place, cells.CANDIDATE_BLOCK)."""
     steps, radius = _history_column(run, "spectral_radius")
     if len(steps) == 0:
         raise PlotSkipped("history.csv has no spectral_radius")
     sig_steps, sigma = _history_column(run, "sigma_max")
+    names = _weight_names(run)
     fig = _new_figure(12, 5.2)
     ax, ax_eig = fig.subplots(1, 2, width_ratios=[1.5, 1])
-    ax.plot(steps, radius, color="C0", lw=1.5, label="spectral radius max|λ(W_hh)|")
+    ax.plot(steps, radius, color="C0", lw=1.5, label=f"spectral radius {names['radius']}")
     if len(sig_steps):
-        ax.plot(sig_steps, sigma, color="C1", lw=1.5, label="largest singular value σ_max(W_hh)")
+        ax.plot(
+            sig_steps, sigma, color="C1", lw=1.5, label=f"largest singular value {names['sigma']}"
+        )
+    for i, gate in enumerate(cells.gate_names(run.cell)):
+        gate_steps, gate_radius = _history_column(run, f"spectral_radius_{gate}")
+        if len(gate_steps):
+            candidate = " (candidate)" if gate == cells.CANDIDATE_BLOCK[run.cell] else ""
+            label = f"ρ(W_h{gate}), gate {gate}{candidate}"
+            ax.plot(gate_steps, gate_radius, color=f"C{i + 2}", lw=1, ls="--", label=label)
     ax.axhline(
         1.0, color="0.4", ls="--", lw=1, label="1: a linear map that neither grows nor shrinks"
     )
     ax.set_xlabel("training step")
     ax.set_ylabel("magnitude (dimensionless)")
-    ax.set_title("W_hh over training", fontsize="medium")
+    ax.set_title(f"{names['weights']} over training", fontsize="medium")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small", loc="upper right")
+    _draw_eigenvalues(run, ax_eig, names["candidate"])
+    _finish(fig, run, f"{names['title']}: spectral radius and singular value")
+    return save_figure(fig, out)
 
+
+def _weight_names(run: Run) -> dict[str, str]:
+    """How figures name the recurrent weights: W_hh for the vanilla cell; the recurrent
+    blocks (one H x H block per gate) for gated cells."""
+    if not run.gated:
+        return {
+            "title": "Recurrent weights W_hh",
+            "weights": "W_hh",
+            "radius": "max|λ(W_hh)|",
+            "sigma": "σ_max(W_hh)",
+            "candidate": "W_hh",
+        }
+    gate = cells.CANDIDATE_BLOCK[run.cell]
+    return {
+        "title": f"Recurrent blocks of the {run.cell.upper()} (one H x H block per gate)",
+        "weights": "recurrent blocks",
+        "radius": "(largest recurrent block)",
+        "sigma": "(largest over the recurrent blocks)",
+        "candidate": f"the candidate block W_h{gate}",
+    }
+
+
+def _draw_eigenvalues(run: Run, ax, name: str) -> None:
+    """Eigenvalues of W_hh (or the candidate block) at the first record and the checkpoint."""
     theta = np.linspace(0, 2 * np.pi, 400)
-    ax_eig.plot(np.cos(theta), np.sin(theta), color="0.4", ls="--", lw=1, label="unit circle")
+    ax.plot(np.cos(theta), np.sin(theta), color="0.4", ls="--", lw=1, label="unit circle")
     eig = run.diagnostics.get("eigenvalues")
     if eig is not None and len(eig):
         first_step = int(run.diagnostics["record_step"][0])
-        ax_eig.scatter(
+        ax.scatter(
             eig[0].real,
             eig[0].imag,
             s=14,
@@ -245,23 +291,21 @@ def plot_spectral(run: Run, out: Path) -> Path:
             label=f"step {first_step}",
         )
     if run.has_checkpoint:
-        final = np.linalg.eigvals(run.params().W_hh)
-        ax_eig.scatter(
+        final = np.linalg.eigvals(cells.candidate_block(run.params()))
+        ax.scatter(
             final.real,
             final.imag,
             s=14,
             color="C3",
             label=f"checkpoint (step {run.checkpoint_step()})",
         )
-    ax_eig.set_aspect("equal", adjustable="datalim")
-    ax_eig.axhline(0, color="0.85", lw=0.8, zorder=0)
-    ax_eig.axvline(0, color="0.85", lw=0.8, zorder=0)
-    ax_eig.set_xlabel("Re λ")
-    ax_eig.set_ylabel("Im λ")
-    ax_eig.set_title("eigenvalues of W_hh", fontsize="medium")
-    ax_eig.legend(fontsize="small", loc="upper left")
-    _finish(fig, run, "Recurrent weights W_hh: spectral radius and singular value")
-    return save_figure(fig, out)
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.axhline(0, color="0.85", lw=0.8, zorder=0)
+    ax.axvline(0, color="0.85", lw=0.8, zorder=0)
+    ax.set_xlabel("Re λ")
+    ax.set_ylabel("Im λ")
+    ax.set_title(f"eigenvalues of {name}", fontsize="medium")
+    ax.legend(fontsize="small", loc="upper left")
 
 
 def _step_edges(steps: np.ndarray) -> np.ndarray:
@@ -316,7 +360,10 @@ def plot_gradient_profile(run: Run, out: Path) -> Path:
     position t, relative to where it starts (each record divided by its own t = T value, so
     the chunk-to-chunk size of that one loss does not hide the decay). Middle: its median
     over five phases of training. Right: ||dL/dh_t|| of the whole chunk loss, absolute.
+    Gated cells: the gradient with respect to the state s_t (h_t for the GRU, (h_t, c_t) for
+    the LSTM), as the trainer records it; labels say s for the LSTM.
     """
+    h = _state_symbol(run)
     last = run.profile_frame("last_loss_grad_norm")
     if last.empty:
         raise PlotSkipped("no diagnostics.npz (record=false)")
@@ -333,7 +380,7 @@ def plot_gradient_profile(run: Run, out: Path) -> Path:
         ax_rel,
         steps,
         relative,
-        "last step's loss: ||dL_T/dh_t|| / ||dL_T/dh_T||",
+        f"last step's loss: ||dL_T/d{h}_t|| / ||dL_T/d{h}_T||",
         "gradient relative to t = T (log scale)",
         floor_ratio=1e8,
     )
@@ -343,7 +390,10 @@ def plot_gradient_profile(run: Run, out: Path) -> Path:
     colors = _step_colors(len(phases))
     positions = np.arange(1, T + 1)
     for rows, color in zip(phases, colors):
-        with np.errstate(all="ignore"):
+        # A position with no value in a phase (a sequence task's chunk shorter than the
+        # longest, NaN-padded) has no median: NaN, not drawn, and no warning on the console.
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
             median = np.nanmedian(relative[rows], axis=0)
         median = np.where(median > 0, median, np.nan)
         label = f"steps {steps[rows[0]]}-{steps[rows[-1]]} ({len(rows)} records)"
@@ -351,7 +401,7 @@ def plot_gradient_profile(run: Run, out: Path) -> Path:
     ax_lines.axhline(1.0, color="0.4", ls="--", lw=1)
     ax_lines.set_yscale("log")
     ax_lines.set_xlabel(f"position t in the chunk (t = {T}: the chunk's last step)")
-    ax_lines.set_ylabel("||dL_T/dh_t|| / ||dL_T/dh_T|| (median)")
+    ax_lines.set_ylabel(f"||dL_T/d{h}_t|| / ||dL_T/d{h}_T|| (median)")
     ax_lines.set_title("median profile per phase of training", fontsize="medium")
     ax_lines.grid(alpha=0.3, which="both")
     ax_lines.legend(
@@ -364,8 +414,8 @@ def plot_gradient_profile(run: Run, out: Path) -> Path:
         ax_all,
         per_step.index.to_numpy(),
         per_step.to_numpy(dtype=float),
-        "whole chunk loss: ||dL/dh_t|| (absolute)",
-        "||dL/dh_t|| (log scale)",
+        f"whole chunk loss: ||dL/d{h}_t|| (absolute)",
+        f"||dL/d{h}_t|| (log scale)",
         floor_ratio=1e6,
     )
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -377,8 +427,14 @@ def plot_gradient_profile(run: Run, out: Path) -> Path:
         if len(fall)
         else ""
     )
-    _finish(fig, run, f"Gradient flow back through the chunk (small = vanished){measured}")
+    state = " (s_t = (h_t, c_t))" if h == "s" else ""
+    _finish(fig, run, f"Gradient flow back through the chunk{state} (small = vanished){measured}")
     return save_figure(fig, out)
+
+
+def _state_symbol(run: Run) -> str:
+    """The recurrent state's letter in labels: h (rnn, GRU) or s = (h, c) (LSTM)."""
+    return "s" if cells.n_state(run.cell) > 1 else "h"
 
 
 def plot_jacobian(run: Run, out: Path) -> Path:
@@ -417,18 +473,29 @@ def plot_jacobian(run: Run, out: Path) -> Path:
         ax.grid(alpha=0.3, which="both")
     ax_norm.set_ylabel("spectral norm ||J_T ⋯ J_{T-k+1}||₂")
     ax_rad.set_ylabel("spectral radius of J_T ⋯ J_{T-k+1}")
-    ax_norm.set_title(
-        "norm of dh_T/dh_{T-k} (dotted: the bound (γ σ_max)^k, Pascanu et al. 2013)",
-        fontsize="medium",
-    )
+    h = _state_symbol(run)
+    # The bound is the vanilla cell's theorem: gated runs have none (_pascanu_bounds: {}).
+    bound = " (dotted: the bound (γ σ_max)^k, Pascanu et al. 2013)" if bounds else ""
+    ax_norm.set_title(f"norm of d{h}_T/d{h}_{{T-k}}{bound}", fontsize="medium")
     ax_rad.set_title("spectral radius of the same product", fontsize="medium")
     ax_norm.legend(fontsize="small", title="training step", title_fontsize="small")
-    _finish(fig, run, "Jacobian products J_t = diag(f'(a_t)) W_hh over the last steps of a chunk")
+    _finish(fig, run, f"Jacobian products {_jacobian_text(run)} over the last steps of a chunk")
     return save_figure(fig, out)
 
 
+def _jacobian_text(run: Run) -> str:
+    if run.cell == "lstm":
+        return "J_t = ds_t/ds_{t-1}, s = (h, c) (2H x 2H)"
+    if run.cell == "gru":
+        return "J_t = dh_t/dh_{t-1} of the GRU (H x H)"
+    return "J_t = diag(f'(a_t)) W_hh"
+
+
 def _pascanu_bounds(run: Run) -> dict[int, float]:
-    """gamma sigma_max(W_hh) at each Jacobian capture ({} for runs recorded without sigma)."""
+    """gamma sigma_max(W_hh) at each Jacobian capture ({} for runs recorded without sigma, and
+    for gated cells: the bound is a theorem about the vanilla cell's Jacobian only)."""
+    if run.gated:
+        return {}
     sigma = run.diagnostics.get("jacobian_sigma_max")
     steps = run.diagnostics.get("jacobian_step")
     if sigma is None or steps is None or len(sigma) != len(steps):
@@ -437,11 +504,18 @@ def _pascanu_bounds(run: Run) -> dict[int, float]:
     return {int(t): float(gamma * s) for t, s in zip(steps, sigma)}
 
 
+# The gate cells.saturation (history's `saturation`) measures: the GRU's update gate, the
+# LSTM's forget gate (the gates that decide how much of the state is kept).
+
+
 def plot_saturation(run: Run, out: Path) -> Path:
-    """tanh/sigmoid: fraction of unit-steps within 0.05 of a bound; relu: dead units."""
+    """tanh/sigmoid: fraction of unit-steps within 0.05 of a bound; relu: dead units.
+    Gated cells: every gate's saturation (plot_gate_saturation)."""
     steps, sat = _history_column(run, "saturation")
     if len(steps) == 0:
         raise PlotSkipped("history.csv has no saturation column (record=false)")
+    if run.gated:
+        return plot_gate_saturation(run, out)
     relu = run.activation == "relu"
     fig = _new_figure(8.5, 4.6)
     ax = fig.subplots()
@@ -461,6 +535,33 @@ def plot_saturation(run: Run, out: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small", loc="upper right")
     _finish(fig, run, title)
+    return save_figure(fig, out)
+
+
+def plot_gate_saturation(run: Run, out: Path) -> Path:
+    """Gated cells: per gate, the fraction of gate values in a chunk within 0.05 of the ends
+    of its range (0 or 1 for the sigmoid gates, ±1 for the tanh candidate), over training
+    (history.csv's gate_saturation_<gate>); the memory gate (GRU z, LSTM f) drawn bold."""
+    fig = _new_figure(8.5, 4.6)
+    ax = fig.subplots()
+    top = 0.0
+    candidate = cells.CANDIDATE_BLOCK[run.cell]
+    for i, gate in enumerate(cells.gate_names(run.cell)):
+        steps, sat = _history_column(run, f"gate_saturation_{gate}")
+        if not len(steps):
+            continue
+        memory = gate == cells.MEMORY_GATE.get(run.cell)
+        ends = "±1" if gate == candidate else "0 or 1"
+        role = " (candidate)" if gate == candidate else " (memory gate)" if memory else ""
+        label = f"gate {gate}{role}: within 0.05 of {ends}"
+        ax.plot(steps, sat, color=f"C{i}", lw=2.2 if memory else 1.1, label=label)
+        top = max(top, float(np.nanmax(sat)) if np.isfinite(sat).any() else 0.0)
+    ax.set_ylim(0, max(0.05, min(1.0, top * 1.15 + 0.01)))
+    ax.set_xlabel("training step")
+    ax.set_ylabel("fraction of gate values in a chunk")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", loc="upper right")
+    _finish(fig, run, f"Gate saturation of the {run.cell.upper()} over training")
     return save_figure(fig, out)
 
 

@@ -27,7 +27,7 @@ import logging
 
 import numpy as np
 
-from rnn_lab.core import engine
+from rnn_lab.core import cells, engine
 from rnn_lab.core.inits import build_params
 from rnn_lab.core.losses import softmax_cross_entropy
 from rnn_lab.core.tasks import (
@@ -40,6 +40,7 @@ from rnn_lab.core.tasks import (
     SequenceTask,
     make_sequence_task,
 )
+from rnn_lab.inspect.load import cell_options
 from rnn_lab.run.settings import DTYPES, TrainSettings
 
 log = logging.getLogger("rnn_lab")
@@ -64,36 +65,51 @@ def task_of(settings: dict) -> SequenceTask:
     return make_sequence_task(settings["data"], int(_setting(settings, "seq_len")), 1, dtype)
 
 
-def initial_params(settings: dict, task: SequenceTask) -> engine.Params | None:
-    """The run's untrained network (same init and seed); None when it cannot be rebuilt."""
+def initial_params(settings: dict, task: SequenceTask):
+    """The run's untrained network (same cell, init and seed); None when it cannot be rebuilt."""
     get = lambda key: _setting(settings, key)  # noqa: E731
     sizes = (task.input_size, get("hidden_size"), task.output_size)
     embed_dim = get("embed_dim") if get("use_embedding") else 0
     try:
         return build_params(
-            get("init"), sizes, seed=get("seed"), embed_dim=embed_dim, dtype=DTYPES[get("dtype")]
+            get("init"),
+            sizes,
+            seed=get("seed"),
+            embed_dim=embed_dim,
+            dtype=DTYPES[get("dtype")],
+            **cell_options(settings),
         )
     except (ValueError, TypeError, KeyError, OSError) as e:
         log.info("analysis: cannot rebuild the initial network (%s)", e)
         return None
 
 
-def run_sequences(
-    params: engine.Params, activation: str, seqs: Sequences
-) -> tuple[np.ndarray, np.ndarray]:
-    """(states (N, n, H), outputs (N, n, O)) of whole sequences, each from h = 0."""
+def run_sequences(params, activation: str, seqs: Sequences) -> tuple[np.ndarray, np.ndarray]:
+    """(states (N, n, H), outputs (N, n, O)) of whole sequences, each from the zero state."""
+    states, outputs, _ = _run_blocks(params, activation, seqs)
+    return states, outputs
+
+
+def _run_blocks(params, activation: str, seqs: Sequences):
+    """run_sequences, and the gate saturation over every (t, sequence, unit) of the run by gate
+    letter ({} for the vanilla cell). Time-major blocks of sequences (``Sequences.block``)
+    run one after another, each from the zero state, so memory stays bounded."""
+    act = engine.get_activation(activation)
     N, n = seqs.inputs.shape[:2]
     H, O = params.hidden_size, params.W_hy.shape[0]
     states = np.empty((N, n, H), dtype=params.dtype)
     outputs = np.empty((N, n, O), dtype=params.dtype)
+    near: dict[str, float] = {}
     per_block = max(1, BLOCK_STEPS // N)
     for start in range(0, n, per_block):
         block = seqs.block(start, start + per_block)
-        h0 = np.zeros((block.n, H), dtype=params.dtype)
-        cache = engine.forward(params, block.inputs, h0, activation)
+        state = cells.zero_state(cells.cell_of(params), block.n, H, params.dtype)
+        cache = cells.forward(params, block.inputs, state, act)
         states[:, start : start + block.n] = cache.hs[1:]
         outputs[:, start : start + block.n] = cache.logits
-    return states, outputs
+        for gate, fraction in cells.gate_saturation(cache).items():
+            near[gate] = near.get(gate, 0.0) + fraction * block.n
+    return states, outputs, {g: v / max(1, n) for g, v in near.items()}
 
 
 # --------------------------------------------------------------------------------------
@@ -101,7 +117,7 @@ def run_sequences(
 # --------------------------------------------------------------------------------------
 
 
-def copy_metrics(params: engine.Params, activation: str, task: CopyTask) -> dict:
+def copy_metrics(params, activation: str, task: CopyTask) -> dict:
     val = task.validation_set()
     _, logits = run_sequences(params, activation, val)
     N, n = val.targets.shape
@@ -118,7 +134,7 @@ def copy_metrics(params: engine.Params, activation: str, task: CopyTask) -> dict
     }
 
 
-def adding_metrics(params: engine.Params, activation: str, task: AddingTask) -> dict:
+def adding_metrics(params, activation: str, task: AddingTask) -> dict:
     val = task.validation_set()
     _, outputs = run_sequences(params, activation, val)
     answer = outputs[-1, :, 0].astype(np.float64)
@@ -161,9 +177,7 @@ def squared_correlations(pred: np.ndarray, Y: np.ndarray) -> np.ndarray:
     return np.nan_to_num(r2)
 
 
-def memory_capacity_metrics(
-    params: engine.Params, activation: str, task: MemoryCapacityTask
-) -> dict:
+def memory_capacity_metrics(params, activation: str, task: MemoryCapacityTask) -> dict:
     """Ridge readouts fit on one held-out set (FIT_STREAM), scored on the validation set."""
     fit = task.generate(task.stream(FIT_STREAM), task.keys["val_sequences"])
     test = task.validation_set()
@@ -200,10 +214,11 @@ def baselines(task: SequenceTask, settings: dict) -> dict:
 # --------------------------------------------------------------------------------------
 
 
-def analyze_task_params(params: engine.Params, settings: dict, *, compare_init=True) -> dict:
+def analyze_task_params(params, settings: dict, *, compare_init=True) -> dict:
     """The analysis.json document of a sequence-task run (without run_id / steps_done, which
-    analyze_run adds): the task's metrics, its baselines, the same metrics of the untrained
-    network as ``<metric>_init``; lists (curves) and "notes" beside the scalars."""
+        analyze_run adds): the task's metrics, its baselines, the same metrics of the untrained
+        network as ``<metric>_init``; for gated cells ``gate_saturation_<gate>`` on the held-out
+    set; lists (curves) and "notes" beside the scalars."""
     task = task_of(settings)
     activation = str(_setting(settings, "activation"))
     measure = METRICS[task.name]
@@ -212,6 +227,9 @@ def analyze_task_params(params: engine.Params, settings: dict, *, compare_init=T
     if metrics.get("memory_capacity", 0) is None:
         notes.append("the hidden states are not finite: no memory capacity")
     metrics.update(baselines(task, settings))
+    if cells.cell_of(params) != "rnn":  # gated cells: gates at the ends of their range
+        _, _, gates = _run_blocks(params, activation, task.validation_set())
+        metrics.update({f"gate_saturation_{g}": v for g, v in gates.items()})
     init = initial_params(settings, task) if compare_init else None
     if init is not None:
         for key, value in measure(init, activation, task).items():

@@ -131,6 +131,8 @@ DEFAULT_INIT = {"name": "orthogonal", "scale": 1.0, "path": None}
 # The seed's SGD: momentum as a moving average of the gradients (v = 0.9 v + 0.1 g).
 DEFAULT_OPTIM = {"name": "sgd", "momentum": 0.9, "dampening": 0.9, "nesterov": False}
 DEFAULT_DATA = {"name": "elman", "seed": 42, "num_sentences": 600}
+# The vanilla cell of the seed; gru and lstm follow torch.nn's gate conventions.
+DEFAULT_CELL = {"name": "rnn"}
 
 
 @dataclass
@@ -178,6 +180,7 @@ class TrainSettings:
         Num(0, note=" (0 disables)"),
     )
     # ---- groups: the option's name and its own keys (checked by rnn_lab.app.schema) ----
+    cell: dict = _key(DEFAULT_CELL, "recurrent cell: the cell group's option (rnn | gru | lstm)")
     init: dict = _key(DEFAULT_INIT, "W_hh init: the init group's option and its keys")
     activation: str = _key("tanh", "the activation f of h_t = f(a_t)")
     optim: dict = _key(DEFAULT_OPTIM, "optimiser: the optim group's option and its keys")
@@ -232,7 +235,7 @@ class TrainSettings:
         return out
 
 
-GROUP_KEYS = ("init", "activation", "optim", "data")
+GROUP_KEYS = ("cell", "init", "activation", "optim", "data")
 
 
 def keys_of_kind(*kinds: str) -> tuple[str, ...]:
@@ -249,7 +252,11 @@ def identity_settings(s: TrainSettings | dict) -> dict:
     trains (``steps``, ``budget_chars``): a run may be extended by asking for more steps
     (never fewer, see run.trainer)."""
     d = s.to_dict() if isinstance(s, TrainSettings) else dict(s)
-    return {k: d.get(k) for k in sorted(d) if k not in BOOKKEEPING_KEYS and k not in LENGTH_KEYS}
+    out = {k: d.get(k) for k in sorted(d) if k not in BOOKKEEPING_KEYS and k not in LENGTH_KEYS}
+    if out.get("cell") in (None, DEFAULT_CELL):
+        # The vanilla cell: left out, so runs written before `cell` existed keep their identity.
+        out.pop("cell", None)
+    return out
 
 
 def check_settings(values: dict) -> dict:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from rnn_lab.core import engine
+from rnn_lab.core import cells
 from rnn_lab.core.optim import make_optimizer
 
 LOSS_WINDOW = 100  # final_loss is the mean over the last this-many steps
@@ -109,7 +109,7 @@ class LossWindow:
 @dataclass
 class TrainState:
     step: int  # steps done
-    params: engine.Params  # packed: every array a view of params.flat
+    params: Any  # engine.Params or gated.GRUParams/LSTMParams, packed (arrays view .flat)
     optimizer: Any  # rnn_lab.core.optim.SGD | Adagrad | Adam (its .state is saved)
     h: np.ndarray  # (B, H) carried into the next chunk
     task: Any  # the data stream; its state_dict() is the pointer
@@ -121,20 +121,38 @@ class TrainState:
     wall_time_s: float = 0.0  # training time of earlier sessions of this run
     rows: list[dict] = field(default_factory=list)  # history.csv
     recorder: Recorder = field(default_factory=Recorder)  # diagnostics.npz
+    c: np.ndarray | None = None  # (B, H) the LSTM's cell state carried along with h
+
+    @property
+    def recurrent_state(self) -> tuple[np.ndarray, ...]:
+        """What the cell carries between chunks: (h,) or, for the LSTM, (h, c)."""
+        return (self.h,) if self.c is None else (self.h, self.c)
+
+    @recurrent_state.setter
+    def recurrent_state(self, value: tuple[np.ndarray, ...]) -> None:
+        self.h = value[0]
+        self.c = value[1] if len(value) > 1 else None
 
     @classmethod
-    def start(cls, params: engine.Params, optim: dict, task, batch_size: int, seed: int):
-        """Step 0: packed parameters, a fresh optimiser, h = 0, the sampling RNG from seed."""
-        params = engine.pack(params)
-        h = np.zeros((batch_size, params.hidden_size), dtype=params.dtype)
-        return cls(0, params, _optimizer(optim), h, task, np.random.default_rng(seed))
+    def start(cls, params, optim: dict, task, batch_size: int, seed: int):
+        """Step 0: packed parameters, a fresh optimiser, h = 0 (and c = 0), the sampling RNG
+        from seed."""
+        params = cells.pack(params)
+        cell = cells.cell_of(params)
+        zeros = cells.zero_state(cell, batch_size, params.hidden_size, params.dtype)
+        state = cls(0, params, _optimizer(optim), zeros[0], task, np.random.default_rng(seed))
+        state.recurrent_state = zeros
+        return state
 
     def to_arrays(self, settings: dict, run_id: str) -> dict[str, np.ndarray]:
-        """The checkpoint. The parameters keep their plain names (W_xh, W_hh, ...), so a
-        checkpoint also works as ``init=file``."""
+        """The checkpoint. The parameters keep their plain names (W_xh, W_hh, ... or torch's
+        weight_ih_l0, ... for gated cells), so a checkpoint also works as ``init=file`` and a
+        gated one loads into torch.nn.GRU / LSTM."""
         arrays: dict[str, np.ndarray] = dict(self.params.arrays())
         arrays.update({f"optim.{k}": np.asarray(v) for k, v in self.optimizer.state.items()})
         arrays["h"] = self.h
+        if self.c is not None:
+            arrays["c"] = self.c
         arrays["step"] = np.array(self.step)
         arrays["task_state"] = np.array(json.dumps(self.task.state_dict()))
         arrays["rng_state"] = np.array(json.dumps(self.rng.bit_generator.state))
@@ -148,7 +166,9 @@ class TrainState:
         return arrays
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray], optim: dict, task) -> TrainState:
+    def from_arrays(
+        cls, arrays: dict[str, np.ndarray], optim: dict, task, cell: str = "rnn"
+    ) -> TrainState:
         """The state a checkpoint holds; ``task`` is moved to the saved pointer."""
         task.load_state_dict(json.loads(str(arrays["task_state"])))
         opt = _optimizer(optim)
@@ -158,7 +178,7 @@ class TrainState:
         recent = deque((float(x) for x in arrays["recent_losses"]), maxlen=LOSS_WINDOW)
         return cls(
             step=int(arrays["step"]),
-            params=engine.pack(engine.Params.from_arrays(arrays)),
+            params=cells.pack(cells.params_from_arrays(cell, arrays)),
             optimizer=opt,
             h=arrays["h"].copy(),
             task=task,
@@ -168,6 +188,7 @@ class TrainState:
             val_loss=float(arrays["val_loss"]),
             window=LossWindow(**json.loads(str(arrays["acc"]))),
             wall_time_s=float(arrays["wall_time_s"]),
+            c=arrays["c"].copy() if "c" in arrays else None,
         )
 
     @property

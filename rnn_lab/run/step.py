@@ -1,7 +1,8 @@
 """The one training step, and the measurements taken at it.
 
 ``train_step(state, batch, settings)`` is forward, loss, BPTT, clipping, the optimiser update
-and carrying h into the next chunk. The trainer calls it for every step and ``rnn-lab bench``
+and carrying the state (h, or the LSTM's (h, c)) into the next chunk, for any cell
+(rnn_lab.core.cells dispatches). The trainer calls it for every step and ``rnn-lab bench``
 times it, so the benchmark measures exactly what trains. At record steps it also measures the
 training dynamics (before the update: they describe the weights that produced this chunk).
 """
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rnn_lab.core import engine
+from rnn_lab.core import cells, engine
 from rnn_lab.core.data import Batch
 from rnn_lab.core.losses import get_loss
 from rnn_lab.core.optim import step_decay_lr
@@ -35,21 +36,19 @@ def train_step(state: TrainState, batch: Batch, s: TrainSettings) -> StepResult:
     step = state.step + 1
     act = engine.get_activation(s.activation)
     if batch.reset_h:
-        state.h = np.zeros_like(state.h)
+        state.recurrent_state = tuple(np.zeros_like(x) for x in state.recurrent_state)
     lr = step_decay_lr(step, s.lr, s.lr_decay_rate, s.lr_decay_every)
-    cache = engine.forward(state.params, batch.inputs, state.h, act)
+    cache = cells.forward(state.params, batch.inputs, state.recurrent_state, act)
     loss_sum, dlogits, n_counted = get_loss(state.task.loss_name)(
         cache.logits, batch.targets, batch.mask
     )
     # A sequence task's chunk may hold no counted position (the adding task's early chunks):
     # no loss, a zero gradient, nothing to judge.
-    scored = n_counted > 0
-    loss = loss_sum / n_counted if scored else math.nan
-    why = divergence(loss, state, s.diverge_factor, cache.logits.shape[-1]) if scored else None
+    loss = loss_sum / n_counted if n_counted > 0 else math.nan
+    why = divergence(loss, state, s.diverge_factor, cache.logits.shape[-1]) if n_counted else None
     if why is not None:
         return StepResult(loss, None, lr, diverged=f"{why} at step {step}")
-    recording = is_record_step(step, s)
-    grads = engine.backward(
+    grads = cells.backward(
         state.params,
         cache,
         dlogits,
@@ -57,35 +56,61 @@ def train_step(state: TrainState, batch: Batch, s: TrainSettings) -> StepResult:
         freeze_whh=s.freeze_whh,
         clip=s.clip,
         clip_mode=s.clip_mode,
-        profile=recording and s.record,
+        profile=is_record_step(step, s) and s.record,
     )
-    if scored:
+    measure_step(state, s, step, lr, cache, grads, batch, loss)
+
+    # ---- the update: frozen recurrent weights are the untouched tail of the flat buffer ----
+    n_train = state.params.n_trainable(s.freeze_whh)
+    state.optimizer.step({"flat": state.params.flat[:n_train]}, {"flat": grads.flat[:n_train]}, lr)
+    state.recurrent_state = cells.final_state(cache)  # carried; the gradient is truncated here
+    state.step = step
+    return StepResult(loss, grads, lr)
+
+
+# why: one step's whole context (the stacked trainer calls it per arm with that arm's views).
+def measure_step(state: TrainState, s: TrainSettings, step: int, lr, cache, grads, batch, loss):
+    """The bookkeeping of a step after its BPTT, before its update: the loss window, the
+    history row (record and validation steps), the record-step diagnostics, the Jacobian
+    products and weight snapshots. ``loss`` is NaN when the chunk counted no position.
+    cache/grads: this run's forward cache and engine.Gradients (views are fine)."""
+    if math.isfinite(loss):
         state.recent_losses.append(loss)
         state.window.add(loss, grads.clipped)
     else:
         state.window.add_unscored(grads.clipped)
+    recording = is_record_step(step, s)
+    act = engine.get_activation(s.activation)
     if recording or due(step, s.val_interval, s.steps):
-        eigenvalues = np.linalg.eigvals(state.params.W_hh)
-        row = history_row(state, step, lr, grads, eigenvalues)
+        eigenvalues, radii = recurrent_spectrum(state.params)
+        row = history_row(state, step, lr, grads, radii)
         if s.record and recording:
             record_diagnostics(row, state, step, (cache, act), grads, batch, eigenvalues)
         state.rows.append(row)
     if s.record and due(step, s.jacobian_interval, s.steps, first=True, last=True):
-        jac = engine.jacobian_products(state.params, cache.hs, act, s.jacobian_lags)
+        jac = cells.jacobian_products(state.params, cache, act, s.jacobian_lags)
         # Padded with NaN when this chunk is shorter than the task's longest (and than lags).
         lags = min(s.jacobian_lags, getattr(state.task, "chunk_len", cache.logits.shape[0]))
         jac = {k: _pad(v, lags) for k, v in jac.items()}
-        sigma = float(np.linalg.norm(state.params.W_hh, 2))
+        sigma = cells.sigma_max(state.params)
         state.recorder.add(jacobian_step=step, jacobian_sigma_max=sigma, **jac)
     if s.record and s.record_weights and recording:
-        state.recorder.add(weights_step=step, W_hh_snapshots=state.params.W_hh.copy())
+        snapshot = cells.recurrent_weight(state.params).copy()
+        state.recorder.add(weights_step=step, W_hh_snapshots=snapshot)
 
-    # ---- the update: a frozen W_hh is the untouched tail of the flat buffer ----
-    n_train = state.params.n_trainable(s.freeze_whh)
-    state.optimizer.step({"flat": state.params.flat[:n_train]}, {"flat": grads.flat[:n_train]}, lr)
-    state.h = cache.h_last  # carried forward; the gradient is truncated here
-    state.step = step
-    return StepResult(loss, grads, lr)
+
+def recurrent_spectrum(params) -> tuple[np.ndarray, dict[str, float]]:
+    """The eigenvalues recorded for this network (W_hh's; a gated cell's candidate block's) and
+    the history's spectral-radius columns: ``spectral_radius`` (the largest over the recurrent
+    blocks) and, for gated cells, ``spectral_radius_<gate>`` per block."""
+    if cells.cell_of(params) == "rnn":
+        eigenvalues = np.linalg.eigvals(params.W_hh)
+        return eigenvalues, {"spectral_radius": float(np.max(np.abs(eigenvalues)))}
+    blocks = cells.recurrent_blocks(params)
+    candidate = cells.CANDIDATE_BLOCK[cells.cell_of(params)]
+    spectra = {g: np.linalg.eigvals(W) for g, W in blocks.items()}
+    radii = {f"spectral_radius_{g}": float(np.max(np.abs(ev))) for g, ev in spectra.items()}
+    return spectra[candidate], {"spectral_radius": max(radii.values()), **radii}
 
 
 def divergence(loss: float, state: TrainState, factor: float, n_outputs: int) -> str | None:
@@ -128,7 +153,7 @@ def absurd_at_end(state: TrainState, factor: float) -> str | None:
     )
 
 
-def history_row(state: TrainState, step: int, lr: float, grads, eigenvalues) -> dict:
+def history_row(state: TrainState, step: int, lr: float, grads, radii: dict) -> dict:
     """A history.csv row: the losses since the previous row, this step's gradient and rho."""
     w = state.window
     row = {
@@ -141,7 +166,7 @@ def history_row(state: TrainState, step: int, lr: float, grads, eigenvalues) -> 
         "clip_fraction": w.clipped / w.steps,
     }
     state.window = type(w)()
-    row["spectral_radius"] = float(np.max(np.abs(eigenvalues)))
+    row.update(radii)
     return row
 
 
@@ -149,10 +174,12 @@ def record_diagnostics(row, state, step, cache_act, grads, batch: Batch, eigenva
     """The record-step measurements: into the history row and the recorder."""
     params = state.params
     cache, act = cache_act
-    row["sigma_max"] = float(np.linalg.norm(params.W_hh, 2))
+    row["sigma_max"] = cells.sigma_max(params)
     for name, norm in grads.param_grad_norms.items():
         row[f"grad_norm_{name}"] = norm  # before clipping, as the total is
-    row["saturation"] = saturation(cache.hs, act)
+    row["saturation"] = cells.saturation(cache, act)
+    for gate, fraction in cells.gate_saturation(cache).items():
+        row[f"gate_saturation_{gate}"] = fraction
     per_pos = position_accuracy(cache.logits, batch)
     row["position_accuracy"] = float(np.nanmean(per_pos)) if np.isfinite(per_pos).any() else None
     # Arrays over chunk positions are padded with NaN to the longest chunk (a sequence task's
@@ -182,12 +209,3 @@ def position_accuracy(logits: np.ndarray, batch: Batch) -> np.ndarray:
     if batch.mask is not None:
         return (correct * batch.mask).sum(1) / np.maximum(batch.mask.sum(1), 1)
     return correct.mean(axis=1)
-
-
-def saturation(hs: np.ndarray, act: engine.Activation) -> float:
-    """tanh/sigmoid: fraction of unit-steps within 0.05 of a bound; relu: fraction of units
-    dead for the whole chunk."""
-    h = hs[1:]  # (T, B, H)
-    if act.high is None:
-        return float(np.mean(np.all(h <= 0.0, axis=(0, 1))))
-    return float(np.mean((h - act.low < 0.05) | (act.high - h < 0.05)))

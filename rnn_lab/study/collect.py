@@ -78,6 +78,10 @@ NOT_RUN_DIRS = {HYDRA_DIR, SWEEP_STATE_DIR, ".ray_tmp", "__pycache__", ".git", "
 LEADING_COLUMNS = ["path", "arm"]
 # Summary fields that are text, kept at the end of the table.
 TEXT_SUMMARY_FIELDS = ["run_id", "error", "sample"]
+# The recurrent cell, a column of every table (after steps_done unless it labels the arms):
+# the `cell` group's choice, "rnn" for runs written before the group existed.
+CELL_KEY = "cell"
+DEFAULT_CELL = "rnn"
 
 try:  # the C loader is several times faster on Hydra's long hydra.yaml
     _YamlLoader = yaml.CSafeLoader
@@ -290,16 +294,25 @@ def read_run(run_dir: str | Path) -> RunRecord:
 
     summary, problems = _read_summary(run_dir)
     study = config.get("study") if isinstance(config.get("study"), dict) else None
+    flat = flatten(config)
     return RunRecord(
         path=run_dir,
-        config=flatten(config),
-        choices=hydra_info.get("choices", {}),
+        config=flat,
+        choices=_with_cell(hydra_info.get("choices", {}), flat),
         overrides=overrides,
         summary=flatten(summary),
         hydra=hydra_info,
         study=study,
         problems=problems,
     )
+
+
+def _with_cell(choices: dict, config: dict) -> dict:
+    """Hydra's choices with the `cell` group always named: the choice, else the config's
+    cell.name (a job without hydra.yaml), else "rnn" (a run from before the group existed).
+    So `cell` is a grid axis like init or activation, and old and new vanilla runs agree."""
+    cell = choices.get(CELL_KEY) or config.get(f"{CELL_KEY}.name") or DEFAULT_CELL
+    return {**choices, CELL_KEY: cell}
 
 
 def _read_yaml_file(path: Path, required: bool = False):
@@ -458,9 +471,11 @@ def collect(sweep_dir: str | Path, write: bool = True) -> pd.DataFrame:
 
     Columns: `path` (relative to sweep_dir), `arm` (label of the varying non-seed keys), the
     arm keys, `seed`, `status` (one of rundir.COLLECT_STATUSES, or whatever unknown status a
-    summary names), `steps_done`, every other config key that varies across runs, then every
-    scalar metric of summary.json (analysis metrics included), `run_id`, `error` (for a
-    damaged run, what is wrong with which file), `sample`.
+    summary names), `steps_done`, `cell` (rnn, gru or lstm: the `cell` group's choice, "rnn"
+    for runs from before it; among the arm keys when it varies), every other config key that
+    varies across runs, then every scalar metric of summary.json (analysis metrics included:
+    gated runs add spectral_radius_<gate> and gate_saturation_<gate>), `run_id`, `error`
+    (for a damaged run, what is wrong with which file), `sample`.
 
     `df.attrs` carries what the statistics and the report need beyond the table:
     `warnings` (list of {"path", "reason"} for skipped directories), `arm_keys`, `grid`
@@ -560,10 +575,12 @@ def _build_table(
     rows += _conflict_rows(conflicts, rows, keys.arm_keys)
 
     columns = LEADING_COLUMNS + keys.arm_keys + ["seed", "status", "steps_done"]
+    if CELL_KEY not in keys.arm_keys:
+        columns.append(CELL_KEY)
     df = pd.DataFrame(rows)
     if df.empty:
         df = pd.DataFrame(columns=columns + TEXT_SUMMARY_FIELDS)
-    for c in TEXT_SUMMARY_FIELDS:  # conflict rows alone have no run_id or sample
+    for c in [CELL_KEY, *TEXT_SUMMARY_FIELDS]:  # conflict rows alone have no run_id or sample
         if c not in df.columns:
             df[c] = None
     rest = [c for c in df.columns if c not in columns and c not in TEXT_SUMMARY_FIELDS]
@@ -595,13 +612,28 @@ def _table_keys(runs: list[RunRecord], grid: dict[str, list[str]]) -> _TableKeys
             )
         return all(len(v) == 1 for v in mapping.values())
 
-    label_candidates = [k for k in grid if k != "seed" and len(grid[k]) > 1]
-    label_candidates += [k for k in varying_choices if k != "seed"]
+    swept = [k for k in grid if k != "seed" and len(grid[k]) > 1]
+
+    # A key the grid does not sweep that changes only with a swept key (cell, activation and
+    # init under recipe=..., a preset that sets them together) is a column, not a label part.
+    def explained_by_grid(key: str) -> bool:
+        if key in grid:
+            return False
+        for g in swept:
+            mapping: dict[str, set] = {}
+            for r in runs:
+                mapping.setdefault(canonical(_value(r, g)), set()).add(canonical(_value(r, key)))
+            if all(len(v) == 1 for v in mapping.values()):
+                return True
+        return False
+
+    label_candidates = list(swept)
+    label_candidates += [k for k in varying_choices if k != "seed" and not explained_by_grid(k)]
     label_candidates += [
         k
         for k in varying_config
         if k != "seed" and not k.startswith("study.")
-        if not explained_by_choice(k)
+        if not explained_by_choice(k) and not explained_by_grid(k)
     ]
     return _TableKeys(
         arm_keys=list(dict.fromkeys(label_candidates)),
@@ -627,6 +659,7 @@ def _run_row(r: RunRecord, sweep_dir: Path, arm_keys: list[str], extra: list[str
     row["seed"] = r.config.get("seed")
     row["status"], error = _run_status(r)
     row["steps_done"] = r.summary.get("steps_done")
+    row[CELL_KEY] = r.choices.get(CELL_KEY, DEFAULT_CELL)
     for k in extra:
         row.setdefault(k, _value(r, k))
     for k, v in r.summary.items():

@@ -82,10 +82,37 @@ def draw_report_figures(
     return drawn, skipped
 
 
+def has_gated_arms(df: pd.DataFrame) -> bool:
+    """Does the study hold GRU or LSTM runs (collect's `cell` column: rnn, gru or lstm)?"""
+    if "cell" not in df.columns:
+        return False
+    return any(canonical(v) not in ("rnn", "null") for v in df["cell"])
+
+
+def _weights_text(df: pd.DataFrame) -> dict[str, str]:
+    """How the figures name the recurrent weights and state: W_hh and h for vanilla-only
+    studies; with gated arms the largest recurrent block (W_hh itself for the vanilla cell)
+    and the state s (h for rnn and GRU, (h, c) for the LSTM)."""
+    if not has_gated_arms(df):
+        return {"radius": "spectral radius ρ(W_hh)", "of": "W_hh", "h": "h"}
+    return {
+        "radius": "spectral radius (largest recurrent block)",
+        "of": "the largest recurrent block (W_hh for cell=rnn, the largest gate block for "
+        "gru and lstm)",
+        "h": "s",
+    }
+
+
 def _figure_jobs(df: pd.DataFrame, settings: dict) -> list[tuple[str, str, Callable]]:
     metrics = settings["metrics"]
     first_metric = metrics[0] if metrics else None
     colors = arm_colors(arm_order(df))
+    names = _weights_text(df)
+    state = (
+        " (with gated arms the state s_t: h_t for rnn and gru, (h_t, c_t) for lstm)"
+        if names["h"] == "s"
+        else ""
+    )
     return [
         (
             "loss_curves.png",
@@ -109,13 +136,15 @@ def _figure_jobs(df: pd.DataFrame, settings: dict) -> list[tuple[str, str, Calla
         (
             "grad_norm_profile.png",
             "Vanishing-gradient profile at the last recorded step: the norm of the last step's "
-            "loss gradient reaching h_(T-k), divided by its value at h_T, against the lag k, so "
-            "arms of different seq_len share one axis (slope = decay per step).",
+            f"loss gradient reaching {names['h']}_(T-k), divided by its value at {names['h']}_T, "
+            "against the lag k, so arms of different seq_len share one axis (slope = decay per "
+            f"step){state}.",
             lambda p: plot_grad_profile(df, p, colors),
         ),
         (
             "spectral_radius.png",
-            "Spectral radius of W_hh over training per arm: mean over seeds, and each seed as a "
+            f"Spectral radius of {names['of']} over training per arm: mean over seeds, and each "
+            "seed as a "
             f"thin line (a light 95% CI band above {MAX_SEEDS_FOR_SEED_LINES} seeds per arm).",
             lambda p: plot_spectral_radius(df, p, colors),
         ),
@@ -530,10 +559,11 @@ def plot_grad_profile(df: pd.DataFrame, out: Path, colors: dict) -> Path:
     ax.axhline(1.0, color="grey", ls=":", lw=1)
     ax.set_yscale("log")
     ax.set_xlabel("lag k: steps back from the chunk's last character (k = T − t)")
-    ax.set_ylabel("‖∂L_T / ∂h_(T−k)‖ / ‖∂L_T / ∂h_T‖ (log scale)")
+    h = _weights_text(df)["h"]
+    ax.set_ylabel(f"‖∂L_T / ∂{h}_(T−k)‖ / ‖∂L_T / ∂{h}_T‖ (log scale)")
     at = f"step {steps[0]}" if len(steps) == 1 and steps[0] >= 0 else "the last recorded step"
     ax.set_title(
-        f"Gradient of the last step's loss reaching h_(T−k), relative to h_T, at {at}\n"
+        f"Gradient of the last step's loss reaching {h}_(T−k), relative to {h}_T, at {at}\n"
         "(line: geometric mean over seeds; band: min-max; ×: average factor per step)",
         fontsize="medium",
     )
@@ -545,6 +575,8 @@ def plot_grad_profile(df: pd.DataFrame, out: Path, colors: dict) -> Path:
 
 def plot_spectral_radius(df: pd.DataFrame, out: Path, colors: dict) -> Path:
     """(e) spectral radius of W_hh over training per arm: the mean over seeds as a bold line.
+    history.csv's spectral_radius: for gated cells the largest over their recurrent blocks,
+    and the labels say so when the study has gated arms.
 
     With few seeds (at most MAX_SEEDS_FOR_SEED_LINES) every seed is a thin line of the arm's
     colour: a t-based CI over 3 seeds is 4.3 standard errors wide each way and its bands hid
@@ -589,10 +621,12 @@ def plot_spectral_radius(df: pd.DataFrame, out: Path, colors: dict) -> Path:
     if top is not None:
         _mark_off_top(ax, band, top, colors)
     ax.set_xlabel("training step")
-    ax.set_ylabel(_clipped_label("spectral radius ρ(W_hh)", top))
+    names = _weights_text(df)
+    ax.set_ylabel(_clipped_label(names["radius"], top))
     spread = "thin lines: each seed" if few else "light band: 95% CI over seeds"
+    what = "W_hh" if names["h"] == "h" else "the largest recurrent block"
     ax.set_title(
-        f"Spectral radius of W_hh over training\n({_n_seeds_text(curves)}; bold line: mean "
+        f"Spectral radius of {what} over training\n({_n_seeds_text(curves)}; bold line: mean "
         f"over seeds; {spread})",
         fontsize="medium",
     )

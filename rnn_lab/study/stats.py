@@ -50,6 +50,37 @@ METRIC_DIRECTION: dict[str, str | None] = {
     "position_accuracy": "higher",
     "spectral_radius": None,
     "final_grad_norm": None,
+    # sequence tasks (rnn_lab/inspect/tasks.py)
+    "mse": "lower",  # adding: squared error of the answer
+    "ce_per_step": "lower",  # copy: nats per time step over the whole sequence
+    "recall_ce": "lower",  # copy: nats per recall step
+    "recall_accuracy": "higher",
+    "memory_capacity": "higher",  # sum of squared correlations over the delays
+    # the structure metrics' margins over their baselines (rnn_lab/inspect/analysis.py)
+    "dendrogram_noun_verb_ari": "higher",
+    **{
+        f"{name}_margin{part}": "higher"
+        for name in (
+            "category_separation",
+            "noun_verb_separation",
+            "noun_category_separation",
+            "verb_category_separation",
+        )
+        for part in ("", "_ci_low", "_ci_high")
+    },
+    "dendrogram_noun_verb_ari_margin": "higher",
+    # properties of the dynamics, not scores: the gradient's fall and per-step decay over a
+    # chunk, and gated cells' per-gate spectral radii and gate saturation (rnn, gru, lstm gates)
+    **{
+        f"gradient_{kind}_{at}": None
+        for kind in ("fall", "decay")
+        for at in ("first", "median", "last")
+    },
+    **{
+        f"{what}_{gate}": None
+        for what in ("spectral_radius", "gate_saturation")
+        for gate in "rznifgo"
+    },
 }
 
 # Units for sentences, axis labels and tables; a metric not listed has none.
@@ -62,6 +93,8 @@ METRIC_UNITS: dict[str, str] = {
     "wall_time_s": "s",
     "steps_per_s": "steps/s",
     "memory_span": "characters",
+    "ce_per_step": "nats/step",
+    "recall_ce": "nats/step",
 }
 
 # Status -> the per-arm counter it goes to. Anything not listed (an unknown status) counts as

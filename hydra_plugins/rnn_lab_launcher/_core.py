@@ -1,0 +1,361 @@
+"""The stacked launcher's work (imported when a sweep launches, not when Hydra scans plugins).
+
+In the launching process: every job's config is composed (``load_sweep_config``, as the basic
+and joblib launchers do), its settings read, and the jobs grouped by
+:func:`rnn_lab.run.stacked.group_key`. A group is cut into stacks ("units") so that every
+worker has work; a unit of one job runs alone through Hydra's ``run_job`` and the task
+function, exactly as ``launcher=joblib`` runs it. The units go to ``n_jobs`` loky workers
+(biggest first).
+
+In a worker, a stacked unit does for each of its jobs what ``run_job`` does (the job's
+``hydra.runtime.output_dir``, its ``.hydra/`` files, its logging into ``train.log``, the
+callbacks' ``on_job_start`` / ``on_job_end``, a JobReturn with the task function's value),
+and what the task function does (:func:`rnn_lab.app.main.prepare` and
+:func:`rnn_lab.app.main.finish`: checks, conflicts, failures, analysis), with the training
+of all its arms in one :func:`rnn_lab.run.stacked.train_group`. While the stack trains, each
+job's ``train.log`` receives the lines of its own arm (and the stack's common lines).
+
+Order of the callbacks in a unit: a job that ends before training (skipped, refused, failed
+config) gets its ``on_job_start`` and ``on_job_end`` at once; the arms that train get theirs
+around the training, ended in reverse order (the last one started ends first, as the
+callbacks of a basic-launcher sweep expect when they look at the job that just ran).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.singleton import Singleton
+from hydra.core.utils import (
+    JobReturn,
+    JobRuntime,
+    JobStatus,
+    _flush_loggers,
+    _save_config,
+    configure_log,
+    env_override,
+    filter_overrides,
+    run_job,
+    setup_globals,
+)
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+log = logging.getLogger(__name__)
+
+RNN_LAB_TASK_MODULE = "rnn_lab.app.main"
+
+
+# --------------------------------------------------------------------------------------
+# The launching process
+# --------------------------------------------------------------------------------------
+
+
+def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int):
+    from joblib import Parallel, delayed, effective_n_jobs
+
+    setup_globals()
+    config, context = launcher.config, launcher.hydra_context
+    configure_log(config.hydra.hydra_logging, config.hydra.verbose)
+    sweep_dir = Path(str(config.hydra.sweep.dir))
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    configs = []
+    for i, overrides in enumerate(job_overrides):
+        idx = initial_job_idx + i
+        cfg = context.config_loader.load_sweep_config(config, list(overrides))
+        with open_dict(cfg):
+            cfg.hydra.job.id = f"{cfg.hydra.job.name}_{idx}"
+            cfg.hydra.job.num = idx
+        configs.append(cfg)
+    workers = max(1, int(effective_n_jobs(launcher.n_jobs)))
+    stackable = _is_rnn_lab(launcher.task_function)
+    keys = [_group_key(cfg) if stackable else None for cfg in configs]
+    units = plan_units(keys, workers, launcher.max_arms)
+    log.info(
+        "Stacked launcher: %d jobs in %d units (%s) on %d workers, sweep output dir: %s",
+        *(len(configs), len(units), ", ".join(str(len(u)) for u in units), workers, sweep_dir),
+    )
+    for unit in units:
+        for i in unit:
+            lst = " ".join(filter_overrides(job_overrides[i]))
+            note = f" (a stack of {len(unit)})" if len(unit) > 1 else ""
+            log.info("\t#%d : %s%s", initial_job_idx + i, lst, note)
+    state = Singleton.get_state()
+    task_function = launcher.task_function
+    done = Parallel(n_jobs=workers, backend="loky", prefer="processes")(
+        delayed(run_unit)([(i, configs[i]) for i in unit], context, task_function, state)
+        for unit in units
+    )
+    configure_log(config.hydra.hydra_logging, config.hydra.verbose)
+    returns: dict[int, JobReturn] = {i: ret for unit in done for i, ret in unit}
+    return [returns[i] for i in range(len(configs))]
+
+
+def _is_rnn_lab(task_function) -> bool:
+    """Stacking needs rnn_lab's task function (any other runs every job alone)."""
+    module = getattr(task_function, "__module__", "")
+    return module == RNN_LAB_TASK_MODULE
+
+
+def _group_key(cfg: DictConfig) -> str | None:
+    """The job's group key; None (it runs alone) when its config does not even make settings:
+    the task function then records why, as for any job."""
+    from rnn_lab.app.schema import settings_from_config
+    from rnn_lab.run.stacked import group_key
+
+    previous = HydraConfig.instance().cfg
+    try:
+        HydraConfig.instance().set_config(cfg)
+        return group_key(settings_from_config(cfg))
+    except Exception:
+        return None
+    finally:
+        HydraConfig.instance().cfg = previous
+
+
+def plan_units(keys: list[str | None], workers: int, max_arms: int = 0) -> list[list[int]]:
+    """Jobs (by position) in units: the jobs of one group key in stacks of near-equal size,
+    small enough that every worker gets work (at most ceil(stackable / workers) arms, and at
+    most max_arms when > 0), a job without a group (or alone in its group) on its own.
+    Biggest units first (they take longest)."""
+    groups: dict[str, list[int]] = {}
+    units: list[list[int]] = []
+    for i, key in enumerate(keys):
+        if key is None:
+            units.append([i])
+        else:
+            groups.setdefault(key, []).append(i)
+    stackable = sum(len(g) for g in groups.values() if len(g) > 1)
+    cap = math.ceil(stackable / workers) if stackable else 1
+    if max_arms > 0:
+        cap = min(cap, max_arms)
+    cap = max(cap, 2)
+    for members in groups.values():
+        pieces = math.ceil(len(members) / cap)
+        size, extra = divmod(len(members), pieces)
+        start = 0
+        for p in range(pieces):
+            stop = start + size + (1 if p < extra else 0)
+            units.append(members[start:stop])
+            start = stop
+    return sorted(units, key=len, reverse=True)
+
+
+# --------------------------------------------------------------------------------------
+# A worker
+# --------------------------------------------------------------------------------------
+
+
+def run_unit(jobs: list[tuple[int, DictConfig]], context, task_function, state) -> list:
+    """Run one unit in this process: [(position, JobReturn)] for its jobs."""
+    setup_globals()
+    Singleton.set_state(state)
+    if len(jobs) == 1:
+        i, cfg = jobs[0]
+        HydraConfig.instance().set_config(cfg)
+        ret = run_job(
+            hydra_context=context,
+            task_function=task_function,
+            config=cfg,
+            job_dir_key="hydra.sweep.dir",
+            job_subdir_key="hydra.sweep.subdir",
+        )
+        return [(i, ret)]
+    return _run_stacked(jobs, context, task_function)
+
+
+@dataclass
+class _Job:
+    """One job of a stacked unit, from its config to its JobReturn."""
+
+    position: int
+    config: DictConfig
+    task_cfg: DictConfig | None = None
+    ret: JobReturn = field(default_factory=JobReturn)
+    run_dir: Path | None = None
+    log_files: list = field(default_factory=list)  # (path, encoding, formatter, level)
+    prepared: Any = None  # rnn_lab.app.main.PreparedJob when it trains
+
+
+def _run_stacked(jobs, context, task_function) -> list:
+    from rnn_lab.app import main
+    from rnn_lab.run.stacked import train_group
+
+    previous = HydraConfig.instance().cfg
+    units = [_Job(i, cfg) for i, cfg in jobs]
+    arms: list[_Job] = []
+    try:
+        for job in units:
+            _begin(job)
+            with _as_job(job), _arm(job):
+                value = _call(job, main.prepare)
+            if isinstance(value, main.PreparedJob):
+                job.prepared = value
+                arms.append(job)
+            else:
+                _complete(job, value, context, task_function, started=False)
+        if not arms:
+            return [(job.position, job.ret) for job in units]
+        for job in arms:
+            with _as_job(job):
+                context.callbacks.on_job_start(config=job.config, task_function=task_function)
+        handlers = _arm_log_handlers(arms)
+        try:
+            outcomes = _train(arms, train_group)
+            for job, outcome in reversed(list(zip(arms, outcomes))):
+                with _as_job(job), _arm(job):
+                    value = _call(job, lambda _cfg, j=job, o=outcome: main.finish(j.prepared, o))
+                _complete(job, value, context, task_function, started=True)
+        finally:
+            _remove_handlers(handlers)
+    finally:
+        HydraConfig.instance().cfg = previous
+    return [(job.position, job.ret) for job in units]
+
+
+def _train(arms: list[_Job], train_group) -> list:
+    """Each arm's outcome: its summary, or the exception that ended it (never raised)."""
+    with env_override(arms[0].ret.hydra_cfg.hydra.job.env_set):
+        try:
+            jobs = [(a.prepared.settings, a.prepared.run_dir) for a in arms]
+            return train_group(jobs, task=arms[0].prepared.task)
+        except Exception as e:  # a stack that cannot even start: every arm failed with it
+            log.exception("the stack of %d arms failed", len(arms))
+            return [e] * len(arms)
+
+
+class _Failed:
+    """What a step of the task function raised (the job's JobReturn then says FAILED)."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+
+def _call(job: _Job, fn):
+    """fn(task_cfg) as run_job calls the task function: an exception fails only this job."""
+    try:
+        with env_override(job.ret.hydra_cfg.hydra.job.env_set):
+            return fn(job.task_cfg)
+    except Exception as e:
+        log.exception("job %s failed", job.run_dir)
+        return _Failed(e)
+
+
+def _begin(job: _Job) -> None:
+    """run_job's start for one job: its output dir, JobReturn, logging and .hydra/ files."""
+    from rnn_lab.run import rundir
+
+    cfg = job.config
+    HydraConfig.instance().set_config(cfg)
+    output_dir = str(OmegaConf.select(cfg, "hydra.sweep.dir"))
+    output_dir = os.path.join(output_dir, str(OmegaConf.select(cfg, "hydra.sweep.subdir")))
+    with read_write(cfg.hydra.runtime), open_dict(cfg.hydra.runtime):
+        cfg.hydra.runtime.output_dir = os.path.abspath(output_dir)
+    HydraConfig.instance().set_config(cfg)
+    job.run_dir = Path(cfg.hydra.runtime.output_dir)
+    task_cfg = copy.deepcopy(cfg)
+    with read_write(task_cfg), open_dict(task_cfg):
+        del task_cfg["hydra"]
+    job.task_cfg = task_cfg
+    ret = job.ret
+    ret.cfg = task_cfg
+    ret.hydra_cfg = copy.deepcopy(HydraConfig.instance().cfg)
+    ret.overrides = OmegaConf.to_container(cfg.hydra.overrides.task)
+    job.run_dir.mkdir(parents=True, exist_ok=True)
+    ret.working_dir = os.getcwd()  # rnn_lab never changes directory (hydra.job.chdir=false)
+    configure_log(cfg.hydra.job_logging, cfg.hydra.verbose)
+    job.log_files = _file_handlers()
+    if cfg.hydra.output_subdir is not None:
+        hydra_dir = job.run_dir / str(cfg.hydra.output_subdir)
+        _save_config(task_cfg, rundir.HYDRA_CONFIG_FILE, hydra_dir)
+        _save_config(ret.hydra_cfg, rundir.HYDRA_HYDRA_FILE, hydra_dir)
+        _save_config(cfg.hydra.overrides.task, rundir.HYDRA_OVERRIDES_FILE, hydra_dir)
+
+
+def _complete(job: _Job, value, context, task_function, started: bool) -> None:
+    """The job's JobReturn and its callbacks' on_job_end (after on_job_start when the job did
+    not train: it ended before training)."""
+    from rnn_lab.app.tracking import log_job, logger_options
+
+    ret = job.ret
+    if isinstance(value, _Failed):
+        ret.return_value, ret.status = value.error, JobStatus.FAILED
+    else:
+        ret.return_value, ret.status = value, JobStatus.COMPLETED
+    with _as_job(job), _arm(job):
+        if logger_options(job.task_cfg) is not None:  # logger=mlflow, as main.run's @tracked
+            log_job(job.task_cfg)
+        ret.task_name = JobRuntime.instance().get("name")
+        _flush_loggers()
+        if not started:
+            context.callbacks.on_job_start(config=job.config, task_function=task_function)
+        context.callbacks.on_job_end(config=job.config, job_return=ret)
+
+
+class _as_job:
+    """HydraConfig set to the job's config for the block (the task function reads it)."""
+
+    def __init__(self, job: _Job):
+        self.cfg = job.config
+
+    def __enter__(self):
+        HydraConfig.instance().set_config(self.cfg)
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _arm(job: _Job):
+    from rnn_lab.run.stacked import arm_context
+
+    return arm_context(job.run_dir)
+
+
+# ---- each arm's lines into its own train.log ---------------------------------------------
+
+
+def _file_handlers() -> list[tuple]:
+    """The log files Hydra's job logging just opened for a job: (path, encoding, formatter,
+    level) of each FileHandler on the root logger."""
+    out = []
+    for h in logging.getLogger().handlers:
+        if isinstance(h, logging.FileHandler):
+            out.append((h.baseFilename, h.encoding, h.formatter, h.level))
+    return out
+
+
+def _arm_log_handlers(arms: list[_Job]) -> list[logging.Handler]:
+    """While the stack trains, each job's log file takes its arm's lines (and the stack's
+    own): the root's file handlers (the last job's) give way to one filtered handler per log
+    file of every arm, appending to what Hydra's job logging started."""
+    from rnn_lab.run.stacked import ArmLogFilter
+
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if isinstance(h, logging.FileHandler):
+            root.removeHandler(h)
+            h.close()
+    added = []
+    for job in arms:
+        for path, encoding, formatter, level in job.log_files:
+            h = logging.FileHandler(path, mode="a", encoding=encoding)
+            h.setFormatter(formatter)
+            h.setLevel(level)
+            h.addFilter(ArmLogFilter(job.run_dir))
+            root.addHandler(h)
+            added.append(h)
+    return added
+
+
+def _remove_handlers(handlers: list[logging.Handler]) -> None:
+    root = logging.getLogger()
+    for h in handlers:
+        root.removeHandler(h)
+        h.close()

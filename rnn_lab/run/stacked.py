@@ -1,0 +1,533 @@
+"""Many arms, one engine: a group of runs trained together, each into its own run directory.
+
+``train_group(jobs)`` trains runs ("arms") that share an engine: the same data, chunk length,
+batch, hidden size, steps, dtype, optimiser type, embedding, cell and every schedule key
+(``group_key`` says which runs can; None = never stacked). The arms differ in what the
+engine takes per arm: activation, init and seed, lr and its decay, clip and clip_mode,
+freeze_whh, the optimiser's hyperparameters, temperature and diverge_factor.
+
+Every arm leaves EXACTLY the run directory :func:`rnn_lab.run.trainer.train` writes: its
+TrainState is built as the trainer builds it (parameters, sampling RNG, task pointer), its
+history rows, diagnostics, samples, validation, checkpoints and summary are written by the
+trainer's own functions, and its checkpoint is the single run's format, so a stacked run
+resumes through the single-run trainer and the other way round. Each arm holds its run lock
+and is planned with ``plan_run`` (conflicts refused before any work) like a single run.
+
+The arms share one data stream: they start at the same step, so one ``next_batch()`` per
+step is every arm's batch (arms resuming from different steps are trained one start step
+after another). A diverging arm ends ``diverged`` at the step it would diverge alone (before
+its update), its files are finished then and it leaves the stack; the others go on as if it
+had never been there. SIGINT/SIGTERM: every arm finishes its step, checkpoints and ends
+``interrupted``, as a single run does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import copy
+import json
+import logging
+import math
+import signal
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from rnn_lab.core import engine as core_engine
+from rnn_lab.core import stacked as stacked_core
+from rnn_lab.core.optim import step_decay_lr
+from rnn_lab.run import rundir
+from rnn_lab.run import trainer as single
+from rnn_lab.run.rundir import LockHeld, RunConflict
+from rnn_lab.run.schedule import due, is_record_step
+from rnn_lab.run.settings import TrainSettings
+from rnn_lab.run.state import TrainState
+from rnn_lab.run.step import StepResult, absurd_at_end, divergence, measure_step, train_step
+
+log = logging.getLogger("rnn_lab")
+
+# What may differ between the arms of one stack: what the engine takes per arm, and the
+# bookkeeping of each job. Every other setting is shared (the group key).
+PER_ARM_KEYS = frozenset(
+    {
+        "activation",
+        "init",
+        "seed",
+        "lr",
+        "lr_decay_rate",
+        "lr_decay_every",
+        "clip",
+        "clip_mode",
+        "freeze_whh",
+        "temperature",
+        "diverge_factor",
+        "budget_chars",  # replaced by the steps it buys (shared)
+        "resume",
+        "analyze",
+        "plots",
+        "optimized_metric",
+    }
+)
+STACKABLE_CELLS = ("rnn",)  # gated cells (gru, lstm) always run alone
+
+
+def group_key(settings: TrainSettings) -> str | None:
+    """The runs that may share a stacked engine have equal keys; None: never stacked."""
+    s = single.with_budget(settings)
+    d = s.to_dict()
+    cell = d.get("cell") or {}
+    if (cell.get("name", "rnn") if isinstance(cell, dict) else cell) not in STACKABLE_CELLS:
+        return None
+    shared = {k: v for k, v in d.items() if k not in PER_ARM_KEYS}
+    shared["optim"] = (d.get("optim") or {}).get("name", "sgd")  # its hyperparameters: per arm
+    return json.dumps(shared, sort_keys=True, default=str)
+
+
+# --------------------------------------------------------------------------------------
+# Which arm a log line belongs to (the launcher routes each arm's lines to its train.log)
+# --------------------------------------------------------------------------------------
+
+_ARM: contextvars.ContextVar[str | None] = contextvars.ContextVar("rnn_lab_arm", default=None)
+
+
+@contextlib.contextmanager
+def arm_context(run_dir: str | Path | None) -> Iterator[None]:
+    """Log lines inside the block belong to the arm training into run_dir."""
+    token = _ARM.set(None if run_dir is None else str(Path(run_dir)))
+    try:
+        yield
+    finally:
+        _ARM.reset(token)
+
+
+class ArmLogFilter(logging.Filter):
+    """Passes the lines of one arm, and the lines of no arm in particular (the group's)."""
+
+    def __init__(self, run_dir: str | Path):
+        super().__init__()
+        self.run_dir = str(Path(run_dir))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        arm = _ARM.get()
+        return arm is None or arm == self.run_dir
+
+
+# --------------------------------------------------------------------------------------
+# The arms
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class ArmJob:
+    """One run of a group: its settings and its run directory."""
+
+    settings: TrainSettings
+    run_dir: Path
+
+
+@dataclass
+class _Arm:
+    index: int  # position in the jobs given to train_group
+    s: TrainSettings  # with the budget applied
+    run_dir: Path
+    run_id: str
+    locks: contextlib.ExitStack
+    plan: single.Plan | None = None
+    state: TrainState | None = None
+    last_grads: object = None
+    wall_before: float = 0.0
+    first_step: int = 0
+
+    @property
+    def key(self) -> str:
+        """The arm's name for log routing (see arm_context)."""
+        return str(self.run_dir)
+
+    def release(self) -> None:
+        self.locks.close()
+
+
+@dataclass
+class _Results:
+    """What train_group returns, per job: a summary, or the exception that stopped it."""
+
+    values: list = field(default_factory=list)
+
+    def set(self, arm: _Arm, value) -> None:
+        self.values[arm.index] = value
+
+
+def train_group(jobs, *, task=None) -> list:
+    """Train the jobs (ArmJob or (settings, run_dir)) as one stack; return, per job, its
+    summary (as trainer.train returns it) or the exception that ended it: RunConflict or
+    LockHeld (refused before any work), or any error raised while training (the app records
+    it as failed). Every job must have the same group_key (not None)."""
+    jobs = [j if isinstance(j, ArmJob) else ArmJob(j[0], Path(j[1])) for j in jobs]
+    if not jobs:
+        return []
+    settings = [single.with_budget(j.settings) for j in jobs]
+    keys = {group_key(s) for s in settings}
+    if None in keys or len(keys) != 1:
+        raise ValueError("train_group: the jobs do not share an engine (their group keys differ)")
+    results = _Results([None] * len(jobs))
+    task = single.build_task(settings[0]) if task is None else task
+    arms = _plan_arms(jobs, settings, task, results)
+    stop = single._StopFlag()
+    stop.install()
+    try:
+        for stack in _stacks(arms, task, results):
+            _train_stack(stack, stop, results)
+    finally:
+        stop.restore()
+        for arm in arms:
+            arm.release()
+    return results.values
+
+
+def _plan_arms(jobs, settings, task, results: _Results) -> list[_Arm]:
+    """Lock and plan every arm (before any work); the refused and complete ones are answered
+    in results, the rest returned to train."""
+    arms = []
+    for i, (job, s) in enumerate(zip(jobs, settings)):
+        run_dir = Path(job.run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        arm = _Arm(i, s, run_dir, single.run_id_of(s, task), contextlib.ExitStack())
+        with arm_context(run_dir):
+            try:
+                arm.locks.enter_context(
+                    rundir.file_lock(run_dir / rundir.LOCK_FILE, "run directory")
+                )
+                plan = single.plan_run(s, run_dir, arm.run_id, task.data_sha1)
+            except (RunConflict, LockHeld) as e:
+                arm.release()
+                results.set(arm, e)
+                continue
+            log.info("%s: %s", run_dir, plan.reason)
+        if plan.complete is not None:
+            arm.release()
+            results.set(arm, plan.complete)
+            continue
+        arm.plan = plan
+        arms.append(arm)
+    return arms
+
+
+def _stacks(arms: list[_Arm], task, results: _Results) -> Iterator[list[_Arm]]:
+    """Start every arm as the trainer does and yield them in stacks of one start step, each
+    stack sharing one task (its data pointer) in that step's position."""
+    by_step: dict[int, list[_Arm]] = {}
+    for arm in arms:
+        with arm_context(arm.run_dir):
+            try:
+                # A resumed arm moves its own copy of the task to its checkpoint's pointer.
+                own = task if arm.plan.checkpoint is None else copy.copy(task)
+                arm.state = single._start(arm.s, arm.run_dir, own, arm.plan)
+                single._write_start_files(arm.s, arm.run_dir, arm.state, arm.run_id)
+            except Exception as e:
+                log.exception("%s: could not start", arm.run_dir)
+                arm.release()
+                results.set(arm, e)
+                continue
+        by_step.setdefault(arm.state.step, []).append(arm)
+    for step in sorted(by_step):
+        stack = by_step[step]
+        shared = next((a.state.task for a in stack if a.state.task is not task), task)
+        for arm in stack:
+            arm.state.task = shared
+        yield stack
+
+
+# --------------------------------------------------------------------------------------
+# Training one stack
+# --------------------------------------------------------------------------------------
+
+
+class _LoopEngine:
+    """The reference engine: each arm's own single-run step, one arm after another."""
+
+    def __init__(self, arms: list[_Arm]):
+        self.arms = list(arms)
+
+    def step(self, batch) -> list[StepResult]:
+        return [train_step(arm.state, batch, arm.s) for arm in self.arms]
+
+    def select(self, keep: list[int]) -> None:
+        self.arms = [self.arms[i] for i in keep]
+
+    def validation_losses(self) -> dict[int, float]:
+        return {}  # each arm validates itself (trainer.validation_loss)
+
+
+class _ArmOptimizer:
+    """An arm's optimiser as its TrainState sees it: ``.state`` is the single run's
+    optimizer.state (the checkpoint's optim.* arrays), read from the stacked optimiser."""
+
+    def __init__(self, engine: _StackedEngine, arm: _Arm):
+        self.engine, self.arm = engine, arm
+
+    @property
+    def state(self) -> dict:
+        return self.engine.optimizer_state(self.arm)
+
+
+class _LeftOptimizer:
+    """The optimiser state of an arm that left the stack (diverged): kept as it was."""
+
+    def __init__(self, state: dict):
+        self.state = state
+
+
+class _StackedEngine:
+    """The arms in one rnn_lab.core.stacked engine. Each arm's TrainState holds views of
+    its row (params, h) and an optimiser whose state is its row of the stacked one; the
+    step is train_step's, with forward, loss, BPTT and the update done for all arms at once
+    and the per-arm bookkeeping by step.measure_step on each arm's views."""
+
+    def __init__(self, arms: list[_Arm]):
+        order = stacked_core.activation_order([a.s.activation for a in arms])
+        self.arms = [arms[i] for i in order]  # one contiguous run per activation
+        states = [a.state for a in self.arms]
+        self.sp = stacked_core.StackedParams.stack([st.params for st in states])
+        self.optimizer = stacked_core.make_stacked_optimizer(
+            self.arms[0].s.optim.get("name", "sgd"), [a.s.optim for a in self.arms]
+        )
+        for k, st in enumerate(states):
+            self.optimizer.load_arm_state(k, st.optimizer.state)
+        self.h = np.stack([st.h for st in states])  # (K, B, H)
+        self._rebind()
+
+    def _rebind(self) -> None:
+        self.settings = [
+            stacked_core.ArmSettings(a.s.activation, a.s.freeze_whh, a.s.clip, a.s.clip_mode)
+            for a in self.arms
+        ]
+        self.n_trainable = self.sp.n_trainable(self.settings)
+        for k, arm in enumerate(self.arms):
+            arm.state.params = self.sp.arm(k)
+            arm.state.optimizer = _ArmOptimizer(self, arm)
+            arm.state.h = self.h[k]
+
+    def optimizer_state(self, arm: _Arm) -> dict:
+        return self.optimizer.arm_state(self.arms.index(arm))
+
+    def select(self, keep: list[int]) -> None:
+        """Only the arms ``keep`` go on; the others keep their last state as it is."""
+        for k, arm in enumerate(self.arms):
+            if k not in keep:
+                state = {n: np.array(v) for n, v in self.optimizer.arm_state(k).items()}
+                arm.state.optimizer = _LeftOptimizer(state)
+        self.arms = [self.arms[k] for k in keep]
+        if self.arms:
+            self.sp = self.sp.select(keep)
+            self.optimizer = self.optimizer.select(keep)
+            self.h = self.h[np.asarray(keep, dtype=np.intp)]
+            self._rebind()
+
+    def validation_losses(self) -> dict[int, float]:
+        """trainer.validation_loss of every arm (by id), in one stacked pass."""
+        task, sp = self.arms[0].state.task, self.sp
+        total, counted, h = np.zeros(sp.K), 0.0, None
+        for batch in task.validation_batches():
+            B = batch.inputs.shape[1]  # losses are means over streams: weigh blocks by size
+            if h is None or batch.reset_h:
+                h = np.zeros((sp.K, B, sp.hidden_size), dtype=sp.dtype)
+            cache = stacked_core.forward(sp, batch.inputs, h, self.settings)
+            loss, _, n = stacked_core.stacked_loss(
+                task.loss_name, cache.logits, batch.targets, batch.mask
+            )
+            total, counted, h = total + loss * B, counted + n * B, cache.h_last
+        values = total / counted if counted else np.full(sp.K, math.nan)
+        return {id(arm): float(v) for arm, v in zip(self.arms, values)}
+
+    def _forward(self, batch):
+        cache = stacked_core.forward(self.sp, batch.inputs, self.h, self.settings)
+        loss_name = self.arms[0].state.task.loss_name
+        return cache, *stacked_core.stacked_loss(loss_name, cache.logits, batch.targets, batch.mask)
+
+    def step(self, batch) -> list[StepResult]:
+        """train_step for every arm: an arm whose loss diverges gets its StepResult with
+        ``diverged`` and no update (it must be dropped with select before the next step)."""
+        arms, step = self.arms, self.arms[0].state.step + 1
+        if batch.reset_h:
+            self.h = np.zeros_like(self.h)
+            for k, arm in enumerate(arms):
+                arm.state.h = self.h[k]
+        lrs = [step_decay_lr(step, a.s.lr, a.s.lr_decay_rate, a.s.lr_decay_every) for a in arms]
+        cache, loss_sum, dlogits, n_counted = self._forward(batch)
+        out: dict[int, StepResult] = {}
+        n_outputs = cache.logits.shape[-1]
+        for k, arm in enumerate(arms):
+            loss = float(loss_sum[k]) / n_counted if n_counted > 0 else math.nan
+            why = (
+                divergence(loss, arm.state, arm.s.diverge_factor, n_outputs) if n_counted else None
+            )
+            if why is not None:
+                out[id(arm)] = StepResult(loss, None, lrs[k], diverged=f"{why} at step {step}")
+        if out:  # they leave before BPTT: the others' step is computed without them
+            order = list(arms)
+            self.select([k for k, a in enumerate(arms) if id(a) not in out])
+            if self.arms:
+                out.update({id(a): r for a, r in zip(self.arms, self._update(batch, step))})
+            return [out[id(a)] for a in order]
+        return self._update(batch, step, (cache, loss_sum, dlogits, n_counted), lrs)
+
+    def _update(self, batch, step: int, forward=None, lrs=None) -> list[StepResult]:
+        arms, s = self.arms, self.arms[0].s
+        if forward is None:
+            forward = self._forward(batch)
+            lrs = [step_decay_lr(step, a.s.lr, a.s.lr_decay_rate, a.s.lr_decay_every) for a in arms]
+        cache, loss_sum, dlogits, n_counted = forward
+        profile = is_record_step(step, s) and s.record
+        grads = stacked_core.backward(self.sp, cache, dlogits, self.settings, profile=profile)
+        results = []
+        for k, arm in enumerate(arms):
+            loss = float(loss_sum[k]) / n_counted if n_counted > 0 else math.nan
+            g = _arm_gradients(grads, k)
+            measure_step(arm.state, arm.s, step, lrs[k], cache.arm_cache(k), g, batch, loss)
+            results.append(StepResult(loss, g, lrs[k]))
+        self.optimizer.step(self.sp.flat, grads.flat, np.array(lrs), self.n_trainable)
+        self.h = cache.h_last  # carried; the gradient is truncated here
+        for k, arm in enumerate(arms):
+            arm.state.h = self.h[k]
+            arm.state.step = step
+        return results
+
+
+class _LazyViews(Mapping):
+    """An arm's gradients by name, made only when asked for (the bookkeeping reads the
+    norms, not the arrays: building the views every step costs ~5% of a stacked step)."""
+
+    def __init__(self, flat: np.ndarray, shapes: dict):
+        self._flat, self._shapes, self._views = flat, shapes, None
+
+    def _get(self) -> dict:
+        if self._views is None:
+            self._views = core_engine.flat_views(self._flat, self._shapes)
+        return self._views
+
+    def __getitem__(self, name):
+        return self._get()[name]
+
+    def __iter__(self):
+        return iter(self._get())
+
+    def __len__(self):
+        return len(self._shapes)
+
+
+def _arm_gradients(grads, k: int) -> core_engine.Gradients:
+    """grads.arm(k) with its named views made lazily."""
+    last, norms = grads.last_loss_grad_norm, grads.param_grad_norms
+    return core_engine.Gradients(
+        grads=_LazyViews(grads.flat[k], grads.shapes),
+        flat=grads.flat[k],
+        total_norm=float(grads.total_norm[k]),
+        clipped=bool(grads.clipped[k]),
+        clip_ratio=float(grads.clip_ratio[k]),
+        per_step_grad_norm=grads.per_step_grad_norm[k],
+        last_loss_grad_norm=None if last is None else last[k],
+        param_grad_norms=None if norms is None else norms[k],
+    )
+
+
+# "stacked": rnn_lab.core.stacked; "loop": each arm's train_step (the reference).
+ENGINE = "stacked"
+
+
+def make_engine(arms: list[_Arm]):
+    if ENGINE == "loop":
+        return _LoopEngine(arms)
+    return _StackedEngine(arms)
+
+
+def _train_stack(stack: list[_Arm], stop, results: _Results) -> None:
+    s = stack[0].s  # the shared settings (steps, schedules, data)
+    stopped = False
+    t0 = time.perf_counter()
+    active = list(stack)
+    for arm in active:
+        arm.first_step, arm.wall_before = arm.state.step, arm.state.wall_time_s
+    try:
+        engine = make_engine(active)
+        active = list(engine.arms)  # the engine's order
+        task = active[0].state.task
+        while active and active[0].state.step < s.steps:
+            batch = task.next_batch()
+            step_results = engine.step(batch)
+            step = active[0].state.step if engine.arms else 0
+            validating = engine.arms and due(step, s.val_interval, s.steps)
+            val = engine.validation_losses() if validating else {}
+            elapsed = time.perf_counter() - t0
+            keep = []
+            for i, (arm, result) in enumerate(zip(active, step_results)):
+                token = _ARM.set(arm.key)  # (arm_context without its cost: every step)
+                try:
+                    if result.diverged is not None:
+                        log.warning("diverged: %s", result.diverged)
+                        _end(arm, rundir.DIVERGED, result.diverged, None, elapsed, results)
+                        continue
+                    arm.last_grads = result.grads
+                    arm.state.wall_time_s = arm.wall_before + elapsed
+                    args = (arm.s, arm.run_dir, arm.state, result, arm.run_id)
+                    single._after_step(*args, val_loss=val.get(id(arm)))
+                finally:
+                    _ARM.reset(token)
+                keep.append(i)
+            if len(keep) < len(active):
+                active = [active[i] for i in keep]
+                if len(engine.arms) != len(active):
+                    engine.select(keep)
+            if stop.signum is not None:
+                stopped = True
+                break
+    except Exception as e:
+        log.exception("the stack of %d arms failed", len(active))
+        for arm in active:
+            results.set(arm, e)
+        return
+    elapsed = time.perf_counter() - t0
+    val = engine.validation_losses() if active and not stopped else {}
+    for arm in active:
+        with arm_context(arm.run_dir):
+            signum = stop.signum if stopped else None
+            _end_of_loop(arm, signum, elapsed, results, val.get(id(arm)))
+
+
+def _end_of_loop(arm: _Arm, signum, elapsed: float, results: _Results, val_loss=None) -> None:
+    """An arm that trained to the end of the loop: ok (or absurd at the end), or stopped
+    (a signal seen after a step, as the trainer's loop sees it)."""
+    state = arm.state
+    status, error = rundir.OK, None
+    if signum is not None:
+        status = rundir.INTERRUPTED
+        error = f"stopped by {signal.Signals(signum).name} at step {state.step}"
+        log.warning("%s; checkpoint written, resume with resume=true", error)
+    elif state.step == arm.s.steps:
+        error = absurd_at_end(state, arm.s.diverge_factor)
+        status = rundir.DIVERGED if error else status
+    signum = signum if status == rundir.INTERRUPTED else None
+    _end(arm, status, error, signum, elapsed, results, val_loss)
+
+
+# why: an arm's whole ending (its outcome, its time and the stack's validation of it).
+def _end(arm: _Arm, status: str, error, signum, elapsed, results: _Results, val_loss=None):
+    """Finish an arm's files as the trainer does, release its lock and answer its job."""
+    state = arm.state
+    state.wall_time_s = arm.wall_before + elapsed
+    speed = (state.step - arm.first_step) / max(elapsed, 1e-9)
+    outcome = single.LoopOutcome(status, error, signum, speed, arm.last_grads)
+    try:
+        summary = single._finish(arm.s, arm.run_dir, state, arm.run_id, outcome, val_loss)
+        results.set(arm, summary)
+    except Exception as e:
+        log.exception("%s: could not write the run's files", arm.run_dir)
+        results.set(arm, e)
+    finally:
+        arm.release()
+
+
+__all__ = ["ArmJob", "ArmLogFilter", "arm_context", "group_key", "train_group"]
