@@ -619,7 +619,9 @@ def _table_keys(runs: list[RunRecord], grid: dict[str, list[str]]) -> _TableKeys
     def explained_by_grid(key: str) -> bool:
         if key in grid:
             return False
-        for g in swept:
+        # Only a swept group choice (a preset such as recipe) explains other keys: a plain key
+        # (seq_len) that happens to move with another in a small sweep does not.
+        for g in (g for g in swept if any(g in r.choices for r in runs)):
             mapping: dict[str, set] = {}
             for r in runs:
                 mapping.setdefault(canonical(_value(r, g)), set()).add(canonical(_value(r, key)))
