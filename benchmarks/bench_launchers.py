@@ -1,28 +1,32 @@
 """Wall time of a study under two launchers, through the real CLI, in one invocation.
 
     python benchmarks/bench_launchers.py [--steps 20000] [--keep]
-    python benchmarks/bench_launchers.py --stacked [--steps 20000] [--seeds 3] [--more-seeds 5]
+    python benchmarks/bench_launchers.py --stacked [--study init_activation] [--steps 20000]
+        [--seeds 3] [--more-seeds 5] [--skip-same-seeds]
 
 Default mode: runs the demo study with 2 seeds (init x activation x 2 seeds = 12 jobs,
 analysis included) twice through the real CLI, once per launcher (basic, joblib), prints both
 wall times and their ratio (target: joblib <= 0.6x basic on 2 cores), and checks that every
 job's history.csv is byte-identical across them.
 
-``--stacked`` (issue 11): runs `rnn-lab study init_activation` (4 inits x 3 activations x
---seeds seeds, analysis and report included) with launcher=joblib, then launcher=stacked, each
-into its own fresh sweep folder with the same steps; prints both wall times and their ratio
-(target: stacked <= 0.35x joblib on 2 cores), the load average before and after each (the
-machine may be shared), where each sweep's time went (from the jobs' train.log and
-results.csv), and checks that the two results.csv tables agree (every numeric column but the
-launcher-dependent ones within 1e-8 relative, NaN == NaN; every other column equal) and that
-every run's checkpoint.npz arrays are byte-identical. Then times launcher=stacked with
+``--stacked`` (issue 11): runs `rnn-lab study STUDY` (init_activation by default: 4 inits x 3
+activations x --seeds seeds, analysis and report included) with launcher=joblib, then
+launcher=stacked, each into its own fresh sweep folder with the same steps; prints both wall
+times and their ratio (target: stacked <= 0.35x joblib on 2 cores), the load average before and
+after each (the machine may be shared), where each sweep's time went (from the jobs' train.log
+and results.csv), and checks that the two results.csv tables agree (every numeric column but
+the launcher-dependent ones within 1e-8 relative, NaN == NaN; every other column equal) and
+that every run's checkpoint.npz arrays are byte-identical. Then times launcher=stacked with
 --more-seeds seeds (0: skip) against joblib's --seeds seeds (target: no slower) and checks its
-runs shared with the joblib sweep the same way.
+runs shared with the joblib sweep the same way. ``--skip-same-seeds`` leaves out the stacked
+sweep with --seeds seeds (the studies ship with launcher=stacked and 5 seeds: the question is
+then only whether 5 stacked seeds fit in the wall time of 3 joblib ones).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import shutil
@@ -68,8 +72,7 @@ def histories(sweep_dir: Path) -> dict[str, bytes]:
 # --stacked: rnn-lab study init_activation, launcher=joblib against launcher=stacked
 # --------------------------------------------------------------------------------------
 
-STUDY = "init_activation"  # 4 inits x 3 activations x seeds
-STUDY_ARMS = 12
+STUDY = "init_activation"  # the default --study: 4 inits x 3 activations x seeds
 STACKED_TARGET = 0.35  # stacked / joblib, same grid (issue 11)
 RTOL = 1e-8
 # results.csv columns that say which launcher ran or how fast: never compared.
@@ -91,11 +94,22 @@ def seeds_override(n: int) -> str:
     return "seed=" + ",".join(str(i) for i in range(1, n + 1))
 
 
-def study_command(sweep_dir: Path, launcher: str, steps: int, seeds: int) -> list[str]:
+def study_arms(study: str) -> int:
+    """Arms of a study's grid: the product of the value counts of its swept keys but seed."""
+    import yaml
+
+    path = ROOT / "experiments" / f"{study}.yaml"
+    if not path.exists():
+        sys.exit(f"--study: no study {study!r} (no {path.relative_to(ROOT)})")
+    params = yaml.safe_load(path.read_text())["hydra"]["sweeper"]["params"]
+    return math.prod(len(str(v).split(",")) for k, v in params.items() if k != "seed")
+
+
+def study_command(study: str, sweep_dir: Path, launcher: str, steps: int, seeds: int) -> list[str]:
     return [
         *rnn_lab_cli(),
         "study",
-        STUDY,
+        study,
         f"launcher={launcher}",
         f"steps={steps}",
         seeds_override(seeds),
@@ -107,9 +121,9 @@ def load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def run_study(sweep_dir: Path, launcher: str, steps: int, seeds: int) -> dict:
+def run_study(study: str, sweep_dir: Path, launcher: str, steps: int, seeds: int) -> dict:
     """One sweep through the CLI: its wall time, the load average around it, its log."""
-    cmd = study_command(sweep_dir, launcher, steps, seeds)
+    cmd = study_command(study, sweep_dir, launcher, steps, seeds)
     print(f"  $ {' '.join(cmd)}", flush=True)
     load_before = load()
     started = datetime.now()
@@ -319,11 +333,12 @@ def report_comparison(label: str, table: dict, ckpt: dict) -> bool:
 
 
 def main_stacked(args: argparse.Namespace) -> int:
-    seeds, more = args.seeds, args.more_seeds
+    seeds, more, study = args.seeds, args.more_seeds, args.study
+    arms = study_arms(study)
     base = Path(tempfile.mkdtemp(prefix="bench_stacked_"))
     try:
         print(
-            f"rnn-lab study {STUDY} ({STUDY_ARMS} arms x {seeds} seeds = {STUDY_ARMS * seeds} "
+            f"rnn-lab study {study} ({arms} arms x {seeds} seeds = {arms * seeds} "
             f"runs, {args.steps} steps a run, analysis and report included), "
             f"{os.cpu_count()} cores, through `{' '.join(rnn_lab_cli())}`"
         )
@@ -331,10 +346,11 @@ def main_stacked(args: argparse.Namespace) -> int:
             "  NOTE: the machine may be shared: the load average before and after each sweep "
             "says how busy it was (at or above the core count, the wall times are inflated)"
         )
-        runs = [run_study(base / "joblib", "joblib", args.steps, seeds)]
-        runs.append(run_study(base / "stacked", "stacked", args.steps, seeds))
+        runs = [run_study(study, base / "joblib", "joblib", args.steps, seeds)]
+        if not args.skip_same_seeds:
+            runs.append(run_study(study, base / "stacked", "stacked", args.steps, seeds))
         if more:
-            runs.append(run_study(base / f"stacked_{more}", "stacked", args.steps, more))
+            runs.append(run_study(study, base / f"stacked_{more}", "stacked", args.steps, more))
         ref = runs[0]["wall"]
         print(
             "\n| launcher | seeds | runs | wall s | vs joblib "
@@ -352,7 +368,7 @@ def main_stacked(args: argparse.Namespace) -> int:
                 target = "<= 1.00"
                 verdict = "PASS" if ratio <= 1.0 else "FAIL"
             print(
-                f"| {r['launcher']} | {r['seeds']} | {STUDY_ARMS * r['seeds']} | "
+                f"| {r['launcher']} | {r['seeds']} | {arms * r['seeds']} | "
                 f"{r['wall']:.1f} | {ratio:.2f} | {target} | {verdict} | "
                 f"{r['load_before']} | {r['load_after']} |"
             )
@@ -400,7 +416,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--stacked",
         action="store_true",
-        help=f"rnn-lab study {STUDY}: launcher=joblib against launcher=stacked (issue 11)",
+        help="rnn-lab study --study: launcher=joblib against launcher=stacked (issue 11)",
+    )
+    parser.add_argument("--study", default=STUDY, help=f"--stacked: the study to time ({STUDY})")
+    parser.add_argument(
+        "--skip-same-seeds",
+        action="store_true",
+        help="--stacked: time only joblib x --seeds against stacked x --more-seeds",
     )
     parser.add_argument("--seeds", type=int, default=3, help="--stacked: seeds per arm (3)")
     parser.add_argument(

@@ -335,6 +335,23 @@ def test_plan_units_groups_and_spreads_over_workers():
     assert sorted(map(len, plan_units(["a"] * 5, workers=1, max_arms=2))) == [1, 2, 2]
 
 
+def test_plan_units_starts_the_longest_work_first():
+    """A sweep of seq_len 5 and 50 (5 seeds each): the seq_len=50 stack, 10x the work per
+    arm, goes to a worker first, whatever its place in the grid; lone gated jobs likewise."""
+    from hydra_plugins.rnn_lab_launcher._core import plan_units
+    from rnn_lab.run.settings import TrainSettings
+    from rnn_lab.run.stacked import group_key, work_estimate
+
+    grid = [TrainSettings(seq_len=n, seed=k) for n in (5, 50) for k in range(5)]
+    grid.append(TrainSettings(cell={"name": "lstm"}, seq_len=5))
+    keys = [group_key(s) for s in grid]
+    work = [work_estimate(s) for s in grid]
+    assert work[5] == 10 * work[0] and work[-1] == 4 * work[0]
+    units = plan_units(keys, workers=2, work=work)
+    assert units == [[5, 6, 7, 8, 9], [10], [0, 1, 2, 3, 4]]  # 10, 4 and 1 units of work
+    assert plan_units(keys, workers=2)[0] == [0, 1, 2, 3, 4]  # without work: the biggest first
+
+
 def _env_without_project() -> dict:
     """The installed package only: no PYTHONPATH, so the plugin must be found through the
     editable install (pip install -e . as the Makefile does)."""

@@ -170,8 +170,11 @@ def _run_study(study: str, base: Path) -> dict:
     grid = _grid(_study_file(study)["hydra"]["sweeper"]["params"])
     shrink = _shrink(study, grid)
     sweep = base / study
+    # The study's own launcher (stacked, from the preset) with one worker: two studies run at
+    # once, one per core, and each study's arms that share shapes train as one stack.
+    one_worker = "hydra.launcher.n_jobs=1"
     proc = run_cli(
-        ["study", study, *shrink, "seed=1", "launcher=basic", f"hydra.sweep.dir={sweep}"],
+        ["study", study, *shrink, "seed=1", one_worker, f"hydra.sweep.dir={sweep}"],
         module="rnn_lab.app.cli",
         timeout=600,
     )
@@ -180,8 +183,8 @@ def _run_study(study: str, base: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def study_runs(tmp_path_factory) -> dict[str, dict]:
-    """Every study run once, two at a time (one per core): a study is one process whose jobs
-    run one after another, so two studies in flight keep both cores busy."""
+    """Every study run once, two at a time (one per core): a study's jobs run in one worker
+    (stacks and lone jobs one after another), so two studies in flight keep both cores busy."""
     base = tmp_path_factory.mktemp("studies")
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures = {s: pool.submit(_run_study, s, base) for s in GRID_STUDIES}
@@ -213,6 +216,7 @@ def test_study_runs_tiny_and_reports_every_arm(study_runs, study):
         assert row["status"] == want, f"{study} {cell}: {row['status']}{detail}"
         assert row["seed"] == 1
     assert sorted(found) == sorted(cells)
+    assert "Stacked launcher:" in proc.stdout + proc.stderr  # the preset's launcher ran it
 
     # The report's arms are exactly the grid's cells (one row each), in no other spelling.
     report = (sweep / "report.md").read_text()

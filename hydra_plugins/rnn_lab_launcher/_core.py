@@ -76,8 +76,9 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
         configs.append(cfg)
     workers = max(1, int(effective_n_jobs(launcher.n_jobs)))
     stackable = _is_rnn_lab(launcher.task_function)
-    keys = [_group_key(cfg) if stackable else None for cfg in configs]
-    units = plan_units(keys, workers, launcher.max_arms)
+    keyed = [_group_key_and_work(cfg) if stackable else (None, 1.0) for cfg in configs]
+    keys, work = [k for k, _ in keyed], [w for _, w in keyed]
+    units = plan_units(keys, workers, launcher.max_arms, work)
     log.info(
         "Stacked launcher: %d jobs in %d units (%s) on %d workers, sweep output dir: %s",
         *(len(configs), len(units), ", ".join(str(len(u)) for u in units), workers, sweep_dir),
@@ -104,27 +105,37 @@ def _is_rnn_lab(task_function) -> bool:
     return module == RNN_LAB_TASK_MODULE
 
 
-def _group_key(cfg: DictConfig) -> str | None:
-    """The job's group key; None (it runs alone) when its config does not even make settings:
-    the task function then records why, as for any job."""
+def _group_key_and_work(cfg: DictConfig) -> tuple[str | None, float]:
+    """The job's group key (None: it runs alone, e.g. when its config does not even make
+    settings: the task function then records why, as for any job) and its work estimate."""
     from rnn_lab.app.schema import settings_from_config
-    from rnn_lab.run.stacked import group_key
+    from rnn_lab.run.stacked import group_key, work_estimate
 
     previous = HydraConfig.instance().cfg
     try:
         HydraConfig.instance().set_config(cfg)
-        return group_key(settings_from_config(cfg))
+        settings = settings_from_config(cfg)
+        return group_key(settings), work_estimate(settings)
     except Exception:
-        return None
+        return None, 1.0
     finally:
         HydraConfig.instance().cfg = previous
 
 
-def plan_units(keys: list[str | None], workers: int, max_arms: int = 0) -> list[list[int]]:
+def plan_units(
+    keys: list[str | None],
+    workers: int,
+    max_arms: int = 0,
+    work: Sequence[float] | None = None,
+) -> list[list[int]]:
     """Jobs (by position) in units: the jobs of one group key in stacks of near-equal size,
     small enough that every worker gets work (at most ceil(stackable / workers) arms, and at
     most max_arms when > 0), a job without a group (or alone in its group) on its own.
-    Biggest units first (they take longest)."""
+
+    Longest first (the workers take units in this order, so a long unit started last would
+    leave the other workers idle at the end): by the work of one of the unit's arms
+    (``work[i]``, e.g. steps x seq_len x H^2: a seq_len=50 run is 10x a seq_len=5 one), then
+    by the number of arms."""
     groups: dict[str, list[int]] = {}
     units: list[list[int]] = []
     for i, key in enumerate(keys):
@@ -145,7 +156,8 @@ def plan_units(keys: list[str | None], workers: int, max_arms: int = 0) -> list[
             stop = start + size + (1 if p < extra else 0)
             units.append(members[start:stop])
             start = stop
-    return sorted(units, key=len, reverse=True)
+    arm_work = [1.0] * len(keys) if work is None else list(work)
+    return sorted(units, key=lambda u: (max(arm_work[i] for i in u), len(u)), reverse=True)
 
 
 # --------------------------------------------------------------------------------------

@@ -87,6 +87,19 @@ def group_key(settings: TrainSettings) -> str | None:
     return json.dumps(shared, sort_keys=True, default=str)
 
 
+# Multiply-adds per hidden unit and time step relative to the vanilla cell (gates' blocks).
+_CELL_BLOCKS = {"rnn": 1, "gru": 3, "lstm": 4}
+
+
+def work_estimate(settings: TrainSettings) -> float:
+    """A run's training work, roughly (steps x seq_len x batch x H (H + 64) x the cell's
+    blocks): only to start the longest units of a sweep first (the launcher's order)."""
+    s = single.with_budget(settings)
+    cell = s.cell.get("name", "rnn") if isinstance(s.cell, dict) else str(s.cell)
+    H = s.hidden_size
+    return float(s.steps * s.seq_len * s.batch_size * H * (H + 64) * _CELL_BLOCKS.get(cell, 1))
+
+
 # --------------------------------------------------------------------------------------
 # Which arm a log line belongs to (the launcher routes each arm's lines to its train.log)
 # --------------------------------------------------------------------------------------
