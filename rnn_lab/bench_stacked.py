@@ -18,13 +18,16 @@ each contender's best round counts (bench.time_interleaved, which records wall a
 ``--clock cpu`` makes the table use CPU time, steadier when other jobs share the machine).
 Then a K=36 float64 stacked step is taken apart: each phase (the forward recurrence loop, the
 BPTT loop, the parameter-gradient matmuls, clipping, the optimiser, ...) is timed inside real
-steps.
+steps. Last, the floor (``stacked_floor``): what each arm still pays in a bit-identical stack
+(its own 2T gemv calls inside the batched matmuls, its T x H activation values), measured on
+this machine, and the most stacking could gain over a lone run if everything else were free.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import math
 import statistics
@@ -230,6 +233,90 @@ def _print_breakdown(ms: dict, K: int, dtype: str, clock: str) -> None:
 
 
 # --------------------------------------------------------------------------------------
+# The floor: what a bit-identical stack cannot batch away
+# --------------------------------------------------------------------------------------
+
+
+def _per_call_s(fn, reps: int, rounds: int, timer) -> float:
+    """Best-of-rounds seconds per call of fn()."""
+    best = math.inf
+    for _ in range(rounds):
+        t0 = timer()
+        for _ in range(reps):
+            fn()
+        best = min(best, (timer() - t0) / reps)
+    return best
+
+
+def stacked_floor(
+    K: int = 36, dtype: str = "float64", T: int = 25, H: int = 64, timer=time.perf_counter
+) -> dict:
+    """The per-arm cost no bit-identical stack avoids, measured on this machine.
+
+    Each arm must make its own BLAS gemv per time step, forward (h W_hh^T) and backward
+    (da W_hh), with the single run's shapes: 2T calls per arm-step, timed here inside the
+    batched matmul of a K-arm stack exactly as core/stacked.py makes it. Each arm must also
+    apply its activation to T x H values: timed per value as stacked.recur applies it to a run
+    of K/3 arms, averaged over the grid's tanh / relu / sigmoid. Everything else (loss,
+    parameter gradients, optimiser, bookkeeping) is left out, so the true floor is higher."""
+    rng = np.random.default_rng(0)
+    dt = np.dtype(dtype)
+    W = (rng.standard_normal((K, H, H)) / math.sqrt(H)).astype(dt)
+    h = rng.standard_normal((K, 1, H)).astype(dt)
+    out = np.empty_like(h)
+    reps, rounds = 400, 5
+    fwd = _per_call_s(lambda: np.matmul(h, W.transpose(0, 2, 1), out=out), reps, rounds, timer)
+    bwd = _per_call_s(lambda: np.matmul(h, W, out=out), reps, rounds, timer)
+    run = max(1, K // len(ACTIVATIONS))
+    a = np.tanh(rng.standard_normal((run, 1, H))).astype(dt)
+    act_s = {}
+    for name in ACTIVATIONS:
+        act = engine.get_activation(name)
+        ufunc = st._INPLACE_UFUNC.get(name)
+        if ufunc is not None:
+            call = functools.partial(ufunc, a, out=a)
+        else:
+            call = functools.partial(act.fn_inplace, a)
+        act_s[name] = _per_call_s(call, reps, rounds, timer) / a.size
+        np.tanh(rng.standard_normal(a.shape), out=a)  # keep the values in range
+    gemv_us = 1e6 * (fwd + bwd) / (2 * K)
+    act_ns = 1e9 * statistics.mean(act_s.values())
+    floor_us = 1e6 * T * (fwd + bwd) / K + 1e-3 * T * H * act_ns
+    return {
+        "K": K,
+        "dtype": dtype,
+        "gemv_us_per_arm": gemv_us,
+        "activation_ns_per_value": {n: 1e9 * v for n, v in act_s.items()},
+        "activation_ns_mean": act_ns,
+        "floor_us_per_arm_step": floor_us,
+    }
+
+
+def _print_floor(floor: dict, single_arm_steps_per_s: float, stacked_arm_steps_per_s: float):
+    single_us = 1e6 / single_arm_steps_per_s
+    stacked_us = 1e6 / stacked_arm_steps_per_s
+    bound = single_us / floor["floor_us_per_arm_step"]
+    acts = ", ".join(f"{n} {v:.1f}" for n, v in floor["activation_ns_per_value"].items())
+    print()
+    print(
+        f"the floor of a bit-identical stack (K={floor['K']}, {floor['dtype']}): per arm-step "
+        f"2 x 25 gemv at {floor['gemv_us_per_arm']:.2f} us each (inside the batched matmul) + "
+        f"25 x 64 activation values at {floor['activation_ns_mean']:.1f} ns ({acts}) = "
+        f"{floor['floor_us_per_arm_step']:.0f} us"
+    )
+    print(
+        f"  a lone run's arm-step: {single_us:.0f} us; the stacked step's: {stacked_us:.0f} us "
+        f"per arm, {stacked_us - floor['floor_us_per_arm_step']:.0f} us of it above the floor"
+    )
+    print(
+        f"  => even with everything else free, stacking bit-identically gains at most "
+        f"{bound:.2f}x here (target {TARGET_K36:g}x: "
+        f"{'within reach' if bound >= TARGET_K36 else 'out of reach'})"
+    )
+    return bound
+
+
+# --------------------------------------------------------------------------------------
 # Main
 # --------------------------------------------------------------------------------------
 
@@ -286,6 +373,12 @@ def main(argv: list[str] | None = None) -> int:
     timer = time.process_time if clock == "cpu" else time.perf_counter
     ms = phase_breakdown(36, "float64", corpus, steps36, 1 if quick else 3, timer)
     _print_breakdown(ms, 36, "float64", clock)
+    floors = {}
+    for r in rows:
+        if r["K"] == max(ks):
+            c = r[clock]
+            floors[r["dtype"]] = floor = stacked_floor(r["K"], r["dtype"], timer=timer)
+            floor["bound"] = _print_floor(floor, c["single_best"], c["stacked_best"])
     print(f"\n  load average at the end: {_machine_line().split('load average ')[1]}")
     if args.json:
         out = {
@@ -294,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
             "rows": rows,
             "verdicts": verdicts,
             "k36_ms": ms,
+            "floor": floors,
         }
         args.json.write_text(json.dumps(out, indent=2))
     return 0

@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rnn_lab.core import gated, inits
+from rnn_lab.core import cells, gated, inits
 from rnn_lab.core.losses import softmax_cross_entropy, squared_error
 
 V, H, T, D = 7, 5, 6, 4  # vocabulary, hidden units, chunk length, embedding width
@@ -565,12 +565,12 @@ def test_saturation_extremes():
 @pytest.mark.parametrize("cell", CELLS)
 def test_spectral_radii_of_each_recurrent_block(cell):
     params = init_gated(cell, V, H, V, init="xavier", seed=3)
-    radii = gated.spectral_radii(params)
+    radii = cells.spectral_radii(params)
     assert list(radii) == list(params.gate_names)
     for k, name in enumerate(params.gate_names):
         block = params.weight_hh_l0[k * H : (k + 1) * H]
         assert radii[name] == pytest.approx(np.abs(np.linalg.eigvals(block)).max(), rel=1e-12)
-    ortho = gated.spectral_radii(init_gated(cell, V, H, V, init="orthogonal", scale=1.3))
+    ortho = cells.spectral_radii(init_gated(cell, V, H, V, init="orthogonal", scale=1.3))
     assert all(r == pytest.approx(1.3, rel=1e-6) for r in ortho.values())
 
 

@@ -406,3 +406,8 @@ def test_bench_stacked_quick(capsys, tmp_path):
         (1, "float64"), (2, "float64"), (1, "float32"), (2, "float32"),
     ]  # fmt: skip
     assert data["k36_ms"]["total"] > 0 and "recur" in data["k36_ms"]
+    assert "the floor of a bit-identical stack" in out
+    floor = data["floor"]["float64"]  # at the largest K asked for
+    assert floor["K"] == 2 and set(floor["activation_ns_per_value"]) == {"tanh", "relu", "sigmoid"}
+    # the floor is what the gemvs and activations alone cost: a fraction of a whole arm-step
+    assert 0 < floor["floor_us_per_arm_step"] and floor["bound"] > 1.0

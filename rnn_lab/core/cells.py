@@ -52,7 +52,7 @@ def params_from_arrays(cell: str, arrays):
 
 
 def pack(params):
-    return engine.pack(params) if cell_of(params) == "rnn" else gated.pack(params)
+    return engine.pack(params)  # every cell's parameter class is an engine.NamedParams
 
 
 def forward(params, inputs: np.ndarray, state: tuple, act: engine.Activation):
@@ -98,6 +98,7 @@ def recurrent_weight(params) -> np.ndarray:
 
 
 def spectral_radii(params) -> dict[str, float]:
+    """The spectral radius of each H x H recurrent block, by name (W_hh, or gate letter)."""
     return {
         name: float(np.max(np.abs(np.linalg.eigvals(W))))
         for name, W in recurrent_blocks(params).items()

@@ -27,6 +27,7 @@ import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
@@ -150,8 +151,46 @@ def get_activation(name: str) -> Activation:
 PARAM_NAMES = ("W_xh", "W_hh", "W_hy", "b_h", "b_y")
 
 
+class NamedParams:
+    """What every cell's parameter class shares (engine.Params here, gated.GRUParams and
+    LSTMParams): named arrays, an optional embedding E, and a flat buffer laid out in the
+    class's FLAT_ORDER with its recurrent weight last (a frozen one is the untouched tail).
+    Subclasses are dataclasses that name the arrays and set the three class constants."""
+
+    PARAM_NAMES: ClassVar[tuple[str, ...]] = ()  # the arrays, without the optional E
+    FLAT_ORDER: ClassVar[tuple[str, ...]] = ()  # their order in ``flat`` (recurrent last)
+    RECURRENT: ClassVar[str] = ""  # the recurrent weight: (G H, H); freeze_whh holds it
+    E: np.ndarray | None
+    flat: np.ndarray | None
+
+    @property
+    def hidden_size(self) -> int:
+        return getattr(self, self.RECURRENT).shape[1]
+
+    @property
+    def dtype(self) -> np.dtype:
+        return getattr(self, self.RECURRENT).dtype
+
+    def names(self) -> tuple[str, ...]:
+        return self.PARAM_NAMES + (("E",) if self.E is not None else ())
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {n: getattr(self, n) for n in self.names()}
+
+    @classmethod
+    def from_arrays(cls, arrays):
+        """The parameters among named arrays (a checkpoint.npz, a dict), copied: those of
+        PARAM_NAMES and E when present; anything else (optimiser state, h, ...) is ignored."""
+        return cls(**{n: np.array(arrays[n]) for n in (*cls.PARAM_NAMES, "E") if n in arrays})
+
+    def n_trainable(self, freeze_whh: bool) -> int:
+        """Length of the leading slice of ``flat`` that trains (the recurrent weight is the
+        tail)."""
+        return self.flat.size - (getattr(self, self.RECURRENT).size if freeze_whh else 0)
+
+
 @dataclass
-class Params:
+class Params(NamedParams):
     """The five arrays of the seed, plus an optional input embedding ``E: (D, V)``.
 
     Without ``E``, W_xh is (H, V) and a character index selects a column of it (the
@@ -168,33 +207,13 @@ class Params:
     # When packed, every array above is a view into this one buffer (see pack()).
     flat: np.ndarray | None = field(default=None, repr=False)
 
-    @property
-    def hidden_size(self) -> int:
-        return self.W_hh.shape[0]
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self.W_hh.dtype
-
-    def names(self) -> tuple[str, ...]:
-        return PARAM_NAMES + (("E",) if self.E is not None else ())
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        return {n: getattr(self, n) for n in self.names()}
-
-    @classmethod
-    def from_arrays(cls, arrays) -> Params:
-        """The parameters among named arrays (a checkpoint.npz, a dict), copied: the five of
-        PARAM_NAMES and E when present; anything else (optimiser state, h, ...) is ignored."""
-        return cls(**{n: np.array(arrays[n]) for n in (*PARAM_NAMES, "E") if n in arrays})
-
-    def n_trainable(self, freeze_whh: bool) -> int:
-        """Length of the leading slice of ``flat`` that trains (W_hh is the tail)."""
-        return self.flat.size - (self.W_hh.size if freeze_whh else 0)
+    PARAM_NAMES: ClassVar[tuple[str, ...]] = PARAM_NAMES
+    # Order in the flat buffer: W_hh last, so a frozen W_hh is simply the untouched tail.
+    FLAT_ORDER: ClassVar[tuple[str, ...]] = ("W_xh", "W_hy", "b_h", "b_y", "E", "W_hh")
+    RECURRENT: ClassVar[str] = "W_hh"
 
 
-# Order in the flat buffer: W_hh last, so a frozen W_hh is simply the untouched tail.
-FLAT_ORDER = ("W_xh", "W_hy", "b_h", "b_y", "E", "W_hh")
+FLAT_ORDER = Params.FLAT_ORDER
 
 
 def flat_views(
@@ -237,15 +256,16 @@ def _is_index_input(inputs: np.ndarray) -> bool:
     return inputs.dtype.kind in "iu"
 
 
-def pack(params: Params) -> Params:
-    """The same parameters, as views into one contiguous buffer (one-call clip and update)."""
+def pack(params: NamedParams) -> NamedParams:
+    """The same parameters (any cell's), as views into one contiguous buffer laid out in
+    their class's FLAT_ORDER (one-call clip and update)."""
     arrays = params.arrays()
     shapes = {n: a.shape for n, a in arrays.items()}
     flat = np.empty(sum(a.size for a in arrays.values()), dtype=params.dtype)
-    views = flat_views(flat, shapes)
+    views = flat_views(flat, shapes, type(params).FLAT_ORDER)
     for n, a in arrays.items():
         views[n][...] = a
-    return Params(**views, flat=flat)
+    return type(params)(**views, flat=flat)
 
 
 # --------------------------------------------------------------------------------------

@@ -76,12 +76,14 @@ import numpy as np
 
 from rnn_lab.core.engine import (  # the vanilla engine's fast-call and flat-buffer helpers
     Gradients,
+    NamedParams,
     _dot,
     _flat_layout,
     _is_index_input,
     _matmul_rows,
 )
 from rnn_lab.core.engine import flat_views as _engine_flat_views
+from rnn_lab.core.engine import pack as engine_pack
 
 SATURATION_MARGIN = 0.05
 
@@ -117,7 +119,7 @@ FLAT_ORDER = ("weight_ih_l0", "bias_ih_l0", "bias_hh_l0", "W_hy", "b_y", "E", "w
 
 
 @dataclass
-class _GatedParams:
+class _GatedParams(NamedParams):
     """Torch-named arrays of one gated layer plus the output layer (and an embedding).
 
     weight_ih_l0 is (G H, V) for one-hot inputs (a character selects a column), (G H, D)
@@ -133,31 +135,11 @@ class _GatedParams:
     E: np.ndarray | None = None  # (D, V) learned input embedding, optional
     flat: np.ndarray | None = field(default=None, repr=False)
 
+    PARAM_NAMES: ClassVar[tuple[str, ...]] = PARAM_NAMES
+    FLAT_ORDER: ClassVar[tuple[str, ...]] = FLAT_ORDER
+    RECURRENT: ClassVar[str] = "weight_hh_l0"
     cell: ClassVar[str] = ""
     gate_names: ClassVar[tuple[str, ...]] = ()
-
-    @property
-    def hidden_size(self) -> int:
-        return self.weight_hh_l0.shape[1]
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self.weight_hh_l0.dtype
-
-    def names(self) -> tuple[str, ...]:
-        return PARAM_NAMES + (("E",) if self.E is not None else ())
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        return {n: getattr(self, n) for n in self.names()}
-
-    @classmethod
-    def from_arrays(cls, arrays):
-        """The parameters among named arrays (a checkpoint.npz, a dict), copied."""
-        return cls(**{n: np.array(arrays[n]) for n in (*PARAM_NAMES, "E") if n in arrays})
-
-    def n_trainable(self, freeze_whh: bool) -> int:
-        """Length of the leading slice of ``flat`` that trains (weight_hh_l0 is the tail)."""
-        return self.flat.size - (self.weight_hh_l0.size if freeze_whh else 0)
 
     def recurrent_blocks(self) -> dict[str, np.ndarray]:
         """Each gate's H x H recurrent block, as views of weight_hh_l0."""
@@ -188,14 +170,7 @@ def flat_views(flat: np.ndarray, shapes: dict[str, tuple]) -> dict[str, np.ndarr
     return _engine_flat_views(flat, shapes, FLAT_ORDER)
 
 
-def pack(params: _GatedParams) -> _GatedParams:
-    """The same parameters as views into one contiguous buffer, laid out in FLAT_ORDER."""
-    arrays = params.arrays()
-    flat = np.empty(sum(a.size for a in arrays.values()), dtype=params.dtype)
-    views = flat_views(flat, {n: a.shape for n, a in arrays.items()})
-    for n, a in arrays.items():
-        views[n][...] = a
-    return type(params)(**views, flat=flat)
+pack = engine_pack  # one packing for every cell (views in the class's FLAT_ORDER)
 
 
 # --------------------------------------------------------------------------------------
@@ -858,13 +833,6 @@ def gate_saturation(cache: GatedCache) -> dict[str, float]:
 def saturation(cache: GatedCache) -> float:
     """Fraction of update gates z (GRU) or forget gates f (LSTM) within 0.05 of 0 or 1."""
     return gate_saturation(cache)[CELLS[cache.cell].memory_gate]
-
-
-def spectral_radii(params: _GatedParams) -> dict[str, float]:
-    """The spectral radius of each gate's H x H recurrent block, by gate letter."""
-    return {
-        g: float(np.max(np.abs(np.linalg.eigvals(W)))) for g, W in params.recurrent_blocks().items()
-    }
 
 
 def zero_state(cell: str, batch_size: int, hidden_size: int, dtype=np.float64):
