@@ -60,7 +60,7 @@ def test_tuning_study_composes(compose, study):
     sweeper = cfg.hydra.sweeper
     assert "optuna" in sweeper._target_ and sweeper.direction == "minimize"
     assert cfg.optimized_metric == "val_loss" and sweeper.n_trials > 0
-    assert cfg.resume is True and cfg.hydra.launcher._target_.endswith("JoblibLauncher")
+    assert cfg.resume is True and cfg.hydra.launcher._target_.endswith("StackedLauncher")
     assert "seed" not in sweeper.params  # one seed: the sampler would tune a seed list
     for key in sweeper.params:  # every tuned key is a config key
         assert OmegaConf.select(cfg, key, default="missing") != "missing", key
