@@ -329,10 +329,38 @@ def test_plan_units_groups_and_spreads_over_workers():
     units = plan_units(keys, workers=2)
     assert sorted(i for u in units for i in u) == list(range(len(keys)))
     assert [6] in units and [7] in units  # no group, a group of one: alone
-    assert sorted(len(u) for u in units if keys[u[0]] == "a") == [3, 3]  # 9 stackable / 2 -> 5
-    assert [len(u) for u in units] == sorted((len(u) for u in units), reverse=True)
-    assert plan_units(["a"] * 4, workers=1) == [[0, 1, 2, 3]]
+    assert all(len({keys[i] for i in u}) == 1 for u in units)  # a stack holds one group
+    assert plan_units(["a"] * 4, workers=1) == [[0, 1, 2, 3]]  # one worker: one stack
     assert sorted(map(len, plan_units(["a"] * 5, workers=1, max_arms=2))) == [1, 2, 2]
+    assert sorted(map(len, plan_units(["a"] * 60, workers=2))) == [30, 30]  # init_activation
+
+
+def _plan_span(units, work, workers=2):
+    from hydra_plugins.rnn_lab_launcher._core import makespan, stack_cost
+
+    return makespan([stack_cost(max(work[i] for i in u), len(u)) for u in units], workers)
+
+
+def test_plan_units_ends_every_worker_together():
+    """Three equal groups on two workers (optim_lr: sgd, adagrad, adam x 15 arms) used to be
+    three stacks: two rounds, one worker idle in the second. Now one group is cut and both
+    workers end together; a group of 20x heavier arms (freeze_whh's hidden_size=128 beside
+    16 and 64) is cut so that its pieces balance the rest."""
+    from hydra_plugins.rnn_lab_launcher._core import plan_units, stack_cost
+
+    keys = ["sgd"] * 15 + ["adagrad"] * 15 + ["adam"] * 15
+    units = plan_units(keys, workers=2)
+    assert sorted(map(len, units)) == [7, 8, 15, 15]
+    ideal = 2 * stack_cost(1.0, 15) + 2 * stack_cost(1.0, 8)
+    assert _plan_span(units, [1.0] * 45) <= 0.51 * ideal
+    assert _plan_span(units, [1.0] * 45) < 0.8 * 2 * stack_cost(1.0, 15)  # the old 2 rounds
+
+    H = [16] * 10 + [64] * 10 + [128] * 10
+    work = [h * (h + 64) for h in H]
+    units = plan_units([str(h) for h in H], workers=2, work=work)
+    assert sorted(len(u) for u in units if H[u[0]] == 128) != [10]  # the heavy group is cut
+    whole = [stack_cost(work[i], 10) for i in (0, 10, 20)]  # one stack per hidden size
+    assert _plan_span(units, work) < 0.8 * max(whole)  # the old plan: H=128's one stack
 
 
 def test_plan_units_starts_the_longest_work_first():
@@ -348,8 +376,83 @@ def test_plan_units_starts_the_longest_work_first():
     work = [work_estimate(s) for s in grid]
     assert work[5] == 10 * work[0] and work[-1] == 4 * work[0]
     units = plan_units(keys, workers=2, work=work)
-    assert units == [[5, 6, 7, 8, 9], [10], [0, 1, 2, 3, 4]]  # 10, 4 and 1 units of work
+    assert units[0][0] == 5 and all(keys[i] == keys[5] for i in units[0])  # seq_len=50 first
+    spans = [max(work[i] for i in u) * len(u) for u in units]
+    assert spans[0] == max(spans)
     assert plan_units(keys, workers=2)[0] == [0, 1, 2, 3, 4]  # without work: the biggest first
+
+
+_COUNT_COMPOSES = """
+import json, runpy, sys
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
+composed = []
+load = ConfigLoaderImpl.load_sweep_config
+def counting(self, master_config, sweep_overrides):
+    composed.append(list(sweep_overrides))
+    return load(self, master_config, sweep_overrides)
+ConfigLoaderImpl.load_sweep_config = counting
+out, sys.argv = sys.argv[1], ["rnn_lab.train", *sys.argv[2:]]
+try:
+    runpy.run_module("rnn_lab.train", run_name="__main__")
+finally:
+    open(out, "w").write(json.dumps(composed))
+"""
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_the_launcher_takes_the_configs_the_sweeper_composed(tmp_path, n_jobs):
+    """Hydra's sweeper composes every job's config to validate the batch, then drops it; the
+    launcher takes those (each job's config composed once, not twice: ~0.2 s a job, one after
+    another before any work starts), and the jobs are what they would be otherwise."""
+    counts = tmp_path / "composed.json"
+    sweep = tmp_path / "sweep"
+    args = ["-m", "activation=tanh,relu", "seed=1,2", *TINY, "launcher=stacked"]
+    args += [f"hydra.launcher.n_jobs={n_jobs}", f"hydra.sweep.dir={sweep}"]
+    proc = subprocess.run(
+        [sys.executable, "-c", _COUNT_COMPOSES, str(counts), *args],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    composed = json.loads(counts.read_text())
+    assert len(composed) == 4, composed  # the sweeper's 4; the launcher's would make it 8
+    summaries = _statuses(sweep)
+    assert len(summaries) == 4 and all(s["status"] == rundir.OK for s in summaries.values())
+    jobs = sorted(
+        tuple(
+            o
+            for o in yaml.safe_load((sweep / name / ".hydra" / "overrides.yaml").read_text())
+            if o.startswith(("activation=", "seed="))
+        )
+        for name in summaries
+    )
+    assert jobs == [
+        (a, f"seed={k}") for a in ("activation=relu", "activation=tanh") for k in (1, 2)
+    ]
+
+
+def test_remembered_configs_are_taken_once_and_never_sent_to_workers():
+    from hydra_plugins.rnn_lab_launcher import _core
+
+    class Loader:
+        calls = 0
+
+        def load_sweep_config(self, master_config, sweep_overrides):
+            Loader.calls += 1
+            return {"overrides": list(sweep_overrides), "call": Loader.calls}
+
+    loader, master = Loader(), object()
+    _core.remember_sweep_configs(loader)
+    _core.remember_sweep_configs(loader)  # twice is once
+    validated = loader.load_sweep_config(master, ["seed=1"])  # the sweeper's validation
+    _core.forget_sweep_configs(loader)
+    assert "load_sweep_config" not in vars(loader)  # what is pickled to workers: the plain loader
+    assert _core._sweep_config(loader, master, ["seed=1"]) is validated
+    assert _core._sweep_config(loader, master, ["seed=1"])["call"] == 2  # taken once only
+    assert _core._sweep_config(loader, object(), ["seed=2"])["call"] == 3  # nothing kept
+    _core._SWEEP_CONFIGS.clear()
 
 
 def _env_without_project() -> dict:

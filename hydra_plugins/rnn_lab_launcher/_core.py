@@ -1,7 +1,8 @@
 """The stacked launcher's work (imported when a sweep launches, not when Hydra scans plugins).
 
-In the launching process: every job's config is composed (``load_sweep_config``, as the basic
-and joblib launchers do), its settings read, and the jobs grouped by
+In the launching process: every job's config is the one the sweeper composed to validate the
+batch (``load_sweep_config``; composed anew if there is none), its settings read, and the jobs
+grouped by
 :func:`rnn_lab.run.stacked.group_key`. A group is cut into stacks ("units") so that every
 worker has work; a unit of one job runs alone through Hydra's ``run_job`` and the task
 function, exactly as ``launcher=joblib`` runs it. The units go to ``n_jobs`` loky workers
@@ -66,10 +67,12 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
     configure_log(config.hydra.hydra_logging, config.hydra.verbose)
     sweep_dir = Path(str(config.hydra.sweep.dir))
     sweep_dir.mkdir(parents=True, exist_ok=True)
+    loader = context.config_loader
+    forget_sweep_configs(loader)  # the wrapper is not sent to the workers
     configs = []
     for i, overrides in enumerate(job_overrides):
         idx = initial_job_idx + i
-        cfg = context.config_loader.load_sweep_config(config, list(overrides))
+        cfg = _sweep_config(loader, config, overrides)
         with open_dict(cfg):
             cfg.hydra.job.id = f"{cfg.hydra.job.name}_{idx}"
             cfg.hydra.job.num = idx
@@ -88,15 +91,55 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
             lst = " ".join(filter_overrides(job_overrides[i]))
             note = f" (a stack of {len(unit)})" if len(unit) > 1 else ""
             log.info("\t#%d : %s%s", initial_job_idx + i, lst, note)
+    _SWEEP_CONFIGS.clear()
     state = Singleton.get_state()
     task_function = launcher.task_function
-    done = Parallel(n_jobs=workers, backend="loky", prefer="processes")(
-        delayed(run_unit)([(i, configs[i]) for i in unit], context, task_function, state)
-        for unit in units
-    )
+    try:
+        done = Parallel(n_jobs=workers, backend="loky", prefer="processes")(
+            delayed(run_unit)([(i, configs[i]) for i in unit], context, task_function, state)
+            for unit in units
+        )
+    finally:
+        remember_sweep_configs(loader)  # for the sweeper's next batch (Optuna asks in batches)
     configure_log(config.hydra.hydra_logging, config.hydra.verbose)
     returns: dict[int, JobReturn] = {i: ret for unit in done for i, ret in unit}
     return [returns[i] for i in range(len(configs))]
+
+
+# The configs the sweeper composed to validate the batch, by the job's overrides (with the
+# master config they came from): Hydra's sweepers (basic, Optuna) compose every job's config in
+# validate_batch_is_legal and throw it away, then the launcher would compose it again, ~0.2 s a
+# job, one after another before any work starts (12 s for a 60-job study). The same call gives
+# the same config, so the launcher takes the sweeper's.
+_SWEEP_CONFIGS: dict[tuple[str, ...], tuple[DictConfig, DictConfig]] = {}
+
+
+def remember_sweep_configs(loader) -> None:
+    """From now on, the configs this config loader composes for a sweep are kept for the
+    launcher (an instance attribute over the method; :func:`forget_sweep_configs` undoes it)."""
+    if "load_sweep_config" in vars(loader):
+        return
+    load = loader.load_sweep_config
+
+    def load_and_remember(master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
+        cfg = load(master_config, sweep_overrides)
+        _SWEEP_CONFIGS[tuple(sweep_overrides)] = (master_config, cfg)
+        return cfg
+
+    loader.load_sweep_config = load_and_remember
+
+
+def forget_sweep_configs(loader) -> None:
+    vars(loader).pop("load_sweep_config", None)
+
+
+def _sweep_config(loader, master_config: DictConfig, overrides: Sequence[str]) -> DictConfig:
+    """The job's config: the one the sweeper composed for the same master config and
+    overrides, else a new one."""
+    kept = _SWEEP_CONFIGS.pop(tuple(overrides), None)
+    if kept is not None and kept[0] is master_config:
+        return kept[1]
+    return loader.load_sweep_config(master_config, list(overrides))
 
 
 def _is_rnn_lab(task_function) -> bool:
@@ -122,20 +165,49 @@ def _group_key_and_work(cfg: DictConfig) -> tuple[str | None, float]:
         HydraConfig.instance().cfg = previous
 
 
+# What one arm of a stack of K costs, relative to the same run alone: a part that stacking
+# cannot share (the arm's own matmul flops, activations, per-arm recording) and a part it does
+# (NumPy's per-call overhead, paid once per stack). Fitted to this machine's sweeps of 20,000
+# steps (README, Launchers): 0.64 at K=5, 0.54 at K=18, 0.45 at K=30 -> about 0.5 + 0.5 / K.
+# Only the plan uses it (which stacks to split so that every worker ends at about the same
+# time); the results never depend on it.
+STACK_SHARED_FRACTION = 0.5
+
+
+def stack_cost(arm_work: float, arms: int) -> float:
+    """The modelled wall time of a stack of `arms` arms of `arm_work` each."""
+    share = 1.0 - STACK_SHARED_FRACTION
+    return arm_work * arms * (STACK_SHARED_FRACTION + share / arms)
+
+
+def makespan(costs: Sequence[float], workers: int) -> float:
+    """When the last worker ends if the units, biggest first, go to whichever worker is free
+    first (what joblib does with units handed over in that order)."""
+    loads = [0.0] * max(1, workers)
+    for c in sorted(costs, reverse=True):
+        i = loads.index(min(loads))
+        loads[i] += c
+    return max(loads)
+
+
 def plan_units(
     keys: list[str | None],
     workers: int,
     max_arms: int = 0,
     work: Sequence[float] | None = None,
 ) -> list[list[int]]:
-    """Jobs (by position) in units: the jobs of one group key in stacks of near-equal size,
-    small enough that every worker gets work (at most ceil(stackable / workers) arms, and at
-    most max_arms when > 0), a job without a group (or alone in its group) on its own.
+    """Jobs (by position) in units, the biggest first: a job without a group (or alone in its
+    group) on its own, the jobs of one group key in stacks.
 
-    Longest first (the workers take units in this order, so a long unit started last would
-    leave the other workers idle at the end): by the work of one of the unit's arms
-    (``work[i]``, e.g. steps x seq_len x H^2: a seq_len=50 run is 10x a seq_len=5 one), then
-    by the number of arms."""
+    A group starts as one stack (pieces of at most max_arms when > 0). Then, while it shortens
+    the sweep by 3% or more, one stack is cut in two: the cut (which stack, how many arms go)
+    that most lowers the modelled end of the last worker (:func:`makespan` over
+    :func:`stack_cost`, with each arm's ``work[i]``, e.g. steps x seq_len x H (H + 64): a
+    seq_len=50 run is 10x a seq_len=5 one). So three equal groups on two workers become four
+    stacks that end together, and a group whose arms are 20x the others' (hidden_size=128
+    next to 16) is cut so that its pieces balance the rest, instead of one worker training it
+    while the other waits."""
+    arm_work = [1.0] * len(keys) if work is None else [float(w) for w in work]
     groups: dict[str, list[int]] = {}
     units: list[list[int]] = []
     for i, key in enumerate(keys):
@@ -143,21 +215,36 @@ def plan_units(
             units.append([i])
         else:
             groups.setdefault(key, []).append(i)
-    stackable = sum(len(g) for g in groups.values() if len(g) > 1)
-    cap = math.ceil(stackable / workers) if stackable else 1
-    if max_arms > 0:
-        cap = min(cap, max_arms)
-    cap = max(cap, 2)
     for members in groups.values():
-        pieces = math.ceil(len(members) / cap)
+        pieces = math.ceil(len(members) / max_arms) if max_arms > 0 else 1
         size, extra = divmod(len(members), pieces)
         start = 0
         for p in range(pieces):
             stop = start + size + (1 if p < extra else 0)
             units.append(members[start:stop])
             start = stop
-    arm_work = [1.0] * len(keys) if work is None else list(work)
-    return sorted(units, key=lambda u: (max(arm_work[i] for i in u), len(u)), reverse=True)
+
+    def cost(unit: list[int]) -> float:
+        return stack_cost(max(arm_work[i] for i in unit), len(unit))
+
+    costs = [cost(u) for u in units]
+    best = makespan(costs, workers)
+    while True:
+        choice = None
+        for j, unit in enumerate(units):
+            others = costs[:j] + costs[j + 1 :]
+            for k in range(1, len(unit) // 2 + 1):
+                a, b = unit[:-k], unit[-k:]
+                span = makespan([*others, cost(a), cost(b)], workers)
+                if span < best * 0.97:  # under 3%: within the cost model's error
+                    best, choice = span, (j, a, b)
+        if choice is None:
+            break
+        j, a, b = choice
+        units[j : j + 1] = [a, b]
+        costs[j : j + 1] = [cost(a), cost(b)]
+    order = sorted(range(len(units)), key=lambda j: (costs[j], len(units[j])), reverse=True)
+    return [units[j] for j in order]
 
 
 # --------------------------------------------------------------------------------------

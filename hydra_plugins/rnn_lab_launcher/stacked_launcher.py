@@ -51,9 +51,13 @@ class StackedLauncher(Launcher):
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
+        from . import _core
+
         self.config = config
         self.task_function = task_function
         self.hydra_context = hydra_context
+        # The sweeper composes each job's config to validate its batch: keep them for launch.
+        _core.remember_sweep_configs(hydra_context.config_loader)
 
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
