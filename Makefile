@@ -23,7 +23,7 @@ demo: $(STAMP)  ## the main job: a small default ablation study, a few minutes o
 
 test: $(STAMP)  ## the suite CI runs: lint, then everything but tests marked slow
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
-	$(BIN)/python -m pytest -m "not slow" -q
+	$(BIN)/python -m pytest -m "not slow" -q --durations=25
 
 test-all: $(STAMP)  ## including slow tests (the Ray launcher)
 	$(BIN)/python -m pytest -q
