@@ -285,6 +285,8 @@ def stacked_floor(
     return {
         "K": K,
         "dtype": dtype,
+        "T": T,
+        "H": H,
         "gemv_us_per_arm": gemv_us,
         "activation_ns_per_value": {n: 1e9 * v for n, v in act_s.items()},
         "activation_ns_mean": act_ns,
@@ -300,8 +302,9 @@ def _print_floor(floor: dict, single_arm_steps_per_s: float, stacked_arm_steps_p
     print()
     print(
         f"the floor of a bit-identical stack (K={floor['K']}, {floor['dtype']}): per arm-step "
-        f"2 x 25 gemv at {floor['gemv_us_per_arm']:.2f} us each (inside the batched matmul) + "
-        f"25 x 64 activation values at {floor['activation_ns_mean']:.1f} ns ({acts}) = "
+        f"2 x {floor['T']} gemv at {floor['gemv_us_per_arm']:.2f} us each (inside the batched "
+        f"matmul) + {floor['T']} x {floor['H']} activation values at "
+        f"{floor['activation_ns_mean']:.1f} ns ({acts}) = "
         f"{floor['floor_us_per_arm_step']:.0f} us"
     )
     print(

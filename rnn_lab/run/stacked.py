@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from rnn_lab.core import engine as core_engine
+from rnn_lab.core import gated
 from rnn_lab.core import stacked as stacked_core
 from rnn_lab.core.optim import step_decay_lr
 from rnn_lab.run import rundir
@@ -87,17 +88,15 @@ def group_key(settings: TrainSettings) -> str | None:
     return json.dumps(shared, sort_keys=True, default=str)
 
 
-# Multiply-adds per hidden unit and time step relative to the vanilla cell (gates' blocks).
-_CELL_BLOCKS = {"rnn": 1, "gru": 3, "lstm": 4}
-
-
 def work_estimate(settings: TrainSettings) -> float:
-    """A run's training work, roughly (steps x seq_len x batch x H (H + 64) x the cell's
-    blocks): only to start the longest units of a sweep first (the launcher's order)."""
+    """A run's training work, roughly (steps x seq_len x batch x H (H + 64) x the cell's gate
+    blocks, 1 for the vanilla cell): only for the launcher's plan (where to cut stacks so the
+    workers end together, which units start first)."""
     s = single.with_budget(settings)
-    cell = s.cell.get("name", "rnn") if isinstance(s.cell, dict) else str(s.cell)
+    gated_cell = gated.CELLS.get(single.cell_name(s))
+    blocks = gated_cell.n_gates if gated_cell is not None else 1
     H = s.hidden_size
-    return float(s.steps * s.seq_len * s.batch_size * H * (H + 64) * _CELL_BLOCKS.get(cell, 1))
+    return float(s.steps * s.seq_len * s.batch_size * H * (H + 64) * blocks)
 
 
 # --------------------------------------------------------------------------------------
