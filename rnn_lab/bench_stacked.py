@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rnn_lab import bench_memory as memory
 from rnn_lab.bench import Timing, _machine_line, time_interleaved
 from rnn_lab.core import engine
 from rnn_lab.core import stacked as st
@@ -346,6 +347,12 @@ def _parser() -> argparse.ArgumentParser:
         "cpu (this process's CPU time, steadier on a machine other jobs share); both are "
         "recorded in --json",
     )
+    p.add_argument(
+        "--malloc-defaults",
+        action="store_true",
+        help="leave glibc's malloc thresholds as they are (rnn_lab.bench_memory): the bare "
+        "stacked loop then takes fresh pages every step, which the trainers do not",
+    )
     p.add_argument("--json", type=Path, help="also write the numbers to this file")
     return p
 
@@ -358,7 +365,10 @@ def main(argv: list[str] | None = None) -> int:
     ks = tuple(int(k) for k in args.ks.split(",")) if args.ks else K_VALUES
     corpus = EncodedText.from_text(generate_elman_corpus())
     print("stacked engine (issue 11) vs the single-run path, init_activation grid arms")
+    if not args.malloc_defaults:
+        memory.reuse_freed_memory()  # the engine, not malloc's reaction to a bare loop
     print(f"  machine: {_machine_line()}; numpy {np.__version__}, one BLAS thread")
+    print(f"  memory: {memory.describe() if not args.malloc_defaults else 'malloc defaults'}")
     print(
         "  seed configuration: Elman corpus, H=64, seq_len=25, B=1, SGD momentum 0.9 "
         "dampening 0.9, lr 0.01, clip 5 (norm)"
