@@ -61,6 +61,7 @@ def test_quick_bench_prints_every_section(capsys, tmp_path):
     assert [r["hidden_size"] for r in results["min_char"]] == [64, 100]
     for r in results["min_char"]:
         assert r["trainer_vs_min_char"] > 0 and math.isfinite(r["trainer_overhead"])
+        assert math.isfinite(r["trainer_overhead_in_run"])
 
 
 def test_min_char_loop_starts_from_the_rnn_lab_rows_weights_and_loss():
