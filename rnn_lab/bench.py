@@ -704,6 +704,19 @@ def time_min_char_trainer(
     return wall, cpu
 
 
+def timed_calls(fn, totals: dict, key: str, timer=time.perf_counter):
+    """fn, adding the time of each call (by ``timer``) to totals[key]."""
+
+    def timed(*args, **kwargs):
+        t0 = timer()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            totals[key] = totals.get(key, 0.0) + timer() - t0
+
+    return timed
+
+
 @contextlib.contextmanager
 def _engine_clock(totals: dict):
     """Inside the trainer's own run, the time of its engine: train_step less its bookkeeping
@@ -715,21 +728,8 @@ def _engine_clock(totals: dict):
     from rnn_lab.run import trainer as trainer_module
 
     inner_step, inner_measure = trainer_module.train_step, step_module.measure_step
-
-    def train_step(*args, **kwargs):
-        t0 = time.perf_counter()
-        try:
-            return inner_step(*args, **kwargs)
-        finally:
-            totals["train_step"] += time.perf_counter() - t0
-
-    def measure_step(*args, **kwargs):
-        t0 = time.perf_counter()
-        try:
-            return inner_measure(*args, **kwargs)
-        finally:
-            totals["bookkeeping"] += time.perf_counter() - t0
-
+    train_step = timed_calls(inner_step, totals, "train_step")
+    measure_step = timed_calls(inner_measure, totals, "bookkeeping")
     trainer_module.train_step, step_module.measure_step = train_step, measure_step
     try:
         yield

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from rnn_lab import bench_memory as memory
-from rnn_lab.bench import Timing, _machine_line, time_interleaved
+from rnn_lab.bench import Timing, _machine_line, time_interleaved, timed_calls
 from rnn_lab.core import engine
 from rnn_lab.core import stacked as st
 from rnn_lab.core.data import CharTextTask, EncodedText, generate_elman_corpus
@@ -171,22 +171,12 @@ def _timed_phases(totals: dict[str, float], timer):
     """Wrap the phase functions of rnn_lab.core.stacked (and StackedSGD.step) to add their
     time (by ``timer``) to ``totals``; restored on exit."""
 
-    def wrap(key, fn):
-        def timed(*args, **kwargs):
-            t0 = timer()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                totals[key] = totals.get(key, 0.0) + timer() - t0
-
-        return timed
-
     saved = {name: getattr(st, name) for name, _ in PHASES}
     saved_step = st.StackedSGD.step
     try:
         for name, fn in saved.items():
-            setattr(st, name, wrap(name, fn))
-        st.StackedSGD.step = wrap("optimizer", saved_step)
+            setattr(st, name, timed_calls(fn, totals, name, timer))
+        st.StackedSGD.step = timed_calls(saved_step, totals, "optimizer", timer)
         yield
     finally:
         for name, fn in saved.items():
