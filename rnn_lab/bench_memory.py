@@ -4,8 +4,9 @@ A bare stacked step in a loop (rnn_lab.bench_stacked: K=36 arms at H=64, float64
 drops several arrays of 0.5-2 MB: the hidden states (T+1, K, B, H), the flat gradients (K, P),
 the loss's temporaries. With nothing else allocating between steps, glibc's malloc hands the
 free top of the heap back to the OS at the end of each step and the next step takes fresh
-pages: ~540 minor page faults a step (tests/test_bench_memory.py), which made the loop 15-25%
-slower (`python -m rnn_lab.bench_stacked --malloc-defaults`). The trainers do not pay this:
+pages: 400-540 minor page faults a step when run from a shell (the count depends on what the
+process freed before: glibc moves its thresholds after large frees), which made the loop
+15-25% slower (`python -m rnn_lab.bench_stacked --malloc-defaults`). The trainers do not pay this:
 train_group at K=36 takes ~30 fresh pages a step (its per-arm bookkeeping keeps the heap's
 top in use), and fixing the thresholds inside it changed neither its nor a lone run's speed
 (measured: 360-416 against 364-396 us an arm-step at K=36; H=256, B=32: 28.1-28.8 against

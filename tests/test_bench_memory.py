@@ -44,23 +44,54 @@ PROBE = textwrap.dedent(
 )
 
 
-def _probe(mode: str) -> dict:
+HEAP_PROBE = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    from rnn_lab import bench_memory as memory
+    if sys.argv[1] == "reuse":
+        assert memory.reuse_freed_memory()
+    a = np.ones(16 * 2**20 // 8)  # 16 MiB: above malloc's own thresholds, below 32 MiB
+    address = a.ctypes.data
+    for line in open("/proc/self/maps"):
+        if line.rstrip().endswith("[heap]"):
+            lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+            if lo <= address < hi:
+                print("heap")
+                break
+    else:
+        print("own mapping")
+    """
+)
+
+
+def _run(code: str, mode: str) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     out = subprocess.run(
-        [sys.executable, "-c", PROBE, mode], capture_output=True, text=True, env=env, timeout=300
+        [sys.executable, "-c", code, mode], capture_output=True, text=True, env=env, timeout=300
     )
     assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return out.stdout.strip().splitlines()[-1]
 
 
-@pytest.mark.skipif(not memory.reuse_freed_memory(), reason="glibc only")
+glibc_only = pytest.mark.skipif(not memory.reuse_freed_memory(), reason="glibc only")
+
+
+@glibc_only
+def test_the_thresholds_take_effect():
+    # malloc's defaults give a 16 MiB array its own mapping (returned to the OS when freed);
+    # with the thresholds fixed it comes from the heap, where freed memory is kept for reuse.
+    assert _run(HEAP_PROBE, "default") == "own mapping"
+    assert _run(HEAP_PROBE, "reuse") == "heap"
+
+
+@glibc_only
 def test_a_warm_stacked_step_touches_no_fresh_pages():
-    default = _probe("default")
-    kept = _probe("reuse")
+    # With malloc's defaults the count depends on the process's history and environment
+    # (glibc moves its thresholds after large frees): 400-540 a step from a shell here, 0.15
+    # when the full suite ran it on a clean clone. With the thresholds fixed: none either way.
+    kept = json.loads(_run(PROBE, "reuse"))
     assert kept["applied"] is True
-    # malloc's defaults: the stack's 0.5-2 MB arrays come back as fresh pages every step
-    # (~540 a step measured here); that is what the setting is for.
-    assert default["faults_per_step"] > 100, default
     assert kept["faults_per_step"] < 5, kept
 
 
