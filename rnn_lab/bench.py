@@ -605,6 +605,15 @@ class Timing:
         return max(self.cpu_rates)
 
 
+def _run_for(contender, steps: int) -> tuple[float, float]:
+    """(wall, CPU) seconds of ``steps`` steps of a contender in one go."""
+    with _threads_of(contender):
+        t0, c0 = time.perf_counter(), time.process_time()
+        for _ in range(steps):
+            contender.step()
+        return time.perf_counter() - t0, time.process_time() - c0
+
+
 def time_interleaved(contenders: list, steps: int, rounds: int, warmup: int) -> list[Timing]:
     """Best-of-``rounds`` steps/s for each contender, rounds interleaved across contenders.
 
@@ -627,11 +636,7 @@ def time_interleaved(contenders: list, steps: int, rounds: int, warmup: int) -> 
     for r in range(rounds):
         for i in order[r % len(order) :] + order[: r % len(order)]:
             c, n = contenders[i], n_steps[i]
-            with _threads_of(c):
-                t0, c0 = time.perf_counter(), time.process_time()
-                for _ in range(n):
-                    c.step()
-                elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+            elapsed, cpu = _run_for(c, n)
             timings[i].rates.append(n / max(elapsed, 1e-12))
             timings[i].cpu_rates.append(n / max(cpu, 1e-12))
     for c in contenders:
@@ -1127,15 +1132,6 @@ def _bench_min_char(H: int, text: str, plan: dict) -> dict:
     return out
 
 
-def _run_for(contender, steps: int) -> tuple[float, float]:
-    """(wall, CPU) seconds of ``steps`` steps of a contender in one go."""
-    with _threads_of(contender):
-        t0, c0 = time.perf_counter(), time.process_time()
-        for _ in range(steps):
-            contender.step()
-        return time.perf_counter() - t0, time.process_time() - c0
-
-
 def _alternate_with_trainer(contenders: list, cfg: BenchConfig, plan: dict):
     """The contenders' interleaved short rounds in one block per trainer run; after each
     block, the trainer run and one whole run of each contender of about the trainer's
@@ -1166,7 +1162,7 @@ def _alternate_with_trainer(contenders: list, cfg: BenchConfig, plan: dict):
                     wall, cpu = time_min_char_trainer(cfg, steps, Path(tmp) / f"run_{r}", split)
                     runs["wall"].append(wall)
                     runs["cpu"].append(cpu)
-                    runs.setdefault("in_run", []).append(split)
+                    runs["in_run"].append(split)
                     continue
                 wall, cpu = _run_for(contender, n)
                 record = long_runs[contender.label]
