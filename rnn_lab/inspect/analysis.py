@@ -698,20 +698,35 @@ def memory_probe(
     chol = np.linalg.cholesky(gram + lam * np.eye(H))
     X_val = states[val_rows] - mean
     chance = majority_rate(ids[split:])
+    # Per lag, the centred one-hot targets one_hot(y) - y_mean, built bit for bit without the
+    # one-hot: y_mean is the class counts / n (what one_hot.mean(axis=0) computes: an exact
+    # integer sum, then the division), and row i is row y_i of a (V, V) table whose entries
+    # are 0.0 - y_mean and, on the diagonal, 1.0 - y_mean. One (n, V) buffer serves every lag.
+    n = len(train_rows)
+    classes = np.arange(vocab_size)
+    centred_rows = np.empty((vocab_size, vocab_size))
+    centred = np.empty((n, vocab_size))
+    inputs_train, inputs_val = ids[train_rows], ids[val_rows]
+    # The input-only table's flat index, less the target (intp: ids may be uint8).
+    pairs = inputs_train.astype(np.intp) * vocab_size
     accuracy, input_only = [], []
     for k in range(max_lag + 1):
         y_train = ids[train_rows - k]
         y_val = ids[val_rows - k]
-        one_hot = np.zeros((len(train_rows), vocab_size))
-        one_hot[np.arange(len(train_rows)), y_train] = 1.0
-        y_mean = one_hot.mean(axis=0)
-        rhs = Xc.T @ (one_hot - y_mean)
+        y_mean = np.bincount(y_train, minlength=vocab_size) / n
+        centred_rows[:] = 0.0 - y_mean
+        centred_rows[classes, classes] = 1.0 - y_mean
+        # mode="clip" (unbuffered): no id is out of range here, bincount has seen them all (a
+        # negative id is an error there, one >= V makes y_mean too long for the table).
+        np.take(centred_rows, y_train, axis=0, out=centred, mode="clip")
+        rhs = Xc.T @ centred
         W = np.linalg.solve(chol.T, np.linalg.solve(chol, rhs))  # (H, V)
         predicted = (X_val @ W + y_mean).argmax(axis=1)
         accuracy.append(float((predicted == y_val).mean()))
-        table = np.zeros((vocab_size, vocab_size))
-        np.add.at(table, (ids[train_rows], y_train), 1.0)
-        input_only.append(float((table.argmax(axis=1)[ids[val_rows]] == y_val).mean()))
+        # The input-only table: counts of (current character, character k back), exact ints.
+        table = np.bincount(pairs + y_train, minlength=vocab_size * vocab_size)
+        table = table.reshape(vocab_size, vocab_size)
+        input_only.append(float((table.argmax(axis=1)[inputs_val] == y_val).mean()))
     span = 0
     for acc in accuracy[1:]:
         if acc <= chance + margin:
