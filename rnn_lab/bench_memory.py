@@ -35,22 +35,36 @@ MMAP_THRESHOLD_BYTES = 32 * 1024 * 1024  # glibc's own ceiling for its adaptive 
 RETAINED_BYTES = 128 * 1024 * 1024  # free memory at the heap's top kept before trimming
 
 _ENV_KEYS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
-_applied: bool | None = None
+_applied: bool | None = None  # None: reuse_freed_memory() has not been called
+_why_not = ""  # when it was called and set nothing: why
+
+
+def _ruled_out() -> str | None:
+    """Why the thresholds are not for this process to set whatever is asked, or None."""
+    set_here = [k for k in _ENV_KEYS if k in os.environ]
+    if set_here:
+        return f"{', '.join(set_here)} set in the environment"
+    libc = platform.libc_ver()[0]
+    if libc != "glibc":
+        return f"not glibc ({libc or 'libc unknown'})"
+    return None
 
 
 def reuse_freed_memory() -> bool:
     """Set glibc's mmap and trim thresholds for this process (once); True when they are set
     (now or by an earlier call), False where this is not glibc or the environment decides."""
-    global _applied
+    global _applied, _why_not
     if _applied is not None:
         return _applied
     _applied = False
-    if any(k in os.environ for k in _ENV_KEYS) or platform.libc_ver()[0] != "glibc":
+    _why_not = _ruled_out() or ""
+    if _why_not:
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    except (OSError, AttributeError) as e:
+        _why_not = f"mallopt unavailable: {e}"
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     # mallopt returns 1 on success; the mmap threshold first: setting either one turns off
@@ -58,14 +72,17 @@ def reuse_freed_memory() -> bool:
     ok = mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1
     ok = mallopt(_M_TRIM_THRESHOLD, RETAINED_BYTES) == 1 and ok
     _applied = ok
+    _why_not = "" if ok else "mallopt refused the thresholds"
     return ok
 
 
 def describe() -> str:
-    """One line for a benchmark's header: what malloc does with freed memory here."""
-    if reuse_freed_memory():
+    """One line for a benchmark's header: what malloc does with freed memory here. Reports
+    this process's state and sets nothing: a benchmark calls reuse_freed_memory() first."""
+    if _applied:
         return (
             f"malloc keeps freed memory for reuse (mmap threshold "
             f"{MMAP_THRESHOLD_BYTES >> 20} MiB, trim threshold {RETAINED_BYTES >> 20} MiB)"
         )
-    return "malloc's defaults (not glibc, or MALLOC_*_ set in the environment)"
+    why = _why_not if _applied is False else _ruled_out() or "reuse_freed_memory() not called"
+    return f"malloc's defaults, thresholds not applied ({why})"

@@ -64,6 +64,28 @@ HEAP_PROBE = textwrap.dedent(
 )
 
 
+DESCRIBE_PROBE = textwrap.dedent(
+    """
+    import json
+    import numpy as np
+    from rnn_lab import bench_memory as memory
+
+    out = {"before": memory.describe(), "applied_by_describe": memory._applied}
+    a = np.ones(16 * 2**20 // 8)  # as HEAP_PROBE: from the heap only with the thresholds set
+    address = a.ctypes.data
+    out["where"] = "own mapping"
+    for line in open("/proc/self/maps"):
+        if line.rstrip().endswith("[heap]"):
+            lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+            if lo <= address < hi:
+                out["where"] = "heap"
+    out["reuse"] = memory.reuse_freed_memory()
+    out["after"] = memory.describe()
+    print(json.dumps(out))
+    """
+)
+
+
 def _run(code: str, mode: str) -> str:
     # malloc's own settings from the environment would decide instead of the probe's mode
     env = {
@@ -98,11 +120,33 @@ def test_a_warm_stacked_step_touches_no_fresh_pages():
     assert kept["faults_per_step"] < 5, kept
 
 
+@glibc_only
+def test_describe_reports_and_applies_nothing():
+    # describe() before anything applied the thresholds: "not applied", and malloc still has
+    # its defaults (a 16 MiB array gets its own mapping); after reuse_freed_memory(), it
+    # reports the thresholds.
+    r = json.loads(_run(DESCRIBE_PROBE, "describe"))
+    assert "thresholds not applied" in r["before"], r
+    assert "reuse_freed_memory() not called" in r["before"], r
+    assert r["applied_by_describe"] is None and r["where"] == "own mapping", r
+    assert r["reuse"] is True
+    assert r["after"] == (
+        "malloc keeps freed memory for reuse (mmap threshold 32 MiB, trim threshold 128 MiB)"
+    )
+
+
 def test_the_environment_decides_when_it_sets_a_threshold():
-    code = "from rnn_lab import bench_memory as m; print(m.reuse_freed_memory())"
-    env = dict(os.environ, MALLOC_TRIM_THRESHOLD_="1048576")
+    code = (
+        "from rnn_lab import bench_memory as m; print(m.describe()); "
+        "print(m.reuse_freed_memory()); print(m.describe())"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    env["MALLOC_TRIM_THRESHOLD_"] = "1048576"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "False"
+    before, applied, after = out.stdout.strip().splitlines()
+    assert applied == "False"
+    why = "(MALLOC_TRIM_THRESHOLD_ set in the environment)"
+    assert before == after == f"malloc's defaults, thresholds not applied {why}"
