@@ -69,3 +69,51 @@ def test_record_false_writes_no_diagnostics(tmp_path, tiny_settings):
     assert not (tmp_path / "diagnostics.npz").exists()
     history = pd.read_csv(tmp_path / "history.csv")
     assert "spectral_radius" in history and "sigma_max" not in history
+
+
+@pytest.mark.parametrize("freeze_whh", [False, True])
+def test_recorded_spectrum_is_the_recorded_weights_own(tmp_path, tiny_settings, freeze_whh):
+    """Every record step's eigenvalues, spectral radius and sigma_max are those of the W_hh
+    snapshot taken at that step. A frozen W_hh's spectrum is computed once and reused (the
+    memo holds only while the weight is bit-for-bit the same); a trained one's at every
+    record step."""
+    from rnn_lab.run import step as step_module
+
+    calls = []
+    original = step_module.recurrent_spectrum
+
+    def counting(params):
+        calls.append(1)
+        return original(params)
+
+    s = tiny_settings(
+        steps=60,
+        record_dense_interval=5,
+        record_dense_until=20,
+        record_interval=20,
+        val_interval=0,
+        jacobian_interval=20,
+        record_weights=True,
+        freeze_whh=freeze_whh,
+    )
+    step_module.recurrent_spectrum = counting
+    try:
+        train(s, tmp_path)
+    finally:
+        step_module.recurrent_spectrum = original
+    history = pd.read_csv(tmp_path / "history.csv").set_index("step")
+    with np.load(tmp_path / "diagnostics.npz") as d:
+        steps, snapshots, eigenvalues = d["record_step"], d["W_hh_snapshots"], d["eigenvalues"]
+        jacobian_sigma = dict(zip(d["jacobian_step"], d["jacobian_sigma_max"]))
+    assert list(steps) == [1, 5, 10, 15, 20, 40, 60]
+    for step, W, ev in zip(steps, snapshots, eigenvalues):
+        np.testing.assert_array_equal(ev, np.linalg.eigvals(W).astype(np.complex128))
+        assert history.loc[step, "spectral_radius"] == np.max(np.abs(np.linalg.eigvals(W)))
+        assert history.loc[step, "sigma_max"] == float(np.linalg.norm(W, 2))
+        if step in jacobian_sigma:
+            assert jacobian_sigma[step] == float(np.linalg.norm(W, 2))
+    distinct = {W.tobytes() for W in snapshots}
+    if freeze_whh:
+        assert len(distinct) == 1 and len(calls) == 1
+    else:
+        assert len(distinct) == len(steps) and len(calls) == len(steps)

@@ -74,19 +74,24 @@ _matmul, _add, _multiply = np.matmul, np.add, np.multiply
 
 def _layout(shapes: dict[str, tuple]) -> tuple[tuple[str, int, int, tuple], ...]:
     """((name, start, stop, per-arm shape), ...) in engine.FLAT_ORDER."""
+    return _named_layout(tuple((n, tuple(shapes[n])) for n in engine.FLAT_ORDER if n in shapes))
+
+
+@functools.lru_cache(maxsize=64)
+def _named_layout(named_shapes: tuple) -> tuple[tuple[str, int, int, tuple], ...]:
+    # Cached: the hot loop asks for the same layout twice a step.
     out, offset = [], 0
-    for name in engine.FLAT_ORDER:
-        if name in shapes:
-            size = math.prod(shapes[name])
-            out.append((name, offset, offset + size, tuple(shapes[name])))
-            offset += size
+    for name, shape in named_shapes:
+        size = math.prod(shape)
+        out.append((name, offset, offset + size, shape))
+        offset += size
     return tuple(out)
 
 
 def _stacked_views(flat: np.ndarray, shapes: dict[str, tuple]) -> dict[str, np.ndarray]:
     """Named (K, *shape) views of the column blocks of a (K, P) buffer."""
     K = flat.shape[0]
-    return {n: flat[:, a:b].reshape((K,) + s) for n, a, b, s in _layout(shapes)}
+    return {n: flat[:, a:b].reshape((K, *s)) for n, a, b, s in _layout(shapes)}
 
 
 @dataclass
@@ -142,8 +147,13 @@ class StackedParams:
         return self.flat.dtype
 
     def shapes(self) -> dict[str, tuple]:
-        """Per-arm shape of each array, in FLAT_ORDER."""
-        return {n: getattr(self, n).shape[1:] for n in engine.FLAT_ORDER if self._has(n)}
+        """Per-arm shape of each array, in FLAT_ORDER (made once: asked every step; do not
+        modify the dict)."""
+        shapes = self.__dict__.get("_shapes")
+        if shapes is None:
+            shapes = {n: getattr(self, n).shape[1:] for n in engine.FLAT_ORDER if self._has(n)}
+            self.__dict__["_shapes"] = shapes
+        return shapes
 
     def _has(self, name: str) -> bool:
         return getattr(self, name) is not None
@@ -428,15 +438,15 @@ def _cross_entropy(lg: np.ndarray, targets: np.ndarray, mask) -> tuple:
     """losses.softmax_cross_entropy on (K, T, B, V), row by row the same operations."""
     K, T, B, V = lg.shape
     flat = lg.reshape(K * T * B, V)
-    rows = np.arange(K * T * B)
-    target_flat = np.tile(targets.reshape(-1), K)
     z = flat - flat.max(axis=1, keepdims=True)
-    z_target = z[rows, target_flat]
+    # Each arm's (T*B, V) rows picked at the shared targets: (K, T*B) without tiling them.
+    hot = (slice(None), _arange(T * B), targets.reshape(-1))
+    z_target = z.reshape(K, T * B, V)[hot].reshape(-1)
     e = np.exp(z, out=z)
     s = e.sum(axis=1)
     nll = (np.log(s) - z_target).reshape(K, T, B)
     e /= s[:, None]
-    e[rows, target_flat] -= 1.0
+    e.reshape(K, T * B, V)[hot] -= 1.0
     dlogits = e.reshape(K, T, B, V)
     if mask is not None:
         nll = nll * mask
@@ -449,6 +459,22 @@ def _cross_entropy(lg: np.ndarray, targets: np.ndarray, mask) -> tuple:
     # float(nll.sum()) / B per arm: the same pairwise sum over the arm's T*B values.
     loss = nll.reshape(K, T * B).sum(axis=1).astype(np.float64) / B
     return loss, dlogits, n_counted
+
+
+@functools.lru_cache(maxsize=16)
+def _arange(n: int) -> np.ndarray:
+    """np.arange(n), made once per size (read-only: shared by every call)."""
+    out = np.arange(n)
+    out.flags.writeable = False
+    return out
+
+
+@functools.lru_cache(maxsize=16)
+def _ones(n: int, dtype: np.dtype) -> np.ndarray:
+    """np.ones(n, dtype), made once per size and dtype (read-only: shared)."""
+    out = np.ones(n, dtype=dtype)
+    out.flags.writeable = False
+    return out
 
 
 def _squared_error(outputs: np.ndarray, targets: np.ndarray, mask) -> tuple:
@@ -619,7 +645,7 @@ def _row_norms(x: np.ndarray) -> np.ndarray:
 def _one_hot(index: np.ndarray, n_cols: int, dtype) -> np.ndarray:
     """(N, n_cols) with a 1 at (i, index[i]): engine._scatter_columns' matrix (shared)."""
     one_hot = np.zeros((index.shape[0], n_cols), dtype=dtype)
-    one_hot[np.arange(index.shape[0]), index] = 1.0
+    one_hot[_arange(index.shape[0]), index] = 1.0
     return one_hot
 
 
@@ -641,7 +667,7 @@ def parameter_gradients(
         _matmul(da2_T, _rows(hs[:, :-1]), out=g["W_hh"])  # sum_t da_t h_{t-1}^T
     for k in frozen:
         g["W_hh"][k].fill(0.0)
-    ones = np.ones(T * B, dtype=da.dtype)
+    ones = _ones(T * B, da.dtype)
     _matmul(ones, da2, out=g["b_h"])  # column sums as a gemv, as the engine
     _matmul(do2.transpose(0, 2, 1), _rows(hs[:, 1:]), out=g["W_hy"])  # sum_t do_t h_t^T
     _matmul(ones, do2, out=g["b_y"])

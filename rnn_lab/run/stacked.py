@@ -396,11 +396,10 @@ class _StackedEngine:
         profile = is_record_step(step, s) and s.record
         grads = stacked_core.backward(self.sp, cache, dlogits, self.settings, profile=profile)
         results = []
-        for k, arm in enumerate(arms):
-            loss = float(loss_sum[k]) / n_counted if n_counted > 0 else math.nan
-            g = _arm_gradients(grads, k)
-            measure_step(arm.state, arm.s, step, lrs[k], cache.arm_cache(k), g, batch, loss)
-            results.append(StepResult(loss, g, lrs[k]))
+        losses = [v / n_counted if n_counted > 0 else math.nan for v in loss_sum.tolist()]
+        for k, (arm, g) in enumerate(zip(arms, _arm_gradients(grads))):
+            measure_step(arm.state, arm.s, step, lrs[k], _ArmCache(cache, k), g, batch, losses[k])
+            results.append(StepResult(losses[k], g, lrs[k]))
         self.optimizer.step(self.sp.flat, grads.flat, np.array(lrs), self.n_trainable)
         self.h = cache.h_last  # carried; the gradient is truncated here
         for k, arm in enumerate(arms):
@@ -431,19 +430,46 @@ class _LazyViews(Mapping):
         return len(self._shapes)
 
 
-def _arm_gradients(grads, k: int) -> core_engine.Gradients:
-    """grads.arm(k) with its named views made lazily."""
+def _arm_gradients(grads) -> list[core_engine.Gradients]:
+    """[grads.arm(k) for every k], with the named views made lazily and the (K,) arrays
+    turned into Python scalars in one call each (the same values float() and bool() give)."""
+    K, shapes = grads.flat.shape[0], grads.shapes
     last, norms = grads.last_loss_grad_norm, grads.param_grad_norms
-    return core_engine.Gradients(
-        grads=_LazyViews(grads.flat[k], grads.shapes),
-        flat=grads.flat[k],
-        total_norm=float(grads.total_norm[k]),
-        clipped=bool(grads.clipped[k]),
-        clip_ratio=float(grads.clip_ratio[k]),
-        per_step_grad_norm=grads.per_step_grad_norm[k],
-        last_loss_grad_norm=None if last is None else last[k],
-        param_grad_norms=None if norms is None else norms[k],
-    )
+    return [
+        core_engine.Gradients(
+            grads=_LazyViews(flat, shapes),
+            flat=flat,
+            total_norm=total_norm,
+            clipped=clipped,
+            clip_ratio=clip_ratio,
+            per_step_grad_norm=per_step,
+            last_loss_grad_norm=None if last is None else last[k],
+            param_grad_norms=None if norms is None else norms[k],
+        )
+        for k, flat, total_norm, clipped, clip_ratio, per_step in zip(
+            range(K),
+            grads.flat,
+            grads.total_norm.tolist(),
+            grads.clipped.tolist(),
+            grads.clip_ratio.tolist(),
+            grads.per_step_grad_norm,
+        )
+    ]
+
+
+class _ArmCache:
+    """cache.arm_cache(k), made only when the bookkeeping reads it (record and Jacobian
+    steps): most steps never look at the forward cache."""
+
+    __slots__ = ("_stacked", "_k", "_cache")
+
+    def __init__(self, stacked: stacked_core.StackedCache, k: int):
+        self._stacked, self._k, self._cache = stacked, k, None
+
+    def __getattr__(self, name):
+        if self._cache is None:
+            self._cache = self._stacked.arm_cache(self._k)
+        return getattr(self._cache, name)
 
 
 # "stacked": rnn_lab.core.stacked; "loop": each arm's train_step (the reference).
@@ -474,21 +500,25 @@ def _train_stack(stack: list[_Arm], stop, results: _Results) -> None:
             validating = engine.arms and due(step, s.val_interval, s.steps)
             val = engine.validation_losses() if validating else {}
             elapsed = time.perf_counter() - t0
+            after = single.after_step_due(s, step)  # the schedules are shared by the arms
             keep = []
             for i, (arm, result) in enumerate(zip(active, step_results)):
-                token = _ARM.set(arm.key)  # (arm_context without its cost: every step)
+                if result.diverged is None:
+                    arm.last_grads = result.grads
+                    arm.state.wall_time_s = arm.wall_before + elapsed
+                    keep.append(i)
+                    if not after:
+                        continue
+                token = _ARM.set(arm.key)  # (arm_context without its cost)
                 try:
                     if result.diverged is not None:
                         log.warning("diverged: %s", result.diverged)
                         _end(arm, rundir.DIVERGED, result.diverged, None, elapsed, results)
                         continue
-                    arm.last_grads = result.grads
-                    arm.state.wall_time_s = arm.wall_before + elapsed
                     args = (arm.s, arm.run_dir, arm.state, result, arm.run_id)
                     single._after_step(*args, val_loss=val.get(id(arm)))
                 finally:
                     _ARM.reset(token)
-                keep.append(i)
             if len(keep) < len(active):
                 active = [active[i] for i in keep]
                 if len(engine.arms) != len(active):

@@ -122,6 +122,9 @@ class TrainState:
     rows: list[dict] = field(default_factory=list)  # history.csv
     recorder: Recorder = field(default_factory=Recorder)  # diagnostics.npz
     c: np.ndarray | None = None  # (B, H) the LSTM's cell state carried along with h
+    # The last recorded spectrum and the recurrent weight it was computed from (not saved:
+    # run.step.spectrum reuses it while the weight is unchanged, e.g. with freeze_whh).
+    spectrum_memo: Any = field(default=None, repr=False, compare=False)
 
     @property
     def recurrent_state(self) -> tuple[np.ndarray, ...]:

@@ -82,7 +82,7 @@ def measure_step(state: TrainState, s: TrainSettings, step: int, lr, cache, grad
     recording = is_record_step(step, s)
     act = engine.get_activation(s.activation)
     if recording or due(step, s.val_interval, s.steps):
-        eigenvalues, radii = recurrent_spectrum(state.params)
+        eigenvalues, radii = spectrum(state).eigen
         row = history_row(state, step, lr, grads, radii)
         if s.record and recording:
             record_diagnostics(row, state, step, (cache, act), grads, batch, eigenvalues)
@@ -92,11 +92,49 @@ def measure_step(state: TrainState, s: TrainSettings, step: int, lr, cache, grad
         # Padded with NaN when this chunk is shorter than the task's longest (and than lags).
         lags = min(s.jacobian_lags, getattr(state.task, "chunk_len", cache.logits.shape[0]))
         jac = {k: _pad(v, lags) for k, v in jac.items()}
-        sigma = cells.sigma_max(state.params)
+        sigma = spectrum(state).sigma_max
         state.recorder.add(jacobian_step=step, jacobian_sigma_max=sigma, **jac)
     if s.record and s.record_weights and recording:
         snapshot = cells.recurrent_weight(state.params).copy()
         state.recorder.add(weights_step=step, W_hh_snapshots=snapshot)
+
+
+class Spectrum:
+    """The recurrent weight's recorded spectrum (eigenvalues with the spectral-radius columns,
+    and sigma_max), each computed when first asked for, from a copy of the weight."""
+
+    def __init__(self, params):
+        self.params = params
+        self.weight = cells.recurrent_weight(params).copy()
+        self._eigen = self._sigma = None
+
+    def holds(self, params) -> bool:
+        """Is params' recurrent weight still the one this spectrum was computed from?"""
+        return np.array_equal(cells.recurrent_weight(params), self.weight)
+
+    @property
+    def eigen(self) -> tuple[np.ndarray, dict[str, float]]:
+        if self._eigen is None:
+            self._eigen = recurrent_spectrum(self.params)
+        return self._eigen
+
+    @property
+    def sigma_max(self) -> float:
+        if self._sigma is None:
+            self._sigma = cells.sigma_max(self.params)
+        return self._sigma
+
+
+def spectrum(state: TrainState) -> Spectrum:
+    """The spectrum of the run's recurrent weight, reused while the weight has not changed
+    (freeze_whh: an eigendecomposition and an SVD of the same matrix at every record step,
+    ~1.5 ms at H=64, were most of a reservoir run's recording). Same values: the memo is
+    used only when the weight is bit-for-bit the one it was computed from."""
+    memo = state.spectrum_memo
+    if memo is None or not memo.holds(state.params):
+        memo = state.spectrum_memo = Spectrum(state.params)
+    memo.params = state.params  # the current arrays (a stacked arm's views change)
+    return memo
 
 
 def recurrent_spectrum(params) -> tuple[np.ndarray, dict[str, float]]:
@@ -172,9 +210,8 @@ def history_row(state: TrainState, step: int, lr: float, grads, radii: dict) -> 
 
 def record_diagnostics(row, state, step, cache_act, grads, batch: Batch, eigenvalues) -> None:
     """The record-step measurements: into the history row and the recorder."""
-    params = state.params
     cache, act = cache_act
-    row["sigma_max"] = cells.sigma_max(params)
+    row["sigma_max"] = spectrum(state).sigma_max
     for name, norm in grads.param_grad_norms.items():
         row[f"grad_norm_{name}"] = norm  # before clipping, as the total is
     row["saturation"] = cells.saturation(cache, act)

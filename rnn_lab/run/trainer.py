@@ -410,11 +410,23 @@ def _loop(s: TrainSettings, run_dir: Path, state: TrainState, run_id: str) -> Lo
     return LoopOutcome(status, error, stop.signum, speed, last_grads)
 
 
+def after_step_due(s: TrainSettings, step: int) -> bool:
+    """Does _after_step have anything to do after this step? (False on most steps: the
+    stacked trainer then skips its per-arm call.) The same schedules as _after_step's."""
+    return (
+        due(step, s.val_interval, s.steps)
+        or due(step, s.sample_interval, s.steps)
+        or due(step, s.log_interval, s.steps, first=s.log_interval > 0, last=True)
+        or (due(step, s.checkpoint_interval, s.steps) and step < s.steps)
+    )
+
+
 def _after_step(
     s: TrainSettings, run_dir: Path, state: TrainState, result, run_id: str, val_loss=None
 ) -> None:
-    """Validation, samples, the progress line and periodic checkpoints after an update.
-    val_loss: the validation loss when the caller computed it (run.stacked: all arms at once)."""
+    """Validation, samples, the progress line and periodic checkpoints after an update
+    (nothing when not after_step_due). val_loss: the validation loss when the caller computed
+    it (run.stacked: all arms at once)."""
     step = state.step
     if due(step, s.val_interval, s.steps):
         _validate(s, state, val_loss)
