@@ -148,6 +148,43 @@ def test_a_mixed_stacked_group_gives_the_separate_runs_answers(tmp_path):
     assert results[2]["steps_done"] < 2000  # it left the stack when it diverged
 
 
+def test_record_steps_take_every_arms_spectrum_in_one_batched_call(tmp_path, monkeypatch):
+    """The record steps' eigenvalues and sigma_max come from one np.linalg call over the
+    stack's trained arms (a frozen W_hh's spectrum is taken once and kept), and every arm's
+    diagnostics still equal its separate run's bit for bit (checked by _assert_same_run)."""
+    shapes = {"eigvals": [], "svd": []}
+    for name in shapes:
+        original = getattr(np.linalg, name)
+
+        def counting(a, *args, _name=name, _original=original, **kwargs):
+            shapes[_name].append(np.shape(a))
+            return _original(a, *args, **kwargs)
+
+        monkeypatch.setattr(np.linalg, name, counting)
+    arms = [
+        dict(seed=1),
+        dict(seed=2, freeze_whh=True),
+        dict(seed=3),
+        dict(seed=4, freeze_whh=True),
+    ]
+    base = {**BASE, "steps": 300, "val_interval": 0, "jacobian_interval": 0}
+    jobs = [
+        (TrainSettings(**{**base, **a}), tmp_path / "stacked" / str(i)) for i, a in enumerate(arms)
+    ]
+    train_group(jobs)
+    H = BASE["hidden_size"]
+    record_steps = [t for t in range(1, 301) if stacked.is_record_step(t, jobs[0][0])]
+    # The first record step: all four arms; after it only the two trained ones. (The 2-D
+    # eigvals calls are the Jacobian products' and the start and end files', per arm.)
+    expected = [(4, H, H)] + [(2, H, H)] * (len(record_steps) - 1)
+    assert [shape for shape in shapes["eigvals"] if len(shape) == 3] == expected
+    assert shapes["svd"] == expected
+    monkeypatch.undo()
+    for i, (s, run_dir) in enumerate(jobs):
+        train(s, tmp_path / "single" / str(i))
+        _assert_same_run(run_dir, tmp_path / "single" / str(i))
+
+
 @pytest.mark.parametrize(
     "case",
     [

@@ -190,11 +190,14 @@ class ArmSettings:
 
 def activation_order(arms: Sequence[ArmSettings | str]) -> list[int]:
     """A stable permutation that makes each activation one contiguous run of arms (in order
-    of first appearance): stack the arms in this order for the fewest calls per time step.
+    of first appearance) and, within it, puts the arms with a frozen W_hh last (given
+    ArmSettings): stack the arms in this order for the fewest calls per time step, and so
+    that the frozen arms' skipped W_hh work (its gradient, the optimiser on it) is one block.
     The engine accepts any order (each run of equal activations costs its own calls)."""
     names = [a if isinstance(a, str) else a.activation for a in arms]
+    frozen = [False if isinstance(a, str) else a.freeze_whh for a in arms]
     first = {n: i for i, n in reversed(list(enumerate(names)))}
-    return sorted(range(len(names)), key=lambda i: first[names[i]])
+    return sorted(range(len(names)), key=lambda i: (first[names[i]], frozen[i]))
 
 
 @dataclass(frozen=True)
@@ -202,6 +205,7 @@ class _Plan:
     K: int
     runs: tuple  # ((Activation, start, stop), ...): maximal runs of one activation
     frozen: tuple[int, ...]  # arms with freeze_whh
+    trained_runs: tuple[tuple[int, int], ...]  # (start, stop): maximal runs of arms that train W_hh
     norm_clip: np.ndarray  # (K,) the arm's clip where it clips by norm, inf elsewhere
     value_clip: tuple[tuple[int, float], ...]  # (arm, clip) of the arms clipping by value
 
@@ -225,11 +229,23 @@ def _plan(arms: tuple[ArmSettings, ...]) -> _Plan:
         K=len(arms),
         runs=tuple(tuple(r) for r in runs),
         frozen=tuple(k for k, a in enumerate(arms) if a.freeze_whh),
+        trained_runs=_runs_of([not a.freeze_whh for a in arms]),
         norm_clip=norm_clip,
         value_clip=tuple(
             (k, a.clip) for k, a in enumerate(arms) if a.clip > 0 and a.clip_mode == "value"
         ),
     )
+
+
+def _runs_of(flags: Sequence[bool]) -> tuple[tuple[int, int], ...]:
+    """(start, stop) of each maximal run of True in flags."""
+    runs: list[list[int]] = []
+    for k, flag in enumerate(flags):
+        if flag and runs and runs[-1][1] == k:
+            runs[-1][1] = k + 1
+        elif flag:
+            runs.append([k, k + 1])
+    return tuple((a, b) for a, b in runs)
 
 
 _LAST_PLAN: list = [(), None]  # the last (arms, plan): hashing K dataclasses costs ~K us
@@ -572,7 +588,7 @@ def backward(
     dh_out_last = dh[-1].copy() if profile else None
     da = np.empty_like(dh)
     bptt(dh, da, dfa, sp.W_hh)
-    gflat = parameter_gradients(sp, cache, do, da, plan.frozen)
+    gflat = parameter_gradients(sp, cache, do, da, plan.frozen, plan.trained_runs)
     shapes = sp.shapes()
     param_grad_norms = None
     if profile:  # before clipping, as the single run
@@ -650,21 +666,31 @@ def _one_hot(index: np.ndarray, n_cols: int, dtype) -> np.ndarray:
 
 
 def parameter_gradients(
-    sp: StackedParams, cache: StackedCache, do: np.ndarray, da: np.ndarray, frozen: tuple
+    sp: StackedParams,
+    cache: StackedCache,
+    do: np.ndarray,
+    da: np.ndarray,
+    frozen: tuple = (),
+    trained_runs: tuple | None = None,
 ) -> np.ndarray:
     """Every parameter gradient as one batched matmul each, into a (K, P) buffer laid out as
     sp.flat: per arm the single run's matmul, on its rows (strided at B = 1: same bits).
     do: (K, T, B, O) arm-major; da: (T, K, B, H) time-major; frozen: arms whose W_hh
-    gradient is exactly 0 (reservoir: not trained, and not in the norm)."""
+    gradient is exactly 0 (reservoir: not trained, and not in the norm); trained_runs: the
+    (start, stop) runs of the other arms (default: computed from frozen), whose W_hh
+    gradient is one matmul per run (a frozen arm's is never computed, as in the single run)."""
     T, K, B, H = da.shape
+    if trained_runs is None:
+        trained_runs = _runs_of([k not in frozen for k in range(K)])
     gflat = np.empty(sp.flat.shape, dtype=da.dtype)
     g = _stacked_views(gflat, sp.shapes())
     da2 = _rows(_per_arm(da))  # (K, T*B, H)
     da2_T = da2.transpose(0, 2, 1)  # (K, H, T*B)
     hs = _per_arm(cache.hs)  # (K, T+1, B, H)
     do2 = _rows(do)
-    if len(frozen) < K:
-        _matmul(da2_T, _rows(hs[:, :-1]), out=g["W_hh"])  # sum_t da_t h_{t-1}^T
+    hs_prev = _rows(hs[:, :-1])
+    for a, b in trained_runs:  # sum_t da_t h_{t-1}^T
+        _matmul(da2_T[a:b], hs_prev[a:b], out=g["W_hh"][a:b])
     for k in frozen:
         g["W_hh"][k].fill(0.0)
     ones = _ones(T * B, da.dtype)
@@ -750,6 +776,7 @@ class _StackedOptimizer:
         # Scratch (K, P) buffers kept from step to step: at K=36, H=64 a (K, P) array is 2 MB,
         # and allocating such temporaries every step cost ~1,400 page faults per step.
         self._scratch: dict = {}
+        self._block_cache: dict = {}
         for name in self.ARRAYS:
             setattr(self, name, None)
         for name in self.FLAGS:
@@ -772,19 +799,31 @@ class _StackedOptimizer:
         self.n_train = np.array(n_trainable, dtype=np.int64).reshape(K)
 
     def _tmp(self, name: str, like: np.ndarray, dtype=None) -> np.ndarray:
-        """A scratch array shaped like ``like`` (kept across steps)."""
+        """A scratch array shaped like ``like`` (one per name, shape and dtype, kept across
+        steps)."""
         dtype = like.dtype if dtype is None else np.dtype(dtype)
-        buf = self._scratch.get(name)
-        if buf is None or buf.shape != like.shape or buf.dtype != dtype:
-            buf = self._scratch[name] = np.empty(like.shape, dtype=dtype)
+        key = (name, like.shape, dtype)
+        buf = self._scratch.get(key)
+        if buf is None:
+            buf = self._scratch[key] = np.empty(like.shape, dtype=dtype)
         return buf
 
-    def _apply(self, flat: np.ndarray, update: np.ndarray) -> None:
-        """p -= update, leaving each arm's untrained tail (a frozen W_hh) untouched."""
-        P = flat.shape[1]
-        for k in np.flatnonzero(self.n_train < P):
-            update[k, self.n_train[k] :] = 0.0  # p - 0 == p, bit for bit
-        flat -= update
+    def _blocks(self) -> tuple[tuple[slice, int], ...]:
+        """(rows, n): maximal runs of arms with the same trainable length n. The update runs
+        on flat[rows, :n] block by block, so a frozen arm's W_hh tail (n < P) is never read
+        or written (the single run steps flat[:n_trainable] only); without frozen arms one
+        block is the whole stack. Elementwise work: the same bits on any block."""
+        key = tuple(self.n_train.tolist())
+        blocks = self._block_cache.get(key)
+        if blocks is None:
+            runs: list[list[int]] = []
+            for k, n in enumerate(key):
+                if runs and runs[-1][2] == n:
+                    runs[-1][1] = k + 1
+                else:
+                    runs.append([k, k + 1, n])
+            blocks = self._block_cache[key] = tuple((slice(a, b), n) for a, b, n in runs)
+        return blocks
 
     def arm_state(self, k: int) -> dict[str, np.ndarray]:
         """Arm k's state with the single run's keys and shapes (views where possible)."""
@@ -858,40 +897,44 @@ class StackedSGD(_StackedOptimizer):
     def step(self, flat, grads, lr, n_trainable) -> None:
         """Update flat (K, P) in place; lr (K,); n_trainable (K,) (see StackedParams)."""
         self._start(flat, grads, n_trainable)
-        g = grads
         mu, coef = self._cols(flat.dtype, ("momentum", "coef"))
-        tmp = self._tmp("tmp", flat)
-        if not self._mom.any():
-            d = g
-        elif self._mom.all() and self.has_buf.all():  # every step after the first
-            buf = self.buf
-            buf *= mu
-            if self._damped:
-                buf += np.multiply(coef, g, out=tmp)  # (1 - dampening) g
-            else:
-                buf += g
-            d = buf
-        else:
-            d = self._first_or_mixed(g, mu, coef)
-        if self._nesterov.all():
-            d = np.add(g, np.multiply(mu, self.buf, out=tmp), out=tmp)  # g + mu buf
-        elif self._nesterov.any():
-            d = np.where(self._nesterov[:, None], g + mu * self.buf, d)
         lr_col = np.asarray(lr, dtype=np.float64).astype(flat.dtype).reshape(-1, 1)
-        self._apply(flat, np.multiply(lr_col, d, out=tmp))
+        for rows, n in self._blocks():
+            g = grads[rows, :n]
+            tmp = self._tmp("tmp", g)
+            mom, mu_b = self._mom[rows], mu[rows]
+            buf = self.buf[rows, :n]
+            if not mom.any():
+                d = g
+            elif mom.all() and self.has_buf[rows].all():  # every step after the first
+                buf *= mu_b
+                if self._damped:
+                    buf += np.multiply(coef[rows], g, out=tmp)  # (1 - dampening) g
+                else:
+                    buf += g
+                d = buf
+            else:
+                d = self._first_or_mixed(g, buf, rows, mu_b, coef[rows])
+            nesterov = self._nesterov[rows]
+            if nesterov.all():
+                d = np.add(g, np.multiply(mu_b, buf, out=tmp), out=tmp)  # g + mu buf
+            elif nesterov.any():
+                d = np.where(nesterov[:, None], g + mu_b * buf, d)
+            flat[rows, :n] -= np.multiply(lr_col[rows], d, out=tmp)
 
-    def _first_or_mixed(self, g: np.ndarray, mu: np.ndarray, coef: np.ndarray) -> np.ndarray:
-        buf = self.buf
-        new = np.flatnonzero(self._mom & ~self.has_buf)
-        old = np.flatnonzero(self._mom & self.has_buf)
+    def _first_or_mixed(self, g, buf, rows: slice, mu, coef) -> np.ndarray:
+        """The block's step when some arms have no momentum or no buffer yet (block-local)."""
+        mom, has_buf = self._mom[rows], self.has_buf[rows]  # views: |= writes through
+        new = np.flatnonzero(mom & ~has_buf)
+        old = np.flatnonzero(mom & has_buf)
         if old.size:
             b = buf[old]
             b *= mu[old]
             b += coef[old] * g[old]
             buf[old] = b
         buf[new] = g[new]  # torch: the buffer starts as the first gradient
-        self.has_buf |= self._mom
-        return np.where(self._mom[:, None], buf, g)
+        has_buf |= mom
+        return np.where(mom[:, None], buf, g)
 
     def _arm_state(self, k: int, n: int) -> dict:
         if not (self._mom[k] and self.has_buf[k]):
@@ -918,15 +961,16 @@ class StackedAdagrad(_StackedOptimizer):
                 self.sum[k] = self.singles[k].initial_accumulator_value
             self.has_sum[:] = True
         (eps,) = self._cols(flat.dtype, ("eps",))
-        update, denom = self._tmp("tmp", flat), self._tmp("denom", flat)
-        mem = self.sum
-        mem += np.multiply(grads, grads, out=update)
         lr_col = np.asarray(lr, dtype=np.float64).astype(flat.dtype).reshape(-1, 1)
-        np.multiply(lr_col, grads, out=update)  # lr g
-        np.sqrt(mem, out=denom)
-        denom += eps
-        update /= denom
-        self._apply(flat, update)
+        for rows, n in self._blocks():
+            g, mem = grads[rows, :n], self.sum[rows, :n]
+            update, denom = self._tmp("tmp", g), self._tmp("denom", g)
+            mem += np.multiply(g, g, out=update)
+            np.multiply(lr_col[rows], g, out=update)  # lr g
+            np.sqrt(mem, out=denom)
+            denom += eps[rows]
+            update /= denom
+            flat[rows, :n] -= update
 
     def _arm_state(self, k: int, n: int) -> dict:
         return {"flat.sum": self.sum[k, :n]} if self.has_sum[k] else {}
@@ -957,19 +1001,21 @@ class StackedAdam(_StackedOptimizer):
             flat.dtype, ("beta1", "one_minus_beta1", "beta2", "one_minus_beta2")
         )
         (eps,) = self._cols(np.float64, ("eps",))
-        g, m, v = grads, self.exp_avg, self.exp_avg_sq
-        tmp = self._tmp("tmp", flat)
-        denom = self._tmp("denom", flat, np.result_type(flat.dtype, np.float64))
-        m *= beta1
-        m += np.multiply(one_m_b1, g, out=tmp)
-        v *= beta2
-        v += np.multiply(np.multiply(one_m_b2, g, out=tmp), g, out=tmp)  # (1 - beta2) g g
-        # sqrt(v) in the parameters' dtype, then / np.sqrt(bc2) (float64) + eps: float64
-        np.divide(np.sqrt(v, out=tmp), np.sqrt(bc2)[:, None], out=denom)
-        denom += eps
+        sqrt_bc2 = np.sqrt(bc2)[:, None]
         step_size = (np.asarray(lr, dtype=np.float64) / bc1).astype(flat.dtype)[:, None]
-        np.multiply(step_size, m, out=tmp)
-        self._apply(flat, np.divide(tmp, denom, out=denom))
+        for rows, n in self._blocks():
+            g, m, v = grads[rows, :n], self.exp_avg[rows, :n], self.exp_avg_sq[rows, :n]
+            tmp = self._tmp("tmp", g)
+            denom = self._tmp("denom", g, np.result_type(flat.dtype, np.float64))
+            m *= beta1[rows]
+            m += np.multiply(one_m_b1[rows], g, out=tmp)
+            v *= beta2[rows]
+            v += np.multiply(np.multiply(one_m_b2[rows], g, out=tmp), g, out=tmp)  # (1-b2) g g
+            # sqrt(v) in the parameters' dtype, then / np.sqrt(bc2) (float64) + eps: float64
+            np.divide(np.sqrt(v, out=tmp), sqrt_bc2[rows], out=denom)
+            denom += eps[rows]
+            np.multiply(step_size[rows], m, out=tmp)
+            flat[rows, :n] -= np.divide(tmp, denom, out=denom)
 
     def _hyper(self, attr: str) -> list:
         if attr.startswith("one_minus_"):

@@ -47,7 +47,16 @@ from rnn_lab.run.rundir import LockHeld, RunConflict
 from rnn_lab.run.schedule import due, is_record_step
 from rnn_lab.run.settings import TrainSettings
 from rnn_lab.run.state import TrainState
-from rnn_lab.run.step import StepResult, absurd_at_end, divergence, measure_step, train_step
+from rnn_lab.run.step import (
+    Spectrum,
+    StepResult,
+    absurd_at_end,
+    divergence,
+    measure_step,
+    radii_of,
+    spectrum_due,
+    train_step,
+)
 
 log = logging.getLogger("rnn_lab")
 
@@ -300,8 +309,10 @@ class _StackedEngine:
     and the per-arm bookkeeping by step.measure_step on each arm's views."""
 
     def __init__(self, arms: list[_Arm]):
-        order = stacked_core.activation_order([a.s.activation for a in arms])
-        self.arms = [arms[i] for i in order]  # one contiguous run per activation
+        order = stacked_core.activation_order(
+            [stacked_core.ArmSettings(a.s.activation, a.s.freeze_whh) for a in arms]
+        )
+        self.arms = [arms[i] for i in order]  # a run per activation, its frozen arms last
         states = [a.state for a in self.arms]
         self.sp = stacked_core.StackedParams.stack([st.params for st in states])
         self.optimizer = stacked_core.make_stacked_optimizer(
@@ -395,6 +406,7 @@ class _StackedEngine:
         cache, loss_sum, dlogits, n_counted = forward
         profile = is_record_step(step, s) and s.record
         grads = stacked_core.backward(self.sp, cache, dlogits, self.settings, profile=profile)
+        self._spectra(step, s)
         results = []
         losses = [v / n_counted if n_counted > 0 else math.nan for v in loss_sum.tolist()]
         for k, (arm, g) in enumerate(zip(arms, _arm_gradients(grads))):
@@ -406,6 +418,34 @@ class _StackedEngine:
             arm.state.h = self.h[k]
             arm.state.step = step
         return results
+
+    def _spectra(self, step: int, s) -> None:
+        """On the steps that record them, every arm's eigenvalues and sigma_max of W_hh in one
+        batched np.linalg call each over the (K, H, H) stack (LAPACK per matrix, as each
+        arm's own call: the same values), left in the arms' spectrum memos for measure_step.
+        Arms whose W_hh has not changed since their last spectrum (freeze_whh) keep it."""
+        eigen, sigma = spectrum_due(step, s)
+        if not (eigen or sigma):
+            return
+        finite = np.isfinite(self.sp.W_hh).all(axis=(1, 2)).tolist()
+        todo = [  # (a non-finite W_hh would fail the whole batch: such an arm goes alone)
+            k for k, arm in enumerate(self.arms) if finite[k] and not _spectrum_holds(arm.state)
+        ]
+        if not todo:
+            return
+        W = self.sp.W_hh if len(todo) == self.sp.K else self.sp.W_hh[todo]  # (n, H, H)
+        eigenvalues = np.linalg.eigvals(W) if eigen else None
+        singular = np.linalg.svd(W, compute_uv=False) if sigma else None
+        for i, k in enumerate(todo):
+            state = self.arms[k].state
+            ev = None if eigenvalues is None else (eigenvalues[i], radii_of(eigenvalues[i]))
+            sv = None if singular is None else float(np.max(singular[i]))
+            state.spectrum_memo = Spectrum(state.params, eigen=ev, sigma_max=sv)
+
+
+def _spectrum_holds(state: TrainState) -> bool:
+    memo = state.spectrum_memo
+    return memo is not None and memo.holds(state.params)
 
 
 class _LazyViews(Mapping):

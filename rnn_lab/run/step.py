@@ -103,10 +103,12 @@ class Spectrum:
     """The recurrent weight's recorded spectrum (eigenvalues with the spectral-radius columns,
     and sigma_max), each computed when first asked for, from a copy of the weight."""
 
-    def __init__(self, params):
+    def __init__(self, params, eigen=None, sigma_max: float | None = None):
+        """eigen / sigma_max: already computed for these params (e.g. in a batched call over a
+        stack's arms), else computed when first asked for."""
         self.params = params
         self.weight = cells.recurrent_weight(params).copy()
-        self._eigen = self._sigma = None
+        self._eigen, self._sigma = eigen, sigma_max
 
     def holds(self, params) -> bool:
         """Is params' recurrent weight still the one this spectrum was computed from?"""
@@ -137,13 +139,26 @@ def spectrum(state: TrainState) -> Spectrum:
     return memo
 
 
+def spectrum_due(step: int, s: TrainSettings) -> tuple[bool, bool]:
+    """Does measure_step ask for (eigenvalues, sigma_max) at this step?"""
+    recording = is_record_step(step, s)
+    eigen = recording or due(step, s.val_interval, s.steps)
+    jacobian = due(step, s.jacobian_interval, s.steps, first=True, last=True)
+    return eigen, bool(s.record and (recording or jacobian))
+
+
+def radii_of(eigenvalues: np.ndarray) -> dict[str, float]:
+    """The history's spectral-radius column of a vanilla W_hh, from its eigenvalues."""
+    return {"spectral_radius": float(np.max(np.abs(eigenvalues)))}
+
+
 def recurrent_spectrum(params) -> tuple[np.ndarray, dict[str, float]]:
     """The eigenvalues recorded for this network (W_hh's; a gated cell's candidate block's) and
     the history's spectral-radius columns: ``spectral_radius`` (the largest over the recurrent
     blocks) and, for gated cells, ``spectral_radius_<gate>`` per block."""
     if cells.cell_of(params) == "rnn":
         eigenvalues = np.linalg.eigvals(params.W_hh)
-        return eigenvalues, {"spectral_radius": float(np.max(np.abs(eigenvalues)))}
+        return eigenvalues, radii_of(eigenvalues)
     blocks = cells.recurrent_blocks(params)
     candidate = cells.CANDIDATE_BLOCK[cells.cell_of(params)]
     spectra = {g: np.linalg.eigvals(W) for g, W in blocks.items()}
