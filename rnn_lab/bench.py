@@ -1101,7 +1101,12 @@ def _bench_min_char(H: int, text: str, plan: dict) -> dict:
         "trainer_vs_min_char_short_rounds": trainer_rate / loop,
         "trainer_overhead_short_rounds": engine / trainer_rate - 1.0,
     }
-    check = H == MIN_CHAR_SIZES[0]
+    _print_min_char_ratios(out, check=H == MIN_CHAR_SIZES[0])
+    return out
+
+
+def _print_min_char_ratios(out: dict, check: bool) -> None:
+    """The min-char comparison's ratios, with the targets' verdicts when ``check``."""
     print(f"  rnn_lab engine / min-char loop = {out['engine_vs_min_char']:.1f}x (short rounds)")
     vs = out["trainer_vs_min_char"]
     print(
@@ -1135,7 +1140,6 @@ def _bench_min_char(H: int, text: str, plan: dict) -> dict:
         f"short side): trainer / min-char loop = {out['trainer_vs_min_char_short_rounds']:.1f}x"
         f", trainer overhead {100 * out['trainer_overhead_short_rounds']:+.1f}%"
     )
-    return out
 
 
 def _alternate_with_trainer(contenders: list, cfg: BenchConfig, plan: dict):
