@@ -79,10 +79,9 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
         configs.append(cfg)
     workers = max(1, int(effective_n_jobs(launcher.n_jobs)))
     stackable = _is_rnn_lab(launcher.task_function)
-    none = (None, 1.0, STACK_SHARED_FRACTION)
-    keyed = [_group_key_and_work(cfg) if stackable else none for cfg in configs]
-    keys, work, shared = (list(column) for column in zip(*keyed))
-    units = plan_units(keys, workers, launcher.max_arms, work, shared)
+    keyed = [_group_key_and_work(cfg) if stackable else (None, 1.0) for cfg in configs]
+    keys, work = [k for k, _ in keyed], [w for _, w in keyed]
+    units = plan_units(keys, workers, launcher.max_arms, work)
     log.info(
         "Stacked launcher: %d jobs in %d units (%s) on %d workers, sweep output dir: %s",
         *(len(configs), len(units), ", ".join(str(len(u)) for u in units), workers, sweep_dir),
@@ -149,38 +148,37 @@ def _is_rnn_lab(task_function) -> bool:
     return module == RNN_LAB_TASK_MODULE
 
 
-def _group_key_and_work(cfg: DictConfig) -> tuple[str | None, float, float]:
+def _group_key_and_work(cfg: DictConfig) -> tuple[str | None, float]:
     """The job's group key (None: it runs alone, e.g. when its config does not even make
-    settings: the task function then records why, as for any job), its work estimate and the
-    fraction of it a stack shares (rnn_lab.run.stacked.work_estimate, shared_fraction)."""
+    settings: the task function then records why, as for any job) and its work estimate."""
     from rnn_lab.app.schema import settings_from_config
-    from rnn_lab.run.stacked import group_key, shared_fraction, work_estimate
+    from rnn_lab.run.stacked import group_key, work_estimate
 
     previous = HydraConfig.instance().cfg
     try:
         HydraConfig.instance().set_config(cfg)
         settings = settings_from_config(cfg)
-        return group_key(settings), work_estimate(settings), shared_fraction(settings)
+        return group_key(settings), work_estimate(settings)
     except Exception:
-        return None, 1.0, STACK_SHARED_FRACTION
+        return None, 1.0
     finally:
         HydraConfig.instance().cfg = previous
 
 
 # What one arm of a stack of K costs, relative to the same run alone: a part that stacking
-# cannot share (the arm's own matmul flops, activations, per-arm bookkeeping and recording)
-# and a part it does (NumPy's per-call overhead, paid once per stack): (1 - f) + f / K for a
-# shared fraction f. The default f, when a job's own is not known, 0.5: this machine's sweeps
-# of 20,000 steps at H=64 (README, Launchers) gave 0.59-0.68 at K=5, 0.47-0.54 at K=18,
-# 0.45-0.46 at K=30. Only the plan uses it (which stacks to split so that every worker ends at
-# about the same time); the results never depend on it.
+# cannot share (the arm's own matmul flops, activations, per-arm recording) and a part it does
+# (NumPy's per-call overhead, paid once per stack). Fitted to this machine's sweeps of 20,000
+# steps (README, Launchers): 0.64-0.68 at K=5, 0.47-0.54 at K=18, 0.45-0.46 at K=30 -> roughly
+# 0.5 + 0.5 / K.
+# Only the plan uses it (which stacks to split so that every worker ends at about the same
+# time); the results never depend on it.
 STACK_SHARED_FRACTION = 0.5
 
 
-def stack_cost(arm_work: float, arms: int, shared: float = STACK_SHARED_FRACTION) -> float:
-    """The modelled wall time of a stack of `arms` arms of `arm_work` each, of which the
-    fraction `shared` is paid once for the stack."""
-    return arm_work * ((1.0 - shared) * arms + shared)
+def stack_cost(arm_work: float, arms: int) -> float:
+    """The modelled wall time of a stack of `arms` arms of `arm_work` each."""
+    share = 1.0 - STACK_SHARED_FRACTION
+    return arm_work * arms * (STACK_SHARED_FRACTION + share / arms)
 
 
 def makespan(costs: Sequence[float], workers: int) -> float:
@@ -198,7 +196,6 @@ def plan_units(
     workers: int,
     max_arms: int = 0,
     work: Sequence[float] | None = None,
-    shared: Sequence[float] | None = None,
 ) -> list[list[int]]:
     """Jobs (by position) in units, the biggest first: a job without a group (or alone in its
     group) on its own, the jobs of one group key in stacks.
@@ -206,12 +203,11 @@ def plan_units(
     A group starts as one stack (pieces of at most max_arms when > 0). Then, while it shortens
     the sweep by 3% or more, one stack is cut in two: the cut (which stack, how many arms go)
     that most lowers the modelled end of the last worker (:func:`makespan` over
-    :func:`stack_cost`, with each arm's ``work[i]``: rnn_lab.run.stacked.work_estimate, a
-    run's modelled CPU time, in which a seq_len=50 run is ~2.6x a seq_len=5 one, and
-    ``shared[i]``, the fraction of it a stack pays once: default STACK_SHARED_FRACTION). So three
-    equal groups on two workers become four stacks that end together, and a group whose arms
-    are much heavier than the others' is cut so that its pieces balance the rest, instead of
-    one worker training it while the other waits."""
+    :func:`stack_cost`, with each arm's ``work[i]``, e.g. steps x seq_len x H (H + 64): a
+    seq_len=50 run is 10x a seq_len=5 one). So three equal groups on two workers become four
+    stacks that end together, and a group whose arms are 20x the others' (hidden_size=128
+    next to 16) is cut so that its pieces balance the rest, instead of one worker training it
+    while the other waits."""
     arm_work = [1.0] * len(keys) if work is None else [float(w) for w in work]
     groups: dict[str, list[int]] = {}
     units: list[list[int]] = []
@@ -229,11 +225,8 @@ def plan_units(
             units.append(members[start:stop])
             start = stop
 
-    arm_shared = [STACK_SHARED_FRACTION] * len(keys) if shared is None else list(shared)
-
     def cost(unit: list[int]) -> float:
-        f = min(arm_shared[i] for i in unit)
-        return stack_cost(max(arm_work[i] for i in unit), len(unit), f)
+        return stack_cost(max(arm_work[i] for i in unit), len(unit))
 
     costs = [cost(u) for u in units]
     best = makespan(costs, workers)

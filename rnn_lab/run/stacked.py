@@ -97,45 +97,15 @@ def group_key(settings: TrainSettings) -> str | None:
     return json.dumps(shared, sort_keys=True, default=str)
 
 
-# The launcher's cost model: a run's CPU time per step on this machine (us), in a part each arm
-# pays (its bookkeeping, optimiser and recording, growing with its parameters, and its
-# arithmetic per time step) and a part a stack pays once for all its arms (NumPy's call
-# overhead around and inside the chunk). Fitted to train_group and lone runs of 20,000 steps
-# with the default recording (CPU time; H=16, 64, 128 at seq_len 25: alone 360, 425, 700 us a
-# step, an arm of a 5-stack 0.47, 0.63, 0.83 of that; seq_len 5, 10, 50 at H=64: 263, 308,
-# 693 us alone: modelled 295, 336, 660). So seq_len=50 costs ~2.2x seq_len=5, not 10x, and H=16
-# ~0.7x H=64, not a sixth.
-ARM_STEP_US = 97.0  # per arm and step
-ARM_PARAM_US = 4.6e-3  # per arm and step, x H (H + 64) x gate blocks (optimiser, spectrum)
-ARM_ARITHMETIC_US = 5.55e-4  # per arm and time step, x streams x H (H + 64) x gate blocks
-SHARED_STEP_US = 120.0  # per stack and step
-SHARED_TIME_STEP_US = 3.55  # per stack and time step
-
-
-def _step_costs(settings: TrainSettings) -> tuple[float, float]:
-    """(each arm's, the stack's) modelled CPU us per step of one run with these settings."""
+def work_estimate(settings: TrainSettings) -> float:
+    """A run's training work, roughly (steps x seq_len x batch x H (H + 64) x the cell's gate
+    blocks, 1 for the vanilla cell): only for the launcher's plan (where to cut stacks so the
+    workers end together, which units start first)."""
     s = single.with_budget(settings)
     gated_cell = gated.CELLS.get(single.cell_name(s))
     blocks = gated_cell.n_gates if gated_cell is not None else 1
-    size = s.hidden_size * (s.hidden_size + 64) * blocks
-    arm = ARM_STEP_US + ARM_PARAM_US * size + s.seq_len * ARM_ARITHMETIC_US * s.batch_size * size
-    return arm, SHARED_STEP_US + s.seq_len * SHARED_TIME_STEP_US
-
-
-def work_estimate(settings: TrainSettings) -> float:
-    """A run's training work alone, roughly: its modelled CPU time in us (the cost model
-    above). Only for the launcher's plan (where to cut stacks so the workers end together,
-    which units start first); the results never depend on it."""
-    arm, shared = _step_costs(settings)
-    return float(single.with_budget(settings).steps * (arm + shared))
-
-
-def shared_fraction(settings: TrainSettings) -> float:
-    """The part of work_estimate a stack pays once for all its arms (the rest, each arm):
-    an arm of a K-stack costs (1 - f) + f / K of its run alone. Lower for large H, whose
-    arithmetic and optimiser are per arm. Only for the launcher's plan."""
-    arm, shared = _step_costs(settings)
-    return shared / (arm + shared)
+    H = s.hidden_size
+    return float(s.steps * s.seq_len * s.batch_size * H * (H + 64) * blocks)
 
 
 # --------------------------------------------------------------------------------------
