@@ -73,19 +73,10 @@ _matmul, _add, _multiply = np.matmul, np.add, np.multiply
 
 
 def _layout(shapes: dict[str, tuple]) -> tuple[tuple[str, int, int, tuple], ...]:
-    """((name, start, stop, per-arm shape), ...) in engine.FLAT_ORDER."""
-    return _named_layout(tuple((n, tuple(shapes[n])) for n in engine.FLAT_ORDER if n in shapes))
-
-
-@functools.lru_cache(maxsize=64)
-def _named_layout(named_shapes: tuple) -> tuple[tuple[str, int, int, tuple], ...]:
-    # Cached: the hot loop asks for the same layout twice a step.
-    out, offset = [], 0
-    for name, shape in named_shapes:
-        size = math.prod(shape)
-        out.append((name, offset, offset + size, shape))
-        offset += size
-    return tuple(out)
+    """((name, start, stop, per-arm shape), ...) in engine.FLAT_ORDER (engine's cached
+    layout of one arm's flat buffer: the stack's columns are laid out the same)."""
+    named = tuple((n, tuple(shapes[n])) for n in engine.FLAT_ORDER if n in shapes)
+    return engine._flat_layout(named)[0]
 
 
 def _stacked_views(flat: np.ndarray, shapes: dict[str, tuple]) -> dict[str, np.ndarray]:
@@ -212,24 +203,19 @@ class _Plan:
 
 @functools.lru_cache(maxsize=128)
 def _plan(arms: tuple[ArmSettings, ...]) -> _Plan:
-    runs: list = []
-    for k, a in enumerate(arms):
-        act = engine.get_activation(a.activation)
-        if runs and runs[-1][0] is act:
-            runs[-1][2] = k + 1
-        else:
-            runs.append([act, k, k + 1])
+    for a in arms:
         if a.clip > 0 and a.clip_mode not in ("norm", "value"):
             raise ValueError(f"clip_mode: unknown {a.clip_mode!r}; valid: norm, value")
+    activations = [engine.get_activation(a.activation) for a in arms]
     norm_clip = np.array(
         [a.clip if a.clip > 0 and a.clip_mode == "norm" else math.inf for a in arms], float
     )
     norm_clip.flags.writeable = False
     return _Plan(
         K=len(arms),
-        runs=tuple(tuple(r) for r in runs),
+        runs=tuple((act, a, b) for a, b, act in runs_of(activations)),
         frozen=tuple(k for k, a in enumerate(arms) if a.freeze_whh),
-        trained_runs=_runs_of([not a.freeze_whh for a in arms]),
+        trained_runs=_trained_runs([not a.freeze_whh for a in arms]),
         norm_clip=norm_clip,
         value_clip=tuple(
             (k, a.clip) for k, a in enumerate(arms) if a.clip > 0 and a.clip_mode == "value"
@@ -237,15 +223,21 @@ def _plan(arms: tuple[ArmSettings, ...]) -> _Plan:
     )
 
 
-def _runs_of(flags: Sequence[bool]) -> tuple[tuple[int, int], ...]:
-    """(start, stop) of each maximal run of True in flags."""
-    runs: list[list[int]] = []
-    for k, flag in enumerate(flags):
-        if flag and runs and runs[-1][1] == k:
+def runs_of(values: Sequence) -> tuple[tuple[int, int, object], ...]:
+    """(start, stop, value) of each maximal run of equal values: the stack's runs of one
+    activation, of arms that train W_hh, of one trainable length (the optimisers' blocks)."""
+    runs: list[list] = []
+    for k, value in enumerate(values):
+        if runs and runs[-1][2] == value:
             runs[-1][1] = k + 1
-        elif flag:
-            runs.append([k, k + 1])
-    return tuple((a, b) for a, b in runs)
+        else:
+            runs.append([k, k + 1, value])
+    return tuple((a, b, v) for a, b, v in runs)
+
+
+def _trained_runs(trains: Sequence[bool]) -> tuple[tuple[int, int], ...]:
+    """(start, stop) of each maximal run of arms that train W_hh."""
+    return tuple((a, b) for a, b, v in runs_of(trains) if v)
 
 
 _LAST_PLAN: list = [(), None]  # the last (arms, plan): hashing K dataclasses costs ~K us
@@ -681,7 +673,7 @@ def parameter_gradients(
     gradient is one matmul per run (a frozen arm's is never computed, as in the single run)."""
     T, K, B, H = da.shape
     if trained_runs is None:
-        trained_runs = _runs_of([k not in frozen for k in range(K)])
+        trained_runs = _trained_runs([k not in frozen for k in range(K)])
     gflat = np.empty(sp.flat.shape, dtype=da.dtype)
     g = _stacked_views(gflat, sp.shapes())
     da2 = _rows(_per_arm(da))  # (K, T*B, H)
@@ -816,13 +808,8 @@ class _StackedOptimizer:
         key = tuple(self.n_train.tolist())
         blocks = self._block_cache.get(key)
         if blocks is None:
-            runs: list[list[int]] = []
-            for k, n in enumerate(key):
-                if runs and runs[-1][2] == n:
-                    runs[-1][1] = k + 1
-                else:
-                    runs.append([k, k + 1, n])
-            blocks = self._block_cache[key] = tuple((slice(a, b), n) for a, b, n in runs)
+            blocks = tuple((slice(a, b), n) for a, b, n in runs_of(key))
+            self._block_cache[key] = blocks
         return blocks
 
     def arm_state(self, k: int) -> dict[str, np.ndarray]:

@@ -55,6 +55,7 @@ from rnn_lab.run.step import (
     measure_step,
     radii_of,
     spectrum_due,
+    spectrum_is_current,
     train_step,
 )
 
@@ -429,7 +430,7 @@ class _StackedEngine:
             return
         finite = np.isfinite(self.sp.W_hh).all(axis=(1, 2)).tolist()
         todo = [  # (a non-finite W_hh would fail the whole batch: such an arm goes alone)
-            k for k, arm in enumerate(self.arms) if finite[k] and not _spectrum_holds(arm.state)
+            k for k, arm in enumerate(self.arms) if finite[k] and not spectrum_is_current(arm.state)
         ]
         if not todo:
             return
@@ -441,11 +442,6 @@ class _StackedEngine:
             ev = None if eigenvalues is None else (eigenvalues[i], radii_of(eigenvalues[i]))
             sv = None if singular is None else float(np.max(singular[i]))
             state.spectrum_memo = Spectrum(state.params, eigen=ev, sigma_max=sv)
-
-
-def _spectrum_holds(state: TrainState) -> bool:
-    memo = state.spectrum_memo
-    return memo is not None and memo.holds(state.params)
 
 
 class _LazyViews(Mapping):

@@ -81,7 +81,7 @@ def measure_step(state: TrainState, s: TrainSettings, step: int, lr, cache, grad
         state.window.add_unscored(grads.clipped)
     recording = is_record_step(step, s)
     act = engine.get_activation(s.activation)
-    if recording or due(step, s.val_interval, s.steps):
+    if recording or due(step, s.val_interval, s.steps):  # as spectrum_due's eigen
         eigenvalues, radii = spectrum(state).eigen
         row = history_row(state, step, lr, grads, radii)
         if s.record and recording:
@@ -132,11 +132,17 @@ def spectrum(state: TrainState) -> Spectrum:
     (freeze_whh: an eigendecomposition and an SVD of the same matrix at every record step,
     ~1.5 ms at H=64, were most of a reservoir run's recording). Same values: the memo is
     used only when the weight is bit-for-bit the one it was computed from."""
+    if not spectrum_is_current(state):
+        state.spectrum_memo = Spectrum(state.params)
     memo = state.spectrum_memo
-    if memo is None or not memo.holds(state.params):
-        memo = state.spectrum_memo = Spectrum(state.params)
     memo.params = state.params  # the current arrays (a stacked arm's views change)
     return memo
+
+
+def spectrum_is_current(state: TrainState) -> bool:
+    """Does the run's spectrum memo hold its recurrent weight as it is now?"""
+    memo = state.spectrum_memo
+    return memo is not None and memo.holds(state.params)
 
 
 def spectrum_due(step: int, s: TrainSettings) -> tuple[bool, bool]:

@@ -410,15 +410,20 @@ def _loop(s: TrainSettings, run_dir: Path, state: TrainState, run_id: str) -> Lo
     return LoopOutcome(status, error, stop.signum, speed, last_grads)
 
 
+def _after_step_work(s: TrainSettings, step: int) -> tuple[bool, bool, bool, bool]:
+    """What _after_step does after this step: (validate, sample, progress line, checkpoint)."""
+    return (
+        due(step, s.val_interval, s.steps),
+        due(step, s.sample_interval, s.steps),
+        due(step, s.log_interval, s.steps, first=s.log_interval > 0, last=True),
+        due(step, s.checkpoint_interval, s.steps) and step < s.steps,
+    )
+
+
 def after_step_due(s: TrainSettings, step: int) -> bool:
     """Does _after_step have anything to do after this step? (False on most steps: the
-    stacked trainer then skips its per-arm call.) The same schedules as _after_step's."""
-    return (
-        due(step, s.val_interval, s.steps)
-        or due(step, s.sample_interval, s.steps)
-        or due(step, s.log_interval, s.steps, first=s.log_interval > 0, last=True)
-        or (due(step, s.checkpoint_interval, s.steps) and step < s.steps)
-    )
+    stacked trainer then skips its per-arm call.)"""
+    return any(_after_step_work(s, step))
 
 
 def _after_step(
@@ -428,16 +433,17 @@ def _after_step(
     (nothing when not after_step_due). val_loss: the validation loss when the caller computed
     it (run.stacked: all arms at once)."""
     step = state.step
-    if due(step, s.val_interval, s.steps):
+    validate, sample, progress, save = _after_step_work(s, step)
+    if validate:
         _validate(s, state, val_loss)
         state.rows[-1]["val_loss"] = state.val_loss
-    if due(step, s.sample_interval, s.steps) and is_char_task(state.task):
+    if sample and is_char_task(state.task):
         text = sample_text(
             state.params, s.activation, state.task, state.rng, s.sample_length, s.temperature
         )
         state.recorder.add(sample_step=step, sample_text=text)
         log.info("sample at step %d (T=%g): %r", step, s.temperature, text[:80])
-    if due(step, s.log_interval, s.steps, first=s.log_interval > 0, last=True):
+    if progress:
         row = state.rows[-1] if state.rows and state.rows[-1]["step"] == step else None
         rho = row["spectral_radius"] if row else cells.spectral_radius(state.params)
         # steps/s over the run's training time so far (all sessions); ETA at that rate
@@ -449,7 +455,7 @@ def _after_step(
             *("clipped" if result.grads.clipped else "", result.lr, rho),
             *(rate, _duration((s.steps - step) / max(rate, 1e-9))),
         )
-    if due(step, s.checkpoint_interval, s.steps) and step < s.steps:
+    if save:
         _save(s, run_dir, state, run_id)
 
 
