@@ -4,15 +4,18 @@ dependencies pointing one way, the run directory named in one module, small func
 from __future__ import annotations
 
 import ast
-import hashlib
 import importlib
+import importlib.util
 import json
 import math
+import os
 import pkgutil
 import re
+import subprocess
+import sys
 from pathlib import Path
 
-import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from omegaconf import open_dict
@@ -23,30 +26,70 @@ from rnn_lab.run.settings import GROUP_KEYS, TrainSettings
 from rnn_lab.run.trainer import train
 
 PACKAGE = PROJECT_ROOT / "rnn_lab"
-FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _script(name: str):
+    """A module of scripts/ (not a package: loaded from its file)."""
+    spec = importlib.util.spec_from_file_location(name, PROJECT_ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 # ---- the numbers did not move ------------------------------------------------------------
 
-REFERENCE = json.loads((FIXTURES / "reference_checkpoints.json").read_text())
-# Recorded with the code before the layout change (tests/fixtures/reference_checkpoints.json):
-# parameters, optimiser state, h, step and the loss window must be bit-identical.
-COMPARED = re.compile(r"^(W_xh|W_hh|W_hy|b_h|b_y|h|step|recent_losses|optim\..*)$")
+# Recorded by `python scripts/reference_runs.py --spread --record` (tests/fixtures/
+# reference_runs.{npz,json}): two short runs' parameters, hidden state and optimiser state.
+# Bits are promised only on one machine (other tests compare runs made in the same test);
+# across CPUs NumPy's and OpenBLAS's SIMD kernels move the last bits. Measured on an AVX-512
+# Xeon against OpenBLAS Haswell, NumPy without AVX-512 (X86_V3) and NumPy baseline + OpenBLAS
+# Nehalem: at 300 steps the largest relative difference was 1.7e-11 (Adam + relu) and 1.2e-15
+# (SGD + tanh); at 2,000 steps the chaotic Adam + relu run was 0.48 apart, which is why the
+# recorded runs are short. The tolerance is 100x the spread (1.7e-9); a 0.1% change of lr moves
+# the arrays by 1.1e-3 or more, 650,000x the tolerance.
+REFERENCE_RUNS = _script("reference_runs")
+REFERENCE, REFERENCE_ARRAYS = REFERENCE_RUNS.recorded()
 
 
-@pytest.mark.parametrize("case", sorted(REFERENCE))
-def test_checkpoint_arrays_identical_to_before_the_layout_change(case, tmp_path):
-    ref = REFERENCE[case]
-    s = TrainSettings(analyze=False, plots=False, log_interval=0, **ref["settings"])
-    summary = train(s, tmp_path)
-    assert summary["status"] == ref["status"]
-    assert summary["final_loss"] == ref["final_loss"]
-    with np.load(tmp_path / "checkpoint.npz", allow_pickle=False) as z:
-        compared = sorted(k for k in ref["arrays"] if COMPARED.match(k))
-        assert {"W_hh", "h", "step"} <= set(compared)
-        for key in compared:
-            digest = hashlib.sha256(np.ascontiguousarray(z[key]).tobytes()).hexdigest()
-            assert digest == ref["arrays"][key]["sha256"], f"{case}: {key} changed"
+@pytest.mark.parametrize("case", sorted(REFERENCE["cases"]))
+def test_runs_match_the_recorded_reference_within_the_cross_cpu_spread(case, tmp_path):
+    ref = REFERENCE_ARRAYS[case]
+    assert {"W_hh", "W_xh", "W_hy", "h", "final_loss"} <= set(ref)
+    assert any(k.startswith("optim.") for k in ref)
+    got = REFERENCE_RUNS.train_case(REFERENCE["cases"][case], REFERENCE["steps"], tmp_path)
+    assert got["status_ok"]
+    moved = REFERENCE_RUNS.relative_spread(got, ref)
+    assert moved <= REFERENCE["tolerance"], f"{case}: moved {moved:.2e}"
+    if case == "adam_identity_relu_b3":  # a transient spike (~22,000 nats/char) is not divergence
+        assert pd.read_csv(tmp_path / "history.csv")["loss"].max() > 1000 * math.log(24)
+
+
+def test_the_reference_comparison_sees_a_real_change(tmp_path):
+    """The same run with lr 0.1% higher must be far outside the tolerance."""
+    case = "sgd_tanh_seed7"
+    settings = {**REFERENCE["cases"][case], "lr": 0.01 * 1.001}
+    got = REFERENCE_RUNS.train_case(settings, REFERENCE["steps"], tmp_path)
+    assert (
+        REFERENCE_RUNS.relative_spread(got, REFERENCE_ARRAYS[case]) > 1000 * REFERENCE["tolerance"]
+    )
+
+
+@pytest.mark.parametrize(
+    "kernels",
+    [
+        {"OPENBLAS_CORETYPE": "Haswell", "NPY_DISABLE_CPU_FEATURES": "X86_V4"},
+        {"OPENBLAS_CORETYPE": "Nehalem", "NPY_DISABLE_CPU_FEATURES": "X86_V3 X86_V4"},
+    ],
+    ids=["avx2", "sse4"],
+)
+def test_the_reference_holds_with_other_cpu_kernels(kernels):
+    """Whatever CPU CI lands on, the recorded runs also hold with other kernels forced."""
+    script = PROJECT_ROOT / "scripts" / "reference_runs.py"
+    env = {**os.environ, **kernels}
+    proc = subprocess.run(
+        [sys.executable, str(script), "--check"], env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 # ---- the package-level functions survive importing every submodule -------------------------

@@ -178,8 +178,8 @@ def divergence(loss: float, state: TrainState, factor: float, n_outputs: int) ->
     Non-finite: at once. Finite but absurd (cross-entropy only): this loss and the median of
     the last LOSS_WINDOW losses, this one included, above factor x ln(V) (a uniform guess costs
     ln V). The median over a whole window, because a fast optimiser's first steps can spike far
-    above ln V and recover: Adam + identity + relu reaches 36,000 nats/char at step 5 and 0.48
-    at step 2,000 (tests/fixtures/reference_checkpoints.json). The median is only computed when
+    above ln V and recover: Adam + identity + relu reaches 22,000 nats/char at step 10 and 0.64
+    at step 300 (tests/fixtures/reference_runs.json). The median is only computed when
     this loss is already absurd, so a healthy run pays one comparison per step.
     """
     if not math.isfinite(loss):
