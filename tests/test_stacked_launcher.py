@@ -148,6 +148,30 @@ def test_a_mixed_stacked_group_gives_the_separate_runs_answers(tmp_path):
     assert results[2]["steps_done"] < 2000  # it left the stack when it diverged
 
 
+# A diverging arm (linear, lr=3, no clipping: its loss is NaN at step 4) leaves the stack at a
+# step where every schedule is due and the step before is not (validation, checkpoint,
+# progress line and sample every 4 steps), placed first, in the middle and last: the
+# survivors must still do step 4's work as their separate runs do.
+DIVERGING_AT_STEP_4 = dict(activation="linear", lr=3.0, clip=0.0, seed=2)
+DUE_EVERY_4 = dict(
+    steps=40, val_interval=4, checkpoint_interval=4, log_interval=4, sample_interval=4
+)
+
+
+@pytest.mark.parametrize("position", [0, 1, 2], ids=["first", "middle", "last"])
+def test_an_arm_diverging_at_a_due_step_leaves_the_others_runs_unchanged(tmp_path, position):
+    arms = [dict(seed=3), dict(init=_init("xavier"), activation="relu", lr=0.02, seed=4)]
+    arms.insert(position, DIVERGING_AT_STEP_4)
+    results = _group_against_singles(tmp_path, {**BASE, **DUE_EVERY_4}, arms)
+    assert results[position]["status"] == rundir.DIVERGED
+    assert "at step 4" in results[position]["error"]
+    for i, r in enumerate(results):
+        if i != position:
+            assert r["status"] == rundir.OK
+            history = pd.read_csv(tmp_path / "stacked" / str(i) / rundir.HISTORY_FILE)
+            assert history.set_index("step").loc[4, "val_loss"] > 0  # validated at step 4
+
+
 def test_record_steps_take_every_arms_spectrum_in_one_batched_call(tmp_path, monkeypatch):
     """The record steps' eigenvalues and sigma_max come from one np.linalg call over the
     stack's trained arms (a frozen W_hh's spectrum is taken once and kept), and every arm's

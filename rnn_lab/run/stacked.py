@@ -532,7 +532,9 @@ def _train_stack(stack: list[_Arm], stop, results: _Results) -> None:
         while active and active[0].state.step < s.steps:
             batch = task.next_batch()
             step_results = engine.step(batch)
-            step = active[0].state.step if engine.arms else 0
+            # The step the surviving arms are at: an arm that diverged in this update was
+            # not advanced, so active[0] (if it diverged) would name the step before.
+            step = next((a.state.step for a, r in zip(active, step_results) if not r.diverged), 0)
             validating = engine.arms and due(step, s.val_interval, s.steps)
             val = engine.validation_losses() if validating else {}
             elapsed = time.perf_counter() - t0
