@@ -188,7 +188,7 @@ def _print(spread: dict, sensitivity: dict) -> None:
 
 def record(spread: dict, sensitivity: dict, native: Path) -> None:
     """Write the fixture: native arrays at RECORD_STEPS, the spread and the tolerance."""
-    from rnn_lab.app.provenance import git_commit, machine_line
+    from rnn_lab.provenance import git_commit, machine_line
     from rnn_lab.run.rundir import atomic_write_json, atomic_write_npz
 
     worst = max(

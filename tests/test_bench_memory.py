@@ -1,4 +1,4 @@
-"""rnn_lab.bench_memory: the benchmark's warm stacked step gets no fresh pages from the OS.
+"""rnn_lab.bench.memory_reuse: the benchmark's warm stacked step gets no fresh pages from the OS.
 
 Measured in fresh processes (malloc's settings are per process and cannot be undone), with
 the kernel's own count of minor page faults (getrusage), on the stacked benchmark's K=36
@@ -20,9 +20,9 @@ import pytest
 PROBE = textwrap.dedent(
     """
     import json, resource, sys
-    from rnn_lab import bench_memory as memory
+    from rnn_lab.bench import memory_reuse as memory
     applied = memory.reuse_freed_memory() if sys.argv[1] == "reuse" else False
-    from rnn_lab.bench_stacked import SingleRunsLoop, StackedLoop, grid_arms
+    from rnn_lab.bench.stacked_speed import SingleRunsLoop, StackedLoop, grid_arms
     from rnn_lab.core.data import EncodedText, generate_elman_corpus
 
     corpus = EncodedText.from_text(generate_elman_corpus())
@@ -47,7 +47,7 @@ HEAP_PROBE = textwrap.dedent(
     """
     import sys
     import numpy as np
-    from rnn_lab import bench_memory as memory
+    from rnn_lab.bench import memory_reuse as memory
     if sys.argv[1] == "reuse":
         assert memory.reuse_freed_memory()
     a = np.ones(16 * 2**20 // 8)  # 16 MiB: above malloc's own thresholds, below 32 MiB
@@ -68,7 +68,7 @@ DESCRIBE_PROBE = textwrap.dedent(
     """
     import json
     import numpy as np
-    from rnn_lab import bench_memory as memory
+    from rnn_lab.bench import memory_reuse as memory
 
     out = {"before": memory.describe(), "applied_by_describe": memory._applied}
     a = np.ones(16 * 2**20 // 8)  # as HEAP_PROBE: from the heap only with the thresholds set
@@ -137,7 +137,7 @@ def test_describe_reports_and_applies_nothing():
 
 def test_the_environment_decides_when_it_sets_a_threshold():
     code = (
-        "from rnn_lab import bench_memory as m; print(m.describe()); "
+        "from rnn_lab.bench import memory_reuse as m; print(m.describe()); "
         "print(m.reuse_freed_memory()); print(m.describe())"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}

@@ -393,7 +393,7 @@ def test_unknown_names_are_refused():
 def test_bench_stacked_quick(capsys, tmp_path):
     import json
 
-    from rnn_lab.bench_stacked import main
+    from rnn_lab.bench.stacked_speed import main
 
     out_json = tmp_path / "bench.json"
     argv = ["--quick", "--ks", "1,2", "--steps", "4", "--rounds", "1", "--json", str(out_json)]

@@ -188,7 +188,7 @@ HANDLERS = {
     "analyze": _delegate("rnn_lab.inspect.analysis", "main_analyze"),
     "sample": main_sample,
     "corpus": main_corpus,
-    "bench": _delegate("rnn_lab.bench", "main_bench"),
+    "bench": _delegate("rnn_lab.bench.speed", "main_bench"),
 }
 
 

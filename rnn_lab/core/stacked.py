@@ -19,7 +19,7 @@ about the overhead of one: per time step the recurrence is one batched matmul, o
 one in-place activation call per run of arms with one activation (stack the arms in
 :func:`activation_order` for one run per activation), whatever K is. What stacking cannot
 remove is the arithmetic itself: K gemv per time step (np.matmul loops over the arm axis),
-K gemm per parameter gradient, and float64 tanh at ~17 ns a value; rnn_lab/bench_stacked.py
+K gemm per parameter gradient, and float64 tanh at ~17 ns a value; rnn_lab/bench/stacked_speed.py
 measures what is left.
 
 Layout (shapes per call; T steps, B streams, H hidden, O outputs, P parameters per arm):

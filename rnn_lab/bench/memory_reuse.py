@@ -1,17 +1,17 @@
 """The benchmarks' loops keep freed memory for the next step, as the trainers' runs do anyway.
 
-A bare stacked step in a loop (rnn_lab.bench_stacked: K=36 arms at H=64, float64) makes and
-drops several arrays of 0.5-2 MB: the hidden states (T+1, K, B, H), the flat gradients (K, P),
-the loss's temporaries. With nothing else allocating between steps, glibc's malloc hands the
-free top of the heap back to the OS at the end of each step and the next step takes fresh
+A bare stacked step in a loop (rnn_lab.bench.stacked_speed: K=36 arms at H=64, float64) makes
+and drops several arrays of 0.5-2 MB: the hidden states (T+1, K, B, H), the flat gradients
+(K, P), the loss's temporaries. With nothing else allocating between steps, glibc's malloc hands
+the free top of the heap back to the OS at the end of each step and the next step takes fresh
 pages: 400-540 minor page faults a step when run from a shell (the count depends on what the
-process freed before: glibc moves its thresholds after large frees), which made the loop
-15-25% slower (`python -m rnn_lab.bench_stacked --malloc-defaults`). The trainers do not pay this:
-train_group at K=36 takes ~30 fresh pages a step (its per-arm bookkeeping keeps the heap's
-top in use), and fixing the thresholds inside it changed neither its nor a lone run's speed
-(measured: 360-416 against 364-396 us an arm-step at K=36; H=256, B=32: 28.1-28.8 against
-29.3-31.4 ms a step), so the trainers leave malloc alone and the benchmarks set it, to time
-the engine and not the allocator's reaction to a bare loop.
+process freed before: glibc moves its thresholds after large frees), which made the loop 15-25%
+slower (`python -m rnn_lab.bench.stacked_speed --malloc-defaults`). The trainers do not pay
+this: train_group at K=36 takes ~30 fresh pages a step (its per-arm bookkeeping keeps the
+heap's top in use), and fixing the thresholds inside it changed neither its nor a lone run's
+speed (measured: 360-416 against 364-396 us an arm-step at K=36; H=256, B=32: 28.1-28.8 against
+29.3-31.4 ms a step), so the trainers leave malloc alone and the benchmarks set it, to time the
+engine and not the allocator's reaction to a bare loop.
 
 Fixing both thresholds keeps up to RETAINED_BYTES of freed memory in this process; arrays
 above MMAP_THRESHOLD_BYTES still get their own mapping, returned to the OS when freed. glibc

@@ -1,26 +1,27 @@
 """Speed: the stacked engine (rnn_lab.core.stacked, issue 11) against the single-run path.
 
-``python -m rnn_lab.bench_stacked`` times, in one process with one BLAS thread (rnn_lab pins
-it on import, as for ``rnn-lab bench``), the arms of the init_activation grid (W_hh init
-orthogonal / xavier / random / identity x activation tanh / relu / sigmoid) at the seed's
-configuration (Elman corpus, H=64, seq_len=25, B=1, SGD momentum 0.9 dampening 0.9, lr 0.01,
-clip 5), for K = 1, 6, 12 and 36 arms (36: the 12 arms with seeds 42, 43, 44), in float64 and
-float32:
+``python -m rnn_lab.bench.stacked_speed`` (or ``rnn-lab bench --stacked``) times, in one
+process with one BLAS thread (rnn_lab pins it on import, as for ``rnn-lab bench``), the arms of
+the init_activation grid (W_hh init orthogonal / xavier / random / identity x activation tanh /
+relu / sigmoid) at the seed's configuration (Elman corpus, H=64, seq_len=25, B=1, SGD momentum
+0.9 dampening 0.9, lr 0.01, clip 5), for K = 1, 6, 12 and 36 arms (36: the 12 arms with seeds
+42, 43, 44), in float64 and float32:
 
   (a) single-run path: the K arms one after another, each through the trainer's own step
-      (rnn_lab.run.step.train_step on its TrainState, recording off, as bench.py's
-      RnnLabLoop);
+      (rnn_lab.run.step.train_step on its TrainState, recording off, as
+      rnn_lab.bench.contenders.RnnLabLoop);
   (b) stacked engine: the K arms as one stack: forward + stacked_loss + backward (per-arm
       clipping) + the stacked optimiser step + h carried, one shared batch per step.
 
 Speed is in arm-steps per second (one arm advanced by one chunk). Rounds are interleaved and
-each contender's best round counts (bench.time_interleaved, which records wall and CPU time;
-``--clock cpu`` makes the table use CPU time, steadier when other jobs share the machine).
-Then a K=36 float64 stacked step is taken apart: each phase (the forward recurrence loop, the
-BPTT loop, the parameter-gradient matmuls, clipping, the optimiser, ...) is timed inside real
-steps. Last, the floor (``stacked_floor``): what each arm still pays in a bit-identical stack
-(its own 2T gemv calls inside the batched matmuls, its T x H activation values), measured on
-this machine, and the most stacking could gain over a lone run if everything else were free.
+each contender's best round counts (rnn_lab.bench.timing.time_interleaved, which records wall
+and CPU time; ``--clock cpu`` makes the table use CPU time, steadier when other jobs share the
+machine). Then a K=36 float64 stacked step is taken apart: each phase (the forward recurrence
+loop, the BPTT loop, the parameter-gradient matmuls, clipping, the optimiser, ...) is timed
+inside real steps. Last, the floor (``stacked_floor``): what each arm still pays in a
+bit-identical stack (its own 2T gemv calls inside the batched matmuls, its T x H activation
+values), measured on this machine, and the most stacking could gain over a lone run if
+everything else were free.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rnn_lab import bench_memory as memory
-from rnn_lab.bench import Timing, _machine_line, time_interleaved, timed_calls
+from rnn_lab.bench import memory_reuse as memory
+from rnn_lab.bench.timing import Timing, machine_and_load, time_interleaved, timed_calls
 from rnn_lab.core import engine
 from rnn_lab.core import stacked as st
 from rnn_lab.core.data import CharTextTask, EncodedText, generate_elman_corpus
@@ -317,7 +318,7 @@ def _print_floor(floor: dict, single_arm_steps_per_s: float, stacked_arm_steps_p
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m rnn_lab.bench_stacked",
+        prog="python -m rnn_lab.bench.stacked_speed",
         description="Speed of the stacked engine (issue 11) against the single-run path.",
     )
     p.add_argument("--quick", action="store_true", help="few steps: a smoke run")
@@ -340,7 +341,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--malloc-defaults",
         action="store_true",
-        help="leave glibc's malloc thresholds as they are (rnn_lab.bench_memory): the bare "
+        help="leave glibc's malloc thresholds as they are (rnn_lab.bench.memory_reuse): the bare "
         "stacked loop then takes fresh pages every step, which the trainers do not",
     )
     p.add_argument("--json", type=Path, help="also write the numbers to this file")
@@ -357,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     print("stacked engine (issue 11) vs the single-run path, init_activation grid arms")
     if not args.malloc_defaults:
         memory.reuse_freed_memory()  # the engine, not malloc's reaction to a bare loop
-    print(f"  machine: {_machine_line()}; numpy {np.__version__}, one BLAS thread")
+    print(f"  machine: {machine_and_load()}; numpy {np.__version__}, one BLAS thread")
     print(f"  memory: {memory.describe() if not args.malloc_defaults else 'malloc defaults'}")
     print(
         "  seed configuration: Elman corpus, H=64, seq_len=25, B=1, SGD momentum 0.9 "
@@ -382,10 +383,10 @@ def main(argv: list[str] | None = None) -> int:
             c = r[clock]
             floors[r["dtype"]] = floor = stacked_floor(r["K"], r["dtype"], timer=timer)
             floor["bound"] = _print_floor(floor, c["single_best"], c["stacked_best"])
-    print(f"\n  load average at the end: {_machine_line().split('load average ')[1]}")
+    print(f"\n  load average at the end: {machine_and_load().split('load average ')[1]}")
     if args.json:
         out = {
-            "machine": _machine_line(),
+            "machine": machine_and_load(),
             "clock": args.clock,
             "rows": rows,
             "verdicts": verdicts,
