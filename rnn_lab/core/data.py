@@ -29,6 +29,9 @@ from typing import BinaryIO
 
 import numpy as np
 
+from rnn_lab.core.batch import Batch
+from rnn_lab.core.tasks import SEQUENCE_TASKS, make_sequence_task
+
 # --------------------------------------------------------------------------------------
 # The Elman corpus: 7 word categories, 16 sentence templates, determiners before nouns.
 # --------------------------------------------------------------------------------------
@@ -561,14 +564,6 @@ def encode_text_file(
 # --------------------------------------------------------------------------------------
 
 
-@dataclass
-class Batch:
-    inputs: np.ndarray  # (T, B) int or (T, B, D) float
-    targets: np.ndarray  # (T, B) int or (T, B, O) float
-    mask: np.ndarray | None  # (T, B) 0/1 positions that count in the loss, None = all
-    reset_h: bool  # True when h must restart from zero before this chunk
-
-
 def _check_val_max_chars(val_max_chars) -> int:
     if isinstance(val_max_chars, bool) or not isinstance(val_max_chars, int | np.integer):
         raise ValueError(f"val_max_chars: {val_max_chars!r} is not valid: must be an integer")
@@ -702,9 +697,9 @@ class CharTextTask:
 # --------------------------------------------------------------------------------------
 
 # elman and text are character tasks (CharTextTask); the rest are the synthetic sequence tasks
-# of rnn_lab.core.tasks (imported when built: that module imports this one).
+# of rnn_lab.core.tasks.
 TEXT_DATA_NAMES = ("elman", "text")
-DATA_NAMES = (*TEXT_DATA_NAMES, "copy", "adding", "memory_capacity")
+DATA_NAMES = (*TEXT_DATA_NAMES, *SEQUENCE_TASKS)
 
 
 def _load_text_file(data: dict) -> EncodedText:
@@ -753,8 +748,6 @@ def make_task(
     sequence task of rnn_lab.core.tasks (real values in ``dtype``; val_fraction and
     val_max_chars do not apply: its validation set is data.val_sequences sequences)."""
     if data.get("name") not in TEXT_DATA_NAMES and data.get("name") in DATA_NAMES:
-        from rnn_lab.core.tasks import make_sequence_task
-
         return make_sequence_task(data, seq_len, batch_size, dtype)
     return CharTextTask(
         load_corpus(data),

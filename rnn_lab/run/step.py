@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rnn_lab.core import cells, engine
-from rnn_lab.core.data import Batch
+from rnn_lab.core.batch import Batch
 from rnn_lab.core.losses import get_loss
 from rnn_lab.core.optim import step_decay_lr
 from rnn_lab.run.schedule import due, is_record_step
