@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rnn_lab.core import cells, gated, inits
+from rnn_lab.core import cells, gated, gated_backward, gated_forward, inits
 from rnn_lab.core.losses import softmax_cross_entropy, squared_error
 
 V, H, T, D = 7, 5, 6, 4  # vocabulary, hidden units, chunk length, embedding width
@@ -231,7 +231,7 @@ def test_large_chunks_match_torch_and_reuse_scratch_safely(cell, use_embedding, 
     """T * B = 400 rows (the transposed parameter-gradient products) and every temporary in
     a reused scratch buffer: still torch's gradients, and a second forward/backward in
     between changes nothing of the first's cache or gradients."""
-    monkeypatch.setattr(gated, "_SCRATCH_MIN_SIZE", 1)
+    monkeypatch.setattr(gated_forward, "_SCRATCH_MIN_SIZE", 1)
     rng = np.random.default_rng(5)
     Tl, Bl, Hl = 40, 10, 20
     params = init_gated(cell, V, Hl, V, init="orthogonal", embed_dim=D * use_embedding)
@@ -241,7 +241,7 @@ def test_large_chunks_match_torch_and_reuse_scratch_safely(cell, use_embedding, 
     loss, grads, cache = loss_and_grads(params, inputs, targets, state)
     first = {n: g.copy() for n, g in grads.grads.items()}
     logits = cache.logits.copy()
-    assert {"xw", "gate_major", "coef", "steps"} <= set(gated._scratch.buffers)
+    assert {"xw", "gate_major", "coef", "steps"} <= set(gated_forward._scratch.buffers)
     loss_and_grads(params, inputs[::-1].copy(), targets, state)  # the same shapes, other data
     np.testing.assert_array_equal(cache.logits, logits)
     for n, g in grads.grads.items():
@@ -771,13 +771,13 @@ def test_the_comparison_has_teeth(monkeypatch):
     """A backward pass with one wrong coefficient (the GRU's update-gate path with its sign
     flipped) fails the autograd comparison, while the output layer's gradients still pass."""
     params, inputs, targets, state = make_case("gru", "orthogonal", 3)
-    right = gated._gru_coefficients
+    right = gated_backward._gru_coefficients
 
     def wrong(r, z, n, hn, h_prev, out):
         right(r, z, n, hn, h_prev, out)
         out[1] *= -1.0
 
-    monkeypatch.setattr(gated, "_gru_coefficients", wrong)
+    monkeypatch.setattr(gated_backward, "_gru_coefficients", wrong)
     _, grads, _ = loss_and_grads(params, inputs, targets, state)
     _, ref, _, _ = torch_reference(params, inputs, targets, state)
     assert rel_err(grads.grads["weight_hh_l0"], ref["weight_hh_l0"]) > 1e-3

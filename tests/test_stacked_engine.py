@@ -1,4 +1,5 @@
-"""The stacked engine (rnn_lab.core.stacked) gives every arm the single run's numbers, bit for bit.
+"""The stacked engine (rnn_lab.core.stacked_engine) gives every arm the single run's numbers,
+bit for bit.
 
 A mixed group (activations, inits and seeds, lr and its decay, clip off / by norm / by value,
 frozen and trained W_hh, optimiser hyperparameters) is trained for a few hundred steps as one
@@ -17,10 +18,12 @@ import numpy as np
 import pytest
 
 from rnn_lab.core import engine
-from rnn_lab.core import stacked as st
+from rnn_lab.core import stacked_engine as st
 from rnn_lab.core.inits import init_params
 from rnn_lab.core.losses import get_loss
 from rnn_lab.core.optim import make_optimizer, step_decay_lr
+from rnn_lab.core.stacked_losses import stacked_loss
+from rnn_lab.core.stacked_optim import make_stacked_optimizer
 
 V, H, T, D, O = 11, 16, 7, 3, 2
 
@@ -170,7 +173,7 @@ def train_both(case, optim_name, per_arm, dtype, steps, *, arms_spec=MIXED_ARMS,
     params, settings = make_arms(case, dtype, arms_spec)
     singles = SingleRuns(params, settings, optim_name, per_arm, case, dtype)
     sp = st.StackedParams.stack(params)
-    opt = st.make_stacked_optimizer(optim_name, per_arm)
+    opt = make_stacked_optimizer(optim_name, per_arm)
     h = np.zeros((len(params), case.B, H), dtype=dtype)
     rng = np.random.default_rng(0)
     alive = list(range(len(params)))  # stack index -> single-run index
@@ -184,7 +187,7 @@ def train_both(case, optim_name, per_arm, dtype, steps, *, arms_spec=MIXED_ARMS,
         profile = step % 25 == 1
         lrs = lr_of(step, [arms_spec[i] for i in alive])
         cache = st.forward(sp, batch[0], h, settings)
-        loss = st.stacked_loss(case.loss, cache.logits, *batch[1:])
+        loss = stacked_loss(case.loss, cache.logits, *batch[1:])
         grads = st.backward(sp, cache, loss[1], settings, profile=profile)
         opt.step(sp.flat, grads.flat, np.array(lrs), sp.n_trainable(settings))
         h = cache.h_last
@@ -237,12 +240,12 @@ def test_the_clipping_modes_were_all_exercised():
     case = Case("onehot", 1, "cross_entropy")
     params, settings = make_arms(case, np.float64)
     sp = st.StackedParams.stack(params)
-    opt = st.make_stacked_optimizer("sgd", SGD_PER_ARM)
+    opt = make_stacked_optimizer("sgd", SGD_PER_ARM)
     rng, h, seen = np.random.default_rng(0), np.zeros((K, 1, H)), set()
     for step in range(1, 31):
         inputs, targets, mask = make_batch(case, rng, np.float64)
         cache = st.forward(sp, inputs, h, settings)
-        _, dlogits, _ = st.stacked_loss("cross_entropy", cache.logits, targets, mask)
+        _, dlogits, _ = stacked_loss("cross_entropy", cache.logits, targets, mask)
         grads = st.backward(sp, cache, dlogits, settings)
         opt.step(sp.flat, grads.flat, np.array(lr_of(step, MIXED_ARMS)), sp.n_trainable(settings))
         h = cache.h_last
@@ -287,7 +290,7 @@ def test_dropping_arms_between_forward_and_backward():
     sp = st.StackedParams.stack(params)
     inputs, targets, mask = make_batch(case, np.random.default_rng(3), np.float64)
     cache = st.forward(sp, inputs, np.zeros((K, 3, H)), settings)
-    _, dlogits, _ = st.stacked_loss("cross_entropy", cache.logits, targets, mask)
+    _, dlogits, _ = stacked_loss("cross_entropy", cache.logits, targets, mask)
     full = st.backward(sp, cache, dlogits, settings, profile=True)
     keep = [0, 2, 3, 7]
     sub = st.backward(
@@ -317,7 +320,7 @@ def test_resume_from_single_run_state():
             for k in range(K):
                 singles.step(k, batch, lr_of(step, MIXED_ARMS)[k], False)
         sp = st.StackedParams.stack(singles.params)
-        opt = st.make_stacked_optimizer(name, per_arm)
+        opt = make_stacked_optimizer(name, per_arm)
         for k in range(K):
             opt.load_arm_state(k, singles.opts[k].state)
         for k in range(K):  # before the first step: the state as loaded
@@ -327,7 +330,7 @@ def test_resume_from_single_run_state():
             batch = make_batch(case, rng, np.float64)
             lrs = lr_of(step, MIXED_ARMS)
             cache = st.forward(sp, batch[0], h, settings)
-            _, dlogits, _ = st.stacked_loss("cross_entropy", cache.logits, *batch[1:])
+            _, dlogits, _ = stacked_loss("cross_entropy", cache.logits, *batch[1:])
             grads = st.backward(sp, cache, dlogits, settings)
             opt.step(sp.flat, grads.flat, np.array(lrs), sp.n_trainable(settings))
             h = cache.h_last
@@ -380,7 +383,7 @@ def test_stacked_params_views_and_select():
 
 def test_unknown_names_are_refused():
     with pytest.raises(ValueError, match="optim.name"):
-        st.make_stacked_optimizer("rmsprop", [{}])
+        make_stacked_optimizer("rmsprop", [{}])
     with pytest.raises(ValueError, match="clip_mode"):
         st._plan((st.ArmSettings("tanh", False, 1.0, "bogus"),))
     with pytest.raises(ValueError, match="activation"):

@@ -1,4 +1,4 @@
-"""Speed: the stacked engine (rnn_lab.core.stacked, issue 11) against the single-run path.
+"""Speed: the stacked engine (rnn_lab.core.stacked_engine, issue 11) against the single-run path.
 
 ``python -m rnn_lab.bench.stacked_speed`` (or ``rnn-lab bench --stacked``) times, in one
 process with one BLAS thread (rnn_lab pins it on import, as for ``rnn-lab bench``), the arms of
@@ -39,8 +39,8 @@ import numpy as np
 
 from rnn_lab.bench import memory_reuse as memory
 from rnn_lab.bench.timing import Timing, machine_and_load, time_interleaved, timed_calls
-from rnn_lab.core import engine
-from rnn_lab.core import stacked as st
+from rnn_lab.core import engine, stacked_losses, stacked_optim
+from rnn_lab.core import stacked_engine as st
 from rnn_lab.core.data import CharTextTask, EncodedText, generate_elman_corpus
 from rnn_lab.core.optim import step_decay_lr
 from rnn_lab.run.settings import TrainSettings
@@ -124,7 +124,7 @@ class StackedLoop:
         self.arms = [
             st.ArmSettings(s.activation, s.freeze_whh, s.clip, s.clip_mode) for s in settings
         ]
-        self.opt = st.make_stacked_optimizer("sgd", [s.optim for s in settings])
+        self.opt = stacked_optim.make_stacked_optimizer("sgd", [s.optim for s in settings])
         self.n_train = self.sp.n_trainable(self.arms)
         self.h = np.zeros((self.K, s0.batch_size, s0.hidden_size), dtype=self.sp.dtype)
         self.step_count = 0
@@ -139,7 +139,7 @@ class StackedLoop:
             [step_decay_lr(step, s.lr, s.lr_decay_rate, s.lr_decay_every) for s in self.settings]
         )
         cache = st.forward(self.sp, batch.inputs, self.h, self.arms)
-        loss_sum, dlogits, n_counted = st.stacked_loss(
+        loss_sum, dlogits, n_counted = stacked_losses.stacked_loss(
             self.task.loss_name, cache.logits, batch.targets, batch.mask
         )
         grads = st.backward(self.sp, cache, dlogits, self.arms)
@@ -153,7 +153,7 @@ class StackedLoop:
 # Where a stacked step's time goes
 # --------------------------------------------------------------------------------------
 
-# The phases, as the stacked module's functions they are timed through (module globals, so
+# The phases, as the stacked modules' functions they are timed through (module globals, so
 # forward and backward call the timed wrappers); the optimiser's step is timed on its class.
 PHASES = (
     ("input_projection", "forward: input projection (W_xh x_t, one-hot lookup)"),
@@ -169,20 +169,21 @@ PHASES = (
 
 @contextlib.contextmanager
 def _timed_phases(totals: dict[str, float], timer):
-    """Wrap the phase functions of rnn_lab.core.stacked (and StackedSGD.step) to add their
-    time (by ``timer``) to ``totals``; restored on exit."""
+    """Wrap the phase functions of rnn_lab.core.stacked_engine and stacked_losses (and
+    StackedSGD.step) to add their time (by ``timer``) to ``totals``; restored on exit."""
 
-    saved = {name: getattr(st, name) for name, _ in PHASES}
-    saved_step = st.StackedSGD.step
+    owners = {name: stacked_losses if name == "stacked_loss" else st for name, _ in PHASES}
+    saved = {name: getattr(owner, name) for name, owner in owners.items()}
+    saved_step = stacked_optim.StackedSGD.step
     try:
         for name, fn in saved.items():
-            setattr(st, name, timed_calls(fn, totals, name, timer))
-        st.StackedSGD.step = timed_calls(saved_step, totals, "optimizer", timer)
+            setattr(owners[name], name, timed_calls(fn, totals, name, timer))
+        stacked_optim.StackedSGD.step = timed_calls(saved_step, totals, "optimizer", timer)
         yield
     finally:
         for name, fn in saved.items():
-            setattr(st, name, fn)
-        st.StackedSGD.step = saved_step
+            setattr(owners[name], name, fn)
+        stacked_optim.StackedSGD.step = saved_step
 
 
 def phase_breakdown(
@@ -247,7 +248,7 @@ def stacked_floor(
 
     Each arm must make its own BLAS gemv per time step, forward (h W_hh^T) and backward
     (da W_hh), with the single run's shapes: 2T calls per arm-step, timed here inside the
-    batched matmul of a K-arm stack exactly as core/stacked.py makes it. Each arm must also
+    batched matmul of a K-arm stack exactly as core/stacked_engine.py makes it. Each arm must also
     apply its activation to T x H values: timed per value as stacked.recur applies it to a run
     of K/3 arms, averaged over the grid's tanh / relu / sigmoid. Everything else (loss,
     parameter gradients, optimiser, bookkeeping) is left out, so the true floor is higher."""

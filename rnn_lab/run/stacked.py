@@ -39,8 +39,10 @@ import numpy as np
 
 from rnn_lab.core import engine as core_engine
 from rnn_lab.core import gated
-from rnn_lab.core import stacked as stacked_core
+from rnn_lab.core import stacked_engine as stacked_core
 from rnn_lab.core.optim import step_decay_lr
+from rnn_lab.core.stacked_losses import stacked_loss
+from rnn_lab.core.stacked_optim import make_stacked_optimizer
 from rnn_lab.run import rundir
 from rnn_lab.run import trainer as single
 from rnn_lab.run.rundir import LockHeld, RunConflict
@@ -304,7 +306,7 @@ class _LeftOptimizer:
 
 
 class _StackedEngine:
-    """The arms in one rnn_lab.core.stacked engine. Each arm's TrainState holds views of
+    """The arms in one rnn_lab.core.stacked_engine. Each arm's TrainState holds views of
     its row (params, h) and an optimiser whose state is its row of the stacked one; the
     step is train_step's, with forward, loss, BPTT and the update done for all arms at once
     and the per-arm bookkeeping by step.measure_step on each arm's views."""
@@ -316,7 +318,7 @@ class _StackedEngine:
         self.arms = [arms[i] for i in order]  # a run per activation, its frozen arms last
         states = [a.state for a in self.arms]
         self.sp = stacked_core.StackedParams.stack([st.params for st in states])
-        self.optimizer = stacked_core.make_stacked_optimizer(
+        self.optimizer = make_stacked_optimizer(
             self.arms[0].s.optim.get("name", "sgd"), [a.s.optim for a in self.arms]
         )
         for k, st in enumerate(states):
@@ -360,9 +362,7 @@ class _StackedEngine:
             if h is None or batch.reset_h:
                 h = np.zeros((sp.K, B, sp.hidden_size), dtype=sp.dtype)
             cache = stacked_core.forward(sp, batch.inputs, h, self.settings)
-            loss, _, n = stacked_core.stacked_loss(
-                task.loss_name, cache.logits, batch.targets, batch.mask
-            )
+            loss, _, n = stacked_loss(task.loss_name, cache.logits, batch.targets, batch.mask)
             total, counted, h = total + loss * B, counted + n * B, cache.h_last
         values = total / counted if counted else np.full(sp.K, math.nan)
         return {id(arm): float(v) for arm, v in zip(self.arms, values)}
@@ -370,7 +370,7 @@ class _StackedEngine:
     def _forward(self, batch):
         cache = stacked_core.forward(self.sp, batch.inputs, self.h, self.settings)
         loss_name = self.arms[0].state.task.loss_name
-        return cache, *stacked_core.stacked_loss(loss_name, cache.logits, batch.targets, batch.mask)
+        return cache, *stacked_loss(loss_name, cache.logits, batch.targets, batch.mask)
 
     def step(self, batch) -> list[StepResult]:
         """train_step for every arm: an arm whose loss diverges gets its StepResult with
@@ -508,7 +508,7 @@ class _ArmCache:
         return getattr(self._cache, name)
 
 
-# "stacked": rnn_lab.core.stacked; "loop": each arm's train_step (the reference).
+# "stacked": rnn_lab.core.stacked_engine; "loop": each arm's train_step (the reference).
 ENGINE = "stacked"
 
 
