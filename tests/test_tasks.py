@@ -25,7 +25,7 @@ from rnn_lab.core.tasks import (
     sequence_length,
     time_steps_seen,
 )
-from rnn_lab.inspect.tasks import (
+from rnn_lab.inspect.task_metrics import (
     adding_baseline,
     adding_metrics,
     copy_metrics,

@@ -23,7 +23,7 @@ consumes (the same as :class:`rnn_lab.core.data.CharTextTask`): ``next_batch()``
 - ``memory_capacity`` (Jaeger 2002): an i.i.d. input stream u(t) ~ U[-0.5, 0.5]; the
   network is trained (unless W_hh is frozen) to output u(t - k) for k = 1 .. ``max_delay``
   K, squared error on every step t >= K of a sequence of ``length`` steps (the first K steps
-  have no full set of targets). The measured memory capacity (rnn_lab.inspect.tasks) uses
+  have no full set of targets). The measured memory capacity (rnn_lab.inspect.task_metrics) uses
   ridge readouts on the hidden states, not the trained W_hy.
 
 Every sequence starts from h = 0 (``reset_h`` on its first chunk). With ``seq_len`` shorter

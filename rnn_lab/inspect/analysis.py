@@ -72,7 +72,7 @@ import numpy as np
 from rnn_lab.core import cells, engine
 from rnn_lab.core.data import EncodedText, Vocab, load_corpus, split_ids, word_category
 from rnn_lab.inspect.load import cell_options, load_run
-from rnn_lab.inspect.tasks import analyze_task_params, is_sequence_task
+from rnn_lab.inspect.task_metrics import analyze_task_params, is_sequence_task
 from rnn_lab.run import rundir
 from rnn_lab.run.rundir import (
     ANALYSIS_FILE,

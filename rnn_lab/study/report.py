@@ -47,7 +47,7 @@ from rnn_lab.study.stats import (
     metric_axis_label,
     status_group,
 )
-from rnn_lab.study.tuning import Tuning, not_applicable_md, tuning_report
+from rnn_lab.study.tuning_report import Tuning, not_applicable_md, tuning_report
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +240,7 @@ class _Report:
     skipped_plots: list[tuple[str, str]]
     sweep_dir: Path
     commands: list[str]
-    tuning: Tuning | None = None  # an Optuna sweep (rnn_lab.study.tuning): no grid
+    tuning: Tuning | None = None  # an Optuna sweep (rnn_lab.study.tuning_report): no grid
 
 
 def build_report(sweep_dir: str | Path) -> Path:

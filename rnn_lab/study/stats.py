@@ -50,7 +50,7 @@ METRIC_DIRECTION: dict[str, str | None] = {
     "position_accuracy": "higher",
     "spectral_radius": None,
     "final_grad_norm": None,
-    # sequence tasks (rnn_lab/inspect/tasks.py)
+    # sequence tasks (rnn_lab/inspect/task_metrics.py)
     "mse": "lower",  # adding: squared error of the answer
     "ce_per_step": "lower",  # copy: nats per time step over the whole sequence
     "recall_ce": "lower",  # copy: nats per recall step
