@@ -39,8 +39,6 @@ from hydra.core.utils import (
     JobReturn,
     JobRuntime,
     JobStatus,
-    _flush_loggers,
-    _save_config,
     configure_log,
     env_override,
     filter_overrides,
@@ -48,6 +46,13 @@ from hydra.core.utils import (
     setup_globals,
 )
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from rnn_lab.third_party import resolve
+
+# Hydra's private helpers run_job uses, for a stacked job's files and logs as run_job makes them
+# (their versions: rnn_lab.third_party).
+_save_config = resolve("hydra.save_config")
+_flush_loggers = resolve("hydra.flush_loggers")
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import functools
-import importlib
 import logging
 import signal
 import subprocess
@@ -30,6 +28,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from rnn_lab import third_party
 from rnn_lab.app import sweep
 from rnn_lab.run import rundir
 
@@ -152,13 +151,14 @@ class SweepCallback(Callback):
 
     def _adapt_launcher(self, target: str) -> None:
         """What joblib, Ray and submitit do in the launching process that would break a clean
-        stop. A library version without the name patched keeps its own behaviour."""
+        stop. A library version without the name patched keeps its own behaviour (the patched
+        names and the versions they were written for: rnn_lab.third_party)."""
         if "joblib" in target or "rnn_lab_launcher" in target:  # stacked: loky workers too
             # A loky worker that gets Ctrl-C while it boots (seconds: it imports numpy before
             # it can run anything of ours) dies, and the pool with it. Started with SIGINT
             # blocked (inherited), it lets the signal in once it is protected (JobGuard).
             # Blocked right at the fork: loky's resource tracker unblocks SIGINT on its way.
-            self._wrap("joblib.externals.loky.backend.fork_exec", "fork_exec", _with_sigint_blocked)
+            self._undo.append(third_party.wrap("loky.fork_exec", _with_sigint_blocked))
         if "ray" in target:
             # ray.init() replaces the SIGTERM handler twice: in Python by sys.exit, and in C
             # by its crash handler, which aborts. Either kills the launcher in ray.get with
@@ -168,23 +168,11 @@ class SweepCallback(Callback):
                 if self._signals is not None:
                     self._signals.reinstall()
 
-            self._wrap("hydra_plugins.hydra_ray_launcher._core", "start_ray", start_ray)
+            self._undo.append(third_party.wrap("ray_launcher.start_ray", start_ray))
         if "submitit" in target:
             # A job controller in the terminal's process group dies of Ctrl-C with a traceback
             # and SIGKILLs its job 1 s later, checkpoint or not: started with SIGINT blocked.
-            self._wrap("submitit.local.local", "start_controller", _with_sigint_blocked)
-
-    def _wrap(self, module: str, name: str, wrapper) -> None:
-        """module.name(...) calls wrapper(original, ...) instead until the sweep ends."""
-        try:
-            owner = importlib.import_module(module)
-        except ImportError:
-            return
-        original = getattr(owner, name, None)
-        if original is None:
-            return
-        setattr(owner, name, functools.wraps(original)(functools.partial(wrapper, original)))
-        self._undo.append(lambda: setattr(owner, name, original))
+            self._undo.append(third_party.wrap("submitit.start_controller", _with_sigint_blocked))
 
     # ---- every process that runs a job (the launcher itself with the basic launcher) ----
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -235,8 +223,7 @@ def _name(signum: int) -> str:
 def _shutdown_pools() -> None:
     """No worker outlives the sweep: joblib's reusable loky executor would keep its idle
     workers for 300 s, and Ray its local cluster until interpreter exit."""
-    loky = sys.modules.get("joblib.externals.loky.reusable_executor")
-    executor = getattr(loky, "_executor", None)
+    executor = third_party.resolve("loky.executor", None, imported_only=True)
     if executor is not None:
         with contextlib.suppress(Exception):
             executor.shutdown(wait=True)

@@ -43,6 +43,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rnn_lab.app.sweep import stop_requested
 from rnn_lab.run import rundir
+from rnn_lab.third_party import job_return_value, resolve
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,6 @@ def planned_jobs(config: DictConfig) -> tuple[int | None, list[str]]:
     params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
     task = list(OmegaConf.select(config, "hydra.overrides.task", default=None) or [])
     try:
-        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
         arguments = [f"{k}={v}" for k, v in params.items()] + task
@@ -145,7 +145,8 @@ def planned_jobs(config: DictConfig) -> tuple[int | None, list[str]]:
             return int(n_trials), swept
         if "BasicSweeper" not in str(sweeper.get("_target_", "")):
             return None, swept
-        return len(BasicSweeper.split_arguments(overrides, None)[0]), swept
+        split_arguments = resolve("hydra.split_arguments")  # the basic sweeper's, private
+        return len(split_arguments(overrides, None)[0]), swept
     except Exception as e:  # a sweep Hydra itself will refuse, or a grammar we cannot expand
         log.debug("progress: cannot count the sweep's jobs (%s)", e)
         return (int(n_trials) if n_trials is not None else None), []
@@ -174,7 +175,7 @@ def job_outcome(
         return JobEnd([], None, status, metric, value, time.time() - started, note)
 
     if getattr(job_return, "status", None) == JobStatus.FAILED:
-        return end("error", note=_one_line(getattr(job_return, "_return_value", "")))
+        return end("error", note=_one_line(job_return_value(job_return, "")))
     path = run_dir / rundir.SUMMARY_FILE
     try:
         fresh = path.stat().st_mtime >= started - 1
@@ -190,7 +191,7 @@ def job_outcome(
     if fresh:
         error = summary.get("error") if status != rundir.OK else None
         return end(status, value, _one_line(error or ""))
-    returned = getattr(job_return, "_return_value", None)
+    returned = job_return_value(job_return)
     if status == rundir.OK and not (isinstance(returned, int | float) and math.isfinite(returned)):
         # main.run returns +inf without touching the folder when it holds another run
         return end(rundir.CONFLICT, note="its folder holds another run (see the report)")

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import functools
 import logging
 import warnings
 from pathlib import Path
@@ -38,12 +37,12 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from rnn_lab import third_party
 from rnn_lab.app.sweep import stop_requested
 from rnn_lab.run import rundir
 
 log = logging.getLogger(__name__)
 
-OPTUNA_SWEEPER = "hydra_plugins.hydra_optuna_sweeper._impl.OptunaSweeperImpl"
 # Run statuses that are results (the run ended by itself): ok, diverged, failed.
 RESULT_STATUSES = (rundir.OK, rundir.DIVERGED, rundir.FAILED)
 
@@ -86,27 +85,7 @@ def prepare_storage(url: str) -> None:
     path = sqlite_file(url)
     if path is not None:
         path.absolute().parent.mkdir(parents=True, exist_ok=True)
-    import optuna
-    import sqlalchemy
-
-    if int(optuna.__version__.split(".")[0]) >= 3 or int(sqlalchemy.__version__[0]) < 2:
-        return  # these pairs initialise their storage themselves
-    from alembic.migration import MigrationContext
-    from optuna.storages._rdb import models
-    from optuna.storages._rdb.storage import _VersionManager
-
-    engine = sqlalchemy.create_engine(url)
-    try:
-        models.BaseModel.metadata.create_all(engine)
-        with engine.begin() as connection:
-            context = MigrationContext.configure(connection)
-            if context.get_current_revision() is None:
-                versions = object.__new__(_VersionManager)  # for its migration scripts only
-                versions.url = url
-                script = versions._create_alembic_script()
-                context.stamp(script, script.get_current_head())
-    finally:
-        engine.dispose()
+    third_party.optuna2_prepare_storage(url)
 
 
 def _params_key(params: dict) -> tuple:
@@ -129,7 +108,7 @@ def resume_study(url: str, study_name: str | None) -> tuple[int, int]:
     queued |= {_params_key(t.system_attrs.get("fixed_params", {})) for t in trials if _waiting(t)}
     for trial in trials:
         if trial.state == TrialState.RUNNING:  # its sweep was killed while it ran
-            _fail(study, trial)
+            third_party.optuna_fail_trial(study, trial)
         if trial.state in (TrialState.RUNNING, TrialState.FAIL) and trial.params:
             key = _params_key(trial.params)
             if key not in queued:
@@ -144,16 +123,6 @@ def _waiting(trial) -> bool:
     from optuna.trial import TrialState
 
     return trial.state == TrialState.WAITING
-
-
-def _fail(study, trial) -> None:
-    from optuna.trial import TrialState
-
-    storage = study._storage
-    if hasattr(storage, "set_trial_state_values"):  # Optuna >= 3
-        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-    else:
-        storage.set_trial_state(trial._trial_id, TrialState.FAIL)
 
 
 def _record_budget(url: str, study_name: str | None, budget: int) -> None:
@@ -224,7 +193,7 @@ def _tuning_sweep(original, sweeper, arguments: list[str]):
             # a study, it would suggest its first trials again.
             sweeper.sampler.reseed_rng()
         log.info("tuning: %d of %d trials done, %d to go", done, budget, sweeper.n_trials)
-    launch = sweeper.launcher.launch
+    launch = sweeper.launcher.launch  # replaced while the sweep runs (see rnn_lab.third_party)
 
     def launch_unless_stopped(job_overrides, initial_job_idx):
         if stop_requested(sweep_dir):
@@ -266,16 +235,7 @@ class TuningCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not is_optuna_sweep(config):
             return
-        from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
-
-        original = OptunaSweeperImpl.sweep
-
-        @functools.wraps(original)
-        def sweep(sweeper, arguments: list[str]):
-            return _tuning_sweep(original, sweeper, arguments)
-
-        OptunaSweeperImpl.sweep = sweep
-        self._undo.append(lambda: setattr(OptunaSweeperImpl, "sweep", original))
+        self._undo.append(third_party.wrap("optuna_sweeper.sweep", _tuning_sweep, missing_ok=False))
         atexit.register(self._restore)
         self._undo.append(lambda: atexit.unregister(self._restore))
 

@@ -31,10 +31,12 @@ from typing import ClassVar
 
 import numpy as np
 
+from rnn_lab.third_party import resolve
+
 # np.dot without its __array_function__ dispatch layer: the same C function, ~0.3 us less per
 # call. At the seed's sizes a training step makes ~55 dot calls on tiny arrays, so this is
 # ~5% of a step. The engine only passes ndarrays, for which the dispatch is a no-op.
-_dot = getattr(np.dot, "_implementation", np.dot)
+_dot = resolve("numpy.undispatched_dot", default=np.dot)  # a private name: see third_party
 _vecdot = getattr(np, "vecdot", None)  # NumPy >= 2.0
 
 
