@@ -1,5 +1,7 @@
 """The package as the pipeline: numbers unchanged by the layout, one source of settings,
-dependencies pointing one way, the run directory named in one module, small functions."""
+dependencies pointing one way, the run directory named in one module, small functions; no
+import cycles, no module over 800 lines, the benchmarks beside the library, distinct module
+names, nothing private shared between run/ and the stacked trainer."""
 
 from __future__ import annotations
 
@@ -281,3 +283,151 @@ def test_help_lists_every_key_with_its_meaning():
         if key not in GROUP_KEYS:
             assert f"  {key}=" in proc.stdout and info["help"] in proc.stdout, key
     assert "schema/" not in proc.stdout  # internal groups stay out of the listing
+
+
+# ---- the layout shows the pipeline ----------------------------------------------------------
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PROJECT_ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def _module_imports(path: Path) -> set[str]:
+    """The rnn_lab modules a file imports, at its top or inside a function."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            for a in node.names:  # `from pkg import module` names the module, else the module
+                out.add(
+                    f"{node.module}.{a.name}"
+                    if f"{node.module}.{a.name}" in MODULES
+                    else node.module
+                )
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+    return {m for m in out if m in MODULES}
+
+
+IMPORT_GRAPH = {name: _module_imports(path) for name, path in MODULES.items()}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import cycles (strongly connected components of more than one module, or a module
+    importing itself), by Tarjan's algorithm."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = stack[stack.index(v) :]
+            del stack[stack.index(v) :]
+            if len(component) > 1 or v in graph[v]:
+                cycles.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return cycles
+
+
+def test_no_import_cycles():
+    assert _cycles(IMPORT_GRAPH) == []
+
+
+def test_the_cycle_check_sees_a_cycle():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": {"e"}}
+    assert sorted(_cycles(graph)) == [["a", "b", "c"], ["e"]]
+
+
+MAX_MODULE_LINES = 800
+# Modules over the limit that are still to be split (issue 21). This list only shrinks: a
+# module leaves it when it is split, and no module joins it.
+OVER_800_TO_SPLIT = {
+    "rnn_lab/inspect/analysis.py",
+    "rnn_lab/study/collect.py",
+    "rnn_lab/inspect/plots.py",
+}
+
+
+def test_no_module_over_800_lines():
+    sizes = {
+        str(p.relative_to(PROJECT_ROOT)): len(p.read_text().splitlines())
+        for p in [*PACKAGE.rglob("*.py"), *(PROJECT_ROOT / "hydra_plugins").rglob("*.py")]
+    }
+    over = {path for path, n in sizes.items() if n > MAX_MODULE_LINES}
+    assert over - OVER_800_TO_SPLIT == set(), {p: sizes[p] for p in over - OVER_800_TO_SPLIT}
+    split = OVER_800_TO_SPLIT - over
+    assert not split, f"{sorted(split)} no longer over {MAX_MODULE_LINES}: take them off the list"
+
+
+def test_the_library_does_not_import_the_benchmarks():
+    """rnn_lab/bench/ sits beside the library: rnn-lab bench reaches it by name (app/cli.py)."""
+    for name, imported in IMPORT_GRAPH.items():
+        if name.split(".")[1:2] in (["core"], ["run"], ["inspect"], ["study"], ["app"]):
+            bench = {m for m in imported if m.startswith("rnn_lab.bench")}
+            assert not bench, f"{name} imports {bench}"
+
+
+def test_module_file_names_are_distinct():
+    names: dict[str, list[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        if path.name not in ("__init__.py", "__main__.py"):
+            names.setdefault(path.name, []).append(str(path.relative_to(PROJECT_ROOT)))
+    assert {n: paths for n, paths in names.items() if len(paths) > 1} == {}
+
+
+# The stacked trainer and its engine: what they take from run/ (and run/ from them) is public.
+STACKED_TRAINER = {
+    "rnn_lab.run.stacked",
+    "rnn_lab.core.stacked_engine",
+    "rnn_lab.core.stacked_losses",
+    "rnn_lab.core.stacked_optim",
+}
+
+
+def _private_uses_between(path: Path, others: set[str]) -> list[str]:
+    """Underscore names of the modules ``others`` that the file imports or reads through a
+    module alias (``from rnn_lab.run import trainer as single``; ``single._start``)."""
+    tree = ast.parse(path.read_text())
+    aliases, found = {}, []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            for a in node.names:
+                module = f"{node.module}.{a.name}"
+                if module in others:
+                    aliases[a.asname or a.name] = module
+                elif node.module in others and a.name.startswith("_"):
+                    found.append(f"from {node.module} import {a.name}")
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name in others and a.asname:
+                    aliases[a.asname] = a.name
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_"):
+            if isinstance(node.value, ast.Name) and node.value.id in aliases:
+                found.append(f"{aliases[node.value.id]}.{node.attr}")
+    return found
+
+
+def test_no_private_imports_between_run_and_the_stacked_trainer():
+    run = {m for m in MODULES if m.startswith("rnn_lab.run.")}
+    offenders = {}
+    for name in sorted(run | STACKED_TRAINER):
+        others = (run | STACKED_TRAINER) - {name} if name in STACKED_TRAINER else STACKED_TRAINER
+        if uses := _private_uses_between(MODULES[name], others - {name}):
+            offenders[name] = uses
+    assert offenders == {}

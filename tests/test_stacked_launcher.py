@@ -298,7 +298,7 @@ def test_group_key_shares_what_the_engine_shares():
 def _sigint_after_step(monkeypatch, step: int):
     """A real SIGINT to this process right after `step` (the trainer's handler, single or
     stacked, then checkpoints and ends the run as interrupted)."""
-    original = trainer._after_step
+    original = trainer.after_step
 
     def after_step(s, run_dir, state, *args, **kwargs):
         original(s, run_dir, state, *args, **kwargs)
@@ -306,7 +306,7 @@ def _sigint_after_step(monkeypatch, step: int):
             signal.raise_signal(signal.SIGINT)
 
     with monkeypatch.context() as m:
-        m.setattr(trainer, "_after_step", after_step)
+        m.setattr(trainer, "after_step", after_step)
         yield
 
 

@@ -200,7 +200,7 @@ def train_group(jobs, *, task=None) -> list:
     results = _Results([None] * len(jobs))
     task = single.build_task(settings[0]) if task is None else task
     arms = _plan_arms(jobs, settings, task, results)
-    stop = single._StopFlag()
+    stop = single.StopFlag()
     stop.install()
     try:
         for stack in _stacks(arms, task, results):
@@ -249,8 +249,8 @@ def _stacks(arms: list[_Arm], task, results: _Results) -> Iterator[list[_Arm]]:
             try:
                 # A resumed arm moves its own copy of the task to its checkpoint's pointer.
                 own = task if arm.plan.checkpoint is None else copy.copy(task)
-                arm.state = single._start(arm.s, arm.run_dir, own, arm.plan)
-                single._write_start_files(arm.s, arm.run_dir, arm.state, arm.run_id)
+                arm.state = single.start_run(arm.s, arm.run_dir, own, arm.plan)
+                single.write_start_files(arm.s, arm.run_dir, arm.state, arm.run_id)
             except Exception as e:
                 log.exception("%s: could not start", arm.run_dir)
                 arm.release()
@@ -554,7 +554,7 @@ def _train_stack(stack: list[_Arm], stop, results: _Results) -> None:
                         _end(arm, rundir.DIVERGED, result.diverged, None, elapsed, results)
                         continue
                     args = (arm.s, arm.run_dir, arm.state, result, arm.run_id)
-                    single._after_step(*args, val_loss=val.get(id(arm)))
+                    single.after_step(*args, val_loss=val.get(id(arm)))
                 finally:
                     _ARM.reset(token)
             if len(keep) < len(active):
@@ -601,7 +601,7 @@ def _end(arm: _Arm, status: str, error, signum, elapsed, results: _Results, val_
     speed = (state.step - arm.first_step) / max(elapsed, 1e-9)
     outcome = single.LoopOutcome(status, error, signum, speed, arm.last_grads)
     try:
-        summary = single._finish(arm.s, arm.run_dir, state, arm.run_id, outcome, val_loss)
+        summary = single.finish_run(arm.s, arm.run_dir, state, arm.run_id, outcome, val_loss)
         results.set(arm, summary)
     except Exception as e:
         log.exception("%s: could not write the run's files", arm.run_dir)

@@ -261,13 +261,13 @@ def train(settings: TrainSettings, run_dir: str | Path, *, task=None) -> dict:
         log.info("%s: %s", run_dir, plan.reason)
         if plan.complete is not None:
             return plan.complete
-        state = _start(s, run_dir, task, plan)
-        _write_start_files(s, run_dir, state, run_id)
+        state = start_run(s, run_dir, task, plan)
+        write_start_files(s, run_dir, state, run_id)
         loop = _loop(s, run_dir, state, run_id)
-        return _finish(s, run_dir, state, run_id, loop)
+        return finish_run(s, run_dir, state, run_id, loop)
 
 
-def _start(s: TrainSettings, run_dir: Path, task, plan: Plan) -> TrainState:
+def start_run(s: TrainSettings, run_dir: Path, task, plan: Plan) -> TrainState:
     if plan.checkpoint is None:
         rundir.clear_outputs(run_dir)  # no file of an earlier attempt survives a fresh start
         return TrainState.start(build_params(s, task), s.optim, task, s.batch_size, s.seed)
@@ -275,7 +275,7 @@ def _start(s: TrainSettings, run_dir: Path, task, plan: Plan) -> TrainState:
     recorder = _sound_diagnostics(s, run_dir, int(plan.checkpoint["step"]))
     if rows is None or recorder is None:
         log.warning("%s: history or diagnostics do not cover the checkpoint: restarting", run_dir)
-        return _start(s, run_dir, task, Plan())
+        return start_run(s, run_dir, task, Plan())
     state = TrainState.from_arrays(plan.checkpoint, s.optim, task, cell_name(s))
     state.rows, state.recorder = rows, recorder
     if (run_dir / rundir.ANALYSIS_FILE).exists():
@@ -331,7 +331,7 @@ def _sound_diagnostics(s: TrainSettings, run_dir: Path, step: int) -> Recorder |
     return recorder
 
 
-def _write_start_files(s: TrainSettings, run_dir: Path, state: TrainState, run_id: str) -> None:
+def write_start_files(s: TrainSettings, run_dir: Path, state: TrainState, run_id: str) -> None:
     task = state.task
     rundir.atomic_write_json(run_dir / rundir.SETTINGS_FILE, s.to_dict())
     if is_char_task(task):
@@ -380,7 +380,7 @@ class LoopOutcome:
 
 
 def _loop(s: TrainSettings, run_dir: Path, state: TrainState, run_id: str) -> LoopOutcome:
-    stop = _StopFlag()
+    stop = StopFlag()
     stop.install()
     status, error, last_grads = rundir.OK, None, None
     first_step, wall_before, t0 = state.step, state.wall_time_s, time.perf_counter()
@@ -393,7 +393,7 @@ def _loop(s: TrainSettings, run_dir: Path, state: TrainState, run_id: str) -> Lo
                 break
             last_grads = result.grads
             state.wall_time_s = wall_before + time.perf_counter() - t0
-            _after_step(s, run_dir, state, result, run_id)
+            after_step(s, run_dir, state, result, run_id)
             if stop.signum is not None:
                 status = rundir.INTERRUPTED
                 error = f"stopped by {signal.Signals(stop.signum).name} at step {state.step}"
@@ -411,7 +411,7 @@ def _loop(s: TrainSettings, run_dir: Path, state: TrainState, run_id: str) -> Lo
 
 
 def _after_step_work(s: TrainSettings, step: int) -> tuple[bool, bool, bool, bool]:
-    """What _after_step does after this step: (validate, sample, progress line, checkpoint)."""
+    """What after_step does after this step: (validate, sample, progress line, checkpoint)."""
     return (
         due(step, s.val_interval, s.steps),
         due(step, s.sample_interval, s.steps),
@@ -421,12 +421,12 @@ def _after_step_work(s: TrainSettings, step: int) -> tuple[bool, bool, bool, boo
 
 
 def after_step_due(s: TrainSettings, step: int) -> bool:
-    """Does _after_step have anything to do after this step? (False on most steps: the
+    """Does after_step have anything to do after this step? (False on most steps: the
     stacked trainer then skips its per-arm call.)"""
     return any(_after_step_work(s, step))
 
 
-def _after_step(
+def after_step(
     s: TrainSettings, run_dir: Path, state: TrainState, result, run_id: str, val_loss=None
 ) -> None:
     """Validation, samples, the progress line and periodic checkpoints after an update
@@ -477,7 +477,7 @@ def _validate(s: TrainSettings, state: TrainState, val_loss: float | None = None
         state.best_val_loss = min(state.best_val_loss, state.val_loss)
 
 
-def _finish(s, run_dir: Path, state: TrainState, run_id: str, loop: LoopOutcome, val_loss=None):
+def finish_run(s, run_dir: Path, state: TrainState, run_id: str, loop: LoopOutcome, val_loss=None):
     sample = ""
     if loop.status == rundir.OK:
         _validate(s, state, val_loss)
@@ -555,7 +555,7 @@ def _save(s: TrainSettings, run_dir: Path, state: TrainState, run_id: str) -> No
     rundir.write_checkpoint(run_dir, state.to_arrays(s.to_dict(), run_id))
 
 
-class _StopFlag:
+class StopFlag:
     """Set by SIGINT/SIGTERM: the loop finishes its step, checkpoints and returns."""
 
     def __init__(self):
