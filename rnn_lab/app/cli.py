@@ -6,7 +6,7 @@ rnn-lab study --list                  list the studies and their questions
 rnn-lab reproduce NAME | --all        run studies with claims and print which claims hold
 rnn-lab collect DIR                   one row per run of a sweep -> results.csv
 rnn-lab report DIR                    (re)build a sweep's report.md and plots
-rnn-lab compare DIR_A DIR_B [...]     two or more sweeps of one grid, arm by arm -> compare.md
+rnn-lab compare DIR_A DIR_B [...]     sweeps of one grid, arm by arm -> compare-A-vs-B/compare.md
 rnn-lab analyze RUN_DIR               analyse a trained run (analysis.json, plots)
 rnn-lab sample RUN_DIR [--prime ...]  sample text from a trained run
 rnn-lab corpus [--out FILE]           write the Elman corpus to a file
