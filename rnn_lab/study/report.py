@@ -35,6 +35,7 @@ from rnn_lab.run.rundir import (
 )
 from rnn_lab.study.claims import claims_section_md
 from rnn_lab.study.collect import canonical, collect, format_value, status_counts
+from rnn_lab.study.explain import explain_section_md
 from rnn_lab.study.figures import PLOTS_DIR, draw_report_figures
 from rnn_lab.study.stats import (
     ALPHA,
@@ -288,6 +289,7 @@ def _report_markdown(r: _Report) -> str:
         _comparisons_md(r.df, r.settings, r.comparisons)
         if r.tuning is None
         else not_applicable_md("Comparisons", r.tuning),
+        explain_section_md(r.df, r.settings, r.sweep_dir),
         _plots_md(r.plots, r.skipped_plots),
         _problems_md(r.df),
         _ledger_md(r.df, r.ledger)
