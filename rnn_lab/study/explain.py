@@ -574,56 +574,68 @@ def _arms_md(ex: Explanation, settings: dict, df: pd.DataFrame) -> list[str]:
     return out + _pair_md(ex, settings, df, stats, columns)
 
 
+def _contrasts(baseline, metric: str, df: pd.DataFrame, stats: pd.DataFrame) -> tuple[list, str]:
+    """[(arm, the arm it is set against)] and a title: every arm whose mean beats its declared
+    baseline's, best first; else (no baseline declared, or none beats it) the best against the
+    worst arm."""
+    higher = metric_direction(metric) == "higher"
+    mean = stats[(metric, "mean")]
+    mapping = baseline_counterparts(df, baseline)[0] if baseline else {}
+    pairs = [
+        (arm, mapping[arm])
+        for arm in stats.index
+        if mapping.get(arm) in stats.index
+        and (mean[arm] > mean[mapping[arm]] if higher else mean[arm] < mean[mapping[arm]])
+    ]
+    if pairs:
+        return pairs, "Arms that beat their baseline"
+    return [(stats.index[0], stats.index[-1])], "The best arm against the worst"
+
+
 def _pair_md(ex, settings: dict, df: pd.DataFrame, stats: pd.DataFrame, columns) -> list[str]:
-    """The best arm against its baseline (the worst arm when it is a baseline itself): does
-    each scalar differ the way the association over runs, and the vanishing-gradient
-    argument, predict from the gap in the metric?"""
+    """The arms that beat their baseline (else the best against the worst): does each scalar
+    differ the way its association over runs, and the vanishing-gradient argument, predict
+    from the gap in the metric?"""
+    from rnn_lab.study.report import markdown_table  # report imports this module
+
     if metric_direction(ex.metric) is None or len(stats) < 2:
         return []
-    best = stats.index[0]
-    declared = settings.get("baseline")  # without one, the first arm is no baseline to name
-    partner = baseline_counterparts(df, declared)[0].get(best) if declared else None
-    relation = "its baseline"
-    if partner is None or partner not in stats.index:
-        partner, relation = stats.index[-1], "the worst arm"
-    m_best, m_other = (stats.loc[a, (ex.metric, "mean")] for a in (best, partner))
+    # without a declared baseline the first arm would stand in for one: none is named then
+    pairs, title = _contrasts(settings.get("baseline"), ex.metric, df, stats)
     out = [
-        f"**The best arm against {relation}.** {best} ({ex.metric} {fmt_number(m_best)}) "
-        f"against {partner} ({fmt_number(m_other)}), arm means:\n"
+        f"**{title}** (arm means; *in line* / *against*: the scalar differs the way its "
+        f"association with {ex.metric} over runs predicts from the gap in {ex.metric}, or the "
+        "other way; *n.s.*: that association's CI includes 0, so it explains no gap; *apart*: "
+        "no seed of one arm lies within the other's range):\n"
     ]
-    out += [
-        f"- {_scalar_gap_text(ex, stats, col, best, partner, m_best - m_other)}." for col in columns
-    ]
-    vanishing = _vanishing_text(stats, columns, best, partner)
-    return out + ([f"\n{vanishing}\n"] if vanishing else [""])
+    rows = []
+    for arm, other in pairs:
+        m_arm, m_other = (stats.loc[a, (ex.metric, "mean")] for a in (arm, other))
+        cells = [_gap_cell(ex, stats, col, (arm, other), m_arm - m_other) for col in columns]
+        rows.append([arm, other, f"{fmt_number(m_arm)} vs {fmt_number(m_other)}", *cells])
+    out += [markdown_table(["arm", "against", ex.metric, *columns], rows), ""]
+    vanishing = _vanishing_text(stats, columns, pairs)
+    return out + ([f"{vanishing}\n"] if vanishing else [])
 
 
-def _scalar_gap_text(ex, stats, col: str, best: str, other: str, metric_gap: float) -> str:
-    v_best, v_other = (stats.loc[a, (col, "mean")] for a in (best, other))
-    lo_b, hi_b = stats.loc[best, (col, "min")], stats.loc[best, (col, "max")]
-    lo_o, hi_o = stats.loc[other, (col, "min")], stats.loc[other, (col, "max")]
-    text = f"{col} {fmt_number(v_best)} vs {fmt_number(v_other)}"
-    if max(lo_b, lo_o) > min(hi_b, hi_o):
-        text += " (no seed of one arm within the other's range)"
+def _gap_cell(ex, stats, col: str, pair: tuple[str, str], metric_gap: float) -> str:
+    """ "0.0797 vs 0.912, apart, n.s.": the two arms' means of a scalar, whether their seeds
+    overlap, and whether the gap goes the way the scalar's association over runs predicts."""
+    arm, other = pair
+    v_arm, v_other = (stats.loc[a, (col, "mean")] for a in pair)
+    lo = max(stats.loc[arm, (col, "min")], stats.loc[other, (col, "min")])
+    hi = min(stats.loc[arm, (col, "max")], stats.loc[other, (col, "max")])
+    words = [f"{fmt_number(v_arm)} vs {fmt_number(v_other)}"]
+    if lo > hi:
+        words.append("apart")
     over = _over_runs_of(ex, col)
+    predicted = np.sign(metric_gap) * np.sign(over.rho) if over is not None else 0
+    actual = np.sign(v_arm - v_other)
     if over is None or not over.excludes_zero:
-        rho = f" (ρ = {over.rho:.2f})" if over is not None and over.has_number else ""
-        return text + (
-            f": over runs, {col} is not associated with {ex.metric} beyond chance{rho}, so it "
-            "does not explain the gap"
-        )
-    predicted = np.sign(metric_gap) * np.sign(over.rho)
-    actual = np.sign(v_best - v_other)
-    if actual == 0 or predicted == 0:
-        return text + ": no difference"
-    if actual == predicted:
-        return (
-            text + f": in line with its association with {ex.metric} over runs (ρ = {over.rho:.2f})"
-        )
-    return text + (
-        f": against its association with {ex.metric} over runs (ρ = {over.rho:.2f}), so it "
-        "does not explain the gap"
-    )
+        words.append("n.s.")
+    elif actual != 0 and predicted != 0:
+        words.append("in line" if actual == predicted else "against")
+    return ", ".join(words)
 
 
 def _over_runs_of(ex: Explanation, col: str) -> Correlation | None:
@@ -641,32 +653,46 @@ def _over_runs_of(ex: Explanation, col: str) -> Correlation | None:
     return None
 
 
-def _vanishing_text(stats: pd.DataFrame, columns, best: str, other: str) -> str:
-    """Whether the best arm's gradient vanishes faster or more slowly than the other's, by
-    each gradient-flow scalar, against the seeds' argument that a vanishing gradient learns
-    worse."""
-    faster, slower = [], []
-    for col in columns:
-        way = scalar_meaning(col).vanishing
-        if way is None:
-            continue
-        gap = stats.loc[best, (col, "mean")] - stats.loc[other, (col, "mean")]
-        if gap == 0:
-            continue
-        (faster if (gap < 0) == (way == "lower") else slower).append(col)
+def _vanishing_text(stats: pd.DataFrame, columns, pairs: list[tuple[str, str]]) -> str:
+    """Whether each better arm's gradient vanishes faster or more slowly than the arm it beats,
+    by each gradient-flow scalar, against the seeds' argument that a gradient that vanishes
+    faster learns worse; arms with the same answer share a sentence."""
+    groups: dict[tuple, list[str]] = {}
+    for arm, other in pairs:
+        faster, slower = [], []
+        for col in columns:
+            way = scalar_meaning(col).vanishing
+            gap = stats.loc[arm, (col, "mean")] - stats.loc[other, (col, "mean")]
+            if way is not None and gap != 0:
+                (faster if (gap < 0) == (way == "lower") else slower).append(col)
+        if faster or slower:
+            groups.setdefault((tuple(faster), tuple(slower)), []).append(arm)
     out = []
-    if faster:
-        out.append(
-            f"By {' and '.join(faster)}, the better arm's gradient vanishes faster over the "
-            "chunk: the seeds' argument (a gradient that vanishes faster learns worse) predicts "
-            "the opposite, so the gradient profile does not explain this gap."
-        )
-    if slower:
-        out.append(
-            f"By {' and '.join(slower)}, the better arm's gradient vanishes more slowly, as the "
-            "seeds' argument predicts."
-        )
+    for (faster, slower), arms in groups.items():
+        who = _join(arms)
+        if faster and not slower:
+            out.append(
+                f"By {_join(faster)}, the gradient of {who} vanishes faster over the chunk than "
+                "that of the arm it beats: the seeds' argument (a gradient that vanishes faster "
+                "learns worse) predicts the opposite, so the gradient profile does not explain "
+                "the gap."
+            )
+        elif slower and not faster:
+            out.append(
+                f"By {_join(slower)}, the gradient of {who} vanishes more slowly than that of "
+                "the arm it beats, as the seeds' argument predicts."
+            )
+        else:
+            out.append(
+                f"The gradient of {who} vanishes faster by {_join(faster)} but more slowly by "
+                f"{_join(slower)} than that of the arm it beats: the profile gives no one answer."
+            )
     return " ".join(out)
+
+
+def _join(words) -> str:
+    words = list(words)
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
 def _meanings_md(ex: Explanation) -> list[str]:
