@@ -77,6 +77,7 @@ def study_settings(df: pd.DataFrame) -> dict:
     axes = [_resolve_column(df, a) for a in _as_list(study.get("axes"))] or arm_keys
     return {
         "name": study.get("name"),
+        "file": study.get("file"),  # a study file of the user's (`rnn-lab study PATH`)
         "question": study.get("question"),
         "expect": study.get("expect"),
         "baseline": study.get("baseline") or {},
@@ -183,8 +184,10 @@ def reproduce_commands(df: pd.DataFrame, settings: dict, sweep_dir: str | Path) 
     if experiment:
         # `rnn-lab study NAME` selects experiment=NAME itself; other typed overrides pass through
         extras = [o for o in typed if not o.startswith(("experiment=", "+experiment="))]
-        words = ["rnn-lab", "study", str(experiment), *extras]
+        words = ["rnn-lab", "study", str(settings.get("file") or experiment), *extras]
         commands.append(" ".join([shlex.quote(str(w)) for w in words] + [into]))
+        if settings.get("file"):
+            return commands  # a user's study file reaches Hydra through `rnn-lab study` only
     # hydra.job.name is `train` whichever entry point started the sweep (conf/config.yaml)
     parts = ["python", "-m", "rnn_lab.train", "-m"]
     config_name = hydra.get("config_name")
