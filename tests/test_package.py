@@ -11,9 +11,12 @@ dependencies live. A run of this file takes ~30 s on 2 idle cores; CI runs it (`
 
 from __future__ import annotations
 
+import ast
+import email
 import importlib.metadata
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -240,6 +243,60 @@ def readme_study() -> str:
     """The study file of the README's "Your own study"."""
     section = (CHECKOUT / "README.md").read_text().split("### Your own study", 1)[1]
     return section.split("```yaml\n", 1)[1].split("```", 1)[0]
+
+
+# Imported only by a feature that needs an extra (each import sits inside that feature).
+OPTIONAL_IMPORTS = {
+    "mlflow": "logger=mlflow: the tracking extra",
+    "optuna": "tuning studies: hydra-optuna-sweeper (the launchers extra) brings it",
+    "sqlalchemy": "tuning studies' storage, with optuna",
+    "alembic": "tuning studies' storage, with optuna",
+    "pyarrow": "results.parquet beside results.csv when it imports (the dev extra)",
+}
+
+
+def _third_party_imports() -> dict[str, set[str]]:
+    """Top-level module -> the files of the package that import it."""
+    found: dict[str, set[str]] = {}
+    for root in ("rnn_lab", "hydra_plugins"):
+        for path in (CHECKOUT / root).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                    names = [node.module]
+                else:
+                    continue
+                for top in {name.split(".")[0] for name in names}:
+                    if top not in sys.stdlib_module_names and top not in (
+                        "rnn_lab",
+                        "hydra_plugins",
+                    ):
+                        found.setdefault(top, set()).add(str(path.relative_to(CHECKOUT)))
+    return found
+
+
+def test_every_module_the_package_imports_is_a_dependency_it_declares(installed):
+    """A plain `pip install .` brings what the code imports: the fresh venv above borrows the
+    project's packages, extras included, so only the declared dependencies tell."""
+    with zipfile.ZipFile(installed.wheel) as wheel:
+        (meta,) = [n for n in wheel.namelist() if n.endswith(".dist-info/METADATA")]
+        metadata = email.message_from_bytes(wheel.read(meta))
+    required = {
+        re.split(r"[\s<>=!~;\[]", r, maxsplit=1)[0].lower().replace("_", "-")
+        for r in metadata.get_all("Requires-Dist")
+        if "extra ==" not in r
+    }
+    distributions = importlib.metadata.packages_distributions()
+    undeclared = {}
+    for module, files in _third_party_imports().items():
+        if module in OPTIONAL_IMPORTS:
+            continue
+        dists = {d.lower().replace("_", "-") for d in distributions.get(module, [module])}
+        if not dists & required:
+            undeclared[module] = sorted(files)
+    assert not undeclared, f"imported, not in [project] dependencies: {undeclared}"
+    assert set(OPTIONAL_IMPORTS) <= set(_third_party_imports())  # no stale entry
 
 
 def test_the_checkout_reads_its_own_conf_and_experiments_live():
