@@ -252,6 +252,7 @@ OPTIONAL_IMPORTS = {
     "sqlalchemy": "tuning studies' storage, with optuna",
     "alembic": "tuning studies' storage, with optuna",
     "pyarrow": "results.parquet beside results.csv when it imports (the dev extra)",
+    "threadpoolctl": "generated pages name the BLAS kernels when it imports (joblib's dependency)",
 }
 
 
