@@ -12,9 +12,19 @@ from pathlib import Path  # noqa: E402
 
 __version__ = "0.1.0"
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-CONF_DIR = PROJECT_ROOT / "conf"
-EXPERIMENTS_DIR = PROJECT_ROOT / "experiments"
+_PACKAGE_DIR = Path(__file__).resolve().parent
+if (_PACKAGE_DIR / "conf" / "config.yaml").is_file():
+    # An installed wheel: the Hydra configs and the studies ship inside the package
+    # (pyproject.toml maps the checkout's conf/ and experiments/ into rnn_lab/conf/).
+    PROJECT_ROOT = None
+    CONF_DIR = _PACKAGE_DIR / "conf"
+    EXPERIMENTS_DIR = CONF_DIR / "experiment"
+else:
+    # The checkout (or an editable install of it): conf/ and experiments/ beside rnn_lab/,
+    # read live, so an edited study or config counts at once.
+    PROJECT_ROOT = _PACKAGE_DIR.parent
+    CONF_DIR = PROJECT_ROOT / "conf"
+    EXPERIMENTS_DIR = PROJECT_ROOT / "experiments"
 
 
 def load_run(run_dir):

@@ -140,15 +140,15 @@ def test_arms_in_only_one_folder_are_listed(two_sweeps, tmp_path):
     assert result.table.attrs["only_in"] == {"init=random": ["steps=400"]}
     absent = _row(result.table, "final_loss", "init=random", "steps=200")
     assert not absent["present"] and absent["n_runs"] == 0
-    out = tmp_path / "out" / "cmp.md"
-    assert main_compare([str(d) for d in two_sweeps] + ["--out", str(out)]) == 0
+    assert main_compare([str(d) for d in two_sweeps] + ["--out", str(tmp_path / "out")]) == 0
+    out = tmp_path / "out" / "compare.md"
     text = out.read_text()
     assert "## Arms not in every folder" in text and "- init=random: only in steps=400" in text
     assert "| init=random | absent |" in text
     assert "init=random: not compared, no runs in steps=200." in text
-    assert (out.parent / "cmp.png").stat().st_size > 10_000
-    assert pd.read_csv(out.parent / "cmp.csv").shape[0] == len(result.table)
-    assert "](cmp.png)" in text and "](cmp.csv)" in text
+    assert (out.parent / "compare.png").stat().st_size > 10_000
+    assert pd.read_csv(out.parent / "compare.csv").shape[0] == len(result.table)
+    assert "](compare.png)" in text and "](compare.csv)" in text
 
 
 def test_only_shared_seeds_are_paired(tmp_path):
@@ -233,12 +233,17 @@ def test_compare_two_real_studies_differing_in_steps(tmp_path):
         procs = list(pool.map(_study, sweeps, [30, 60]))
     for proc in procs:
         assert proc.returncode == 0, proc.stderr[-3000:]
-    out = tmp_path / "compare.md"
+    elsewhere = tmp_path / "elsewhere"  # the current folder gets nothing
+    elsewhere.mkdir()
     proc = run_cli(
-        ["compare", *map(str, sweeps), "--metrics", "val_loss,final_loss", "--out", str(out)],
+        ["compare", *map(str, sweeps), "--metrics", "val_loss,final_loss"],
         module="rnn_lab.app.cli",
+        cwd=elsewhere,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not any(elsewhere.iterdir())
+    out = tmp_path / "compare-steps30-vs-steps60" / "compare.md"  # beside the first sweep
+    assert f"compare report: {out}" in proc.stdout
     arms = [f"init={i}, activation={a}" for i in ("orthogonal", "random") for a in ("tanh", "relu")]
     text = out.read_text()
     assert "The folders differ in `steps`: 30 vs 60." in text

@@ -9,6 +9,7 @@ fails here rather than after hours of a full run.
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -227,3 +228,147 @@ def test_study_runs_tiny_and_reports_every_arm(study_runs, study):
     assert sorted(_key(_parse_arm(a)) for a in arms) == want_arms, arms
     assert set(arms) == set(results["arm"])
     assert f"# Study report: {study}" in report
+
+
+# --------------------------------------------------------------------------- a study of one's own
+
+OWN_STUDY = """\
+# @package _global_
+# A study of one's own, kept outside the repository: the format of experiments/*.yaml.
+defaults:
+  - /study_preset/default
+
+study:
+  question: "Does clip=1 slow a short run down against no clipping?"
+  baseline: {clip: 0}
+  metrics: [val_loss, final_loss]
+  axes: [clip]
+  claims:
+    - sentence: "Without clipping a 40-step run ends below ln(24) = 3.18 nats/char."
+      check: {arm: {clip: 0}, metric: val_loss, op: "<", value: 3.18}
+
+steps: 40
+hidden_size: 8
+analyze: false
+data:
+  num_sentences: 40
+
+hydra:
+  sweeper:
+    params:
+      clip: 0,1.0
+      seed: 1,2
+"""
+
+
+def _val_losses(sweep: Path) -> dict[str, float]:
+    return {
+        str(p.parent.relative_to(sweep)): json.loads(p.read_text())["val_loss"]
+        for p in sweep.glob("*/seed=*/summary.json")
+    }
+
+
+def test_a_study_file_of_ones_own_runs_resumes_and_reproduces_its_claims(tmp_path):
+    """`rnn-lab study PATH` runs a file kept anywhere into multirun/<stem>/ of the current
+    folder; rerun (here by `rnn-lab reproduce PATH`) it resumes, and launcher=joblib, whose
+    workers compose the config themselves, gives the same numbers."""
+    study = tmp_path / "elsewhere" / "my_clip.yaml"
+    study.parent.mkdir()
+    study.write_text(OWN_STUDY)
+    work = tmp_path / "work"
+    work.mkdir()
+    one_worker = "hydra.launcher.n_jobs=1"
+    proc = run_cli(["study", str(study), one_worker], cwd=work, module="rnn_lab.app.cli")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweep = work / "multirun" / "my_clip"
+    assert "Stacked launcher: 4 jobs" in proc.stdout + proc.stderr  # the preset's launcher
+    first = _val_losses(sweep)
+    assert sorted(first) == ["clip=0/seed=1", "clip=0/seed=2", "clip=1.0/seed=1", "clip=1.0/seed=2"]
+    results = pd.read_csv(sweep / "results.csv")
+    assert set(results["status"]) == {"ok"} and set(results["steps"]) == {40}  # the file's
+    report = (sweep / "report.md").read_text()
+    assert "# Study report: my_clip" in report
+    assert "Does clip=1 slow a short run down" in report
+    commands = report.split("## Reproduce")[1].split("```")[1]
+    assert f"rnn-lab study {study} " in commands  # the file, not an unknown name
+    assert "experiment=my_clip" not in commands  # plain Hydra cannot see the file
+
+    proc = run_cli(["reproduce", str(study), one_worker], cwd=work, module="rnn_lab.app.cli")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("already done, not retrained") == 4, proc.stdout[-2000:]
+    assert "| 1 | **holds** | Without clipping" in proc.stdout
+    assert _val_losses(sweep) == first
+
+    joblib = ["launcher=joblib", one_worker, "hydra.sweep.dir=multirun/joblib"]
+    proc = run_cli(["study", str(study), *joblib], cwd=work, module="rnn_lab.app.cli")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _val_losses(work / "multirun" / "joblib") == first  # bit-identical
+    assert sorted(p.name for p in work.iterdir()) == ["multirun"]
+
+
+def test_a_study_file_composes_as_its_stem_and_a_shipped_file_is_the_shipped_study(
+    compose, tmp_path
+):
+    from rnn_lab.app.studies import find_study, register
+
+    path = tmp_path / "probe_own_study.yaml"
+    path.write_text(OWN_STUDY)
+    study = find_study(str(path))
+    assert (study.name, study.path, study.shipped) == ("probe_own_study", path, False)
+    register(study)
+    cfg = compose(["experiment=probe_own_study"], return_hydra_config=True)
+    assert cfg.study.name == "probe_own_study" and cfg.study.file == str(path)
+    assert cfg.steps == 40 and cfg.data.num_sentences == 40  # the file's lines
+    assert cfg.resume is True  # ... on top of the shared preset
+    assert cfg.hydra.launcher._target_.endswith("StackedLauncher")
+    assert dict(cfg.hydra.sweeper.params) == {"clip": "0,1.0", "seed": "1,2"}
+    # The shipped file given by its path is the shipped study, not a clash.
+    shipped = find_study(str(EXPERIMENTS_DIR / "demo.yaml"))
+    assert shipped.shipped and shipped.name == "demo"
+
+
+BAD_STUDY_FILES = {
+    # case: (file name, content or None (absent) or "/" (a folder), words of the error)
+    "absent": ("nothing_here.yaml", None, "no such file"),
+    "folder": ("a_folder.yaml", "/", "is a directory"),
+    "not yaml": ("broken.yaml", "# @package _global_\nstudy: [1, 2\n", "is not YAML"),
+    "a list": ("a_list.yaml", "# @package _global_\n- 1\n", "holds no YAML mapping"),
+    "no header": ("no_header.yaml", "study: {question: q}\n", "`# @package _global_`"),
+    "header not first": (
+        "late_header.yaml",
+        "# my study\n# @package _global_\nstudy: {question: q}\n",
+        "does not start with `# @package _global_`",
+    ),
+    "no study block": ("no_block.yaml", "# @package _global_\nsteps: 5\n", "no `study:` block"),
+    "another name": (
+        "mine.yaml",
+        "# @package _global_\nstudy: {name: demo}\n",
+        "study.name is 'demo' but a study's name is its file's stem",
+    ),
+    "not text": ("binary.yaml", b"\xff\xfe\x00\x81", "cannot be read as text"),
+    "bad stem": ("my study.yaml", "# @package _global_\nstudy: {}\n", "cannot be a study's name"),
+    "a shipped name": ("demo.yaml", "# @package _global_\nstudy: {}\n", "a shipped study is"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_STUDY_FILES))
+def test_a_bad_study_file_is_refused_in_one_paragraph_before_any_work(
+    case, tmp_path, monkeypatch, capsys
+):
+    from rnn_lab.app.cli import main_study
+
+    name, content, words = BAD_STUDY_FILES[case]
+    path = tmp_path / "studies" / name
+    path.parent.mkdir()
+    if content == "/":
+        path.mkdir()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        path.write_text(content)
+    monkeypatch.chdir(tmp_path)
+    assert main_study([str(path), "steps=10"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"rnn-lab study: {path}") and words in err, err
+    assert "\n" not in err  # one paragraph
+    assert not (tmp_path / "multirun").exists()

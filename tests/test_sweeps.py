@@ -188,6 +188,15 @@ def test_interrupted_study_rerun_completes_only_what_is_missing(tmp_path):
         assert (d / "history.csv").read_bytes() == reference[k], k
 
 
+def test_ray_gets_an_absolute_temp_dir_inside_a_relative_sweep_folder(compose):
+    """`rnn-lab study NAME launcher=ray` sweeps into multirun/NAME (relative); Ray refuses a
+    relative temp dir ("temp_dir must be absolute path or None")."""
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher")
+    cfg = compose(["launcher=ray", "hydra.sweep.dir=multirun/demo"], return_hydra_config=True)
+    temp_dir = cfg.hydra.launcher.ray.init._temp_dir
+    assert temp_dir == str(Path.cwd() / "multirun" / "demo" / ".ray_tmp")
+
+
 @pytest.mark.slow
 def test_ray_launcher_gives_identical_results(basic_and_joblib):
     pytest.importorskip("ray")

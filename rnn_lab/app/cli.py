@@ -2,11 +2,12 @@
 
 rnn-lab train [overrides...]          train one run (= python -m rnn_lab.train ...)
 rnn-lab study NAME [overrides...]     run a named study from experiments/ and build its report
-rnn-lab study --list                  list the studies and their questions
-rnn-lab reproduce NAME | --all        run studies with claims and print which claims hold
+rnn-lab study FILE.yaml [overrides]   run a study file of your own (into multirun/<file stem>/)
+rnn-lab study --list                  list the shipped studies and their questions
+rnn-lab reproduce NAME | FILE | --all run studies with claims and print which claims hold
 rnn-lab collect DIR                   one row per run of a sweep -> results.csv
 rnn-lab report DIR                    (re)build a sweep's report.md and plots
-rnn-lab compare DIR_A DIR_B [...]     two or more sweeps of one grid, arm by arm -> compare.md
+rnn-lab compare DIR_A DIR_B [...]     sweeps of one grid, arm by arm -> compare-A-vs-B/compare.md
 rnn-lab analyze RUN_DIR               analyse a trained run (analysis.json, plots)
 rnn-lab sample RUN_DIR [--prime ...]  sample text from a trained run
 rnn-lab corpus [--out FILE]           write the Elman corpus to a file
@@ -20,7 +21,7 @@ import re
 import sys
 from pathlib import Path
 
-from rnn_lab import EXPERIMENTS_DIR, PROJECT_ROOT
+from rnn_lab import CONF_DIR, PROJECT_ROOT
 
 COMMANDS = (
     "train", "study", "reproduce", "collect", "report", "compare", "analyze", "sample",
@@ -37,17 +38,10 @@ def _hydra_train(argv: list[str]) -> int:
 
 
 def list_studies() -> dict[str, str]:
-    """Study name -> its question (the `question:` line of the file)."""
-    studies = {}
-    for path in sorted(EXPERIMENTS_DIR.glob("*.yaml")):
-        question = ""
-        for line in path.read_text().splitlines():
-            m = re.match(r"\s*question:\s*(.+)", line)
-            if m:
-                question = m.group(1).strip().strip("\"'")
-                break
-        studies[path.stem] = question
-    return studies
+    """Shipped study name -> its question (the `question:` line of the file)."""
+    from rnn_lab.app.studies import shipped_studies, study_question
+
+    return {name: study_question(path) for name, path in shipped_studies().items()}
 
 
 def _study_dir_suffix(overrides: list[str]) -> str:
@@ -62,35 +56,37 @@ def _study_dir_suffix(overrides: list[str]) -> str:
 def main_study(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="rnn-lab study",
-        description="Run a named ablation study from experiments/ (a Hydra multirun) and build "
-        "its report. Extra key=value overrides apply to every job, e.g. steps=500 for a quick "
-        "look (kept in a separate sweep folder).",
+        description="Run an ablation study (a Hydra multirun) and build its report: a shipped "
+        "one by name (experiments/NAME.yaml) or a study file of your own in the same format "
+        "(PATH/NAME.yaml, into multirun/NAME/). Extra key=value overrides apply to every job, "
+        "e.g. steps=500 for a quick look (kept in a separate sweep folder).",
     )
-    parser.add_argument("name", nargs="?", help="study name (a file experiments/NAME.yaml)")
+    parser.add_argument("name", nargs="?", help="a shipped study's name, or a study file's path")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. steps=500")
     parser.add_argument("--list", action="store_true", help="list the studies")
     args = parser.parse_args(argv)
-    studies = list_studies()
     if args.list or not args.name:
-        for name, question in studies.items():
+        for name, question in list_studies().items():
             print(f"{name:18s} {question}")
         return 0 if args.list else 2
-    if args.name not in studies:
-        print(
-            f"rnn-lab study: unknown study {args.name!r}; valid: {', '.join(studies)}",
-            file=sys.stderr,
-        )
+    from rnn_lab.app.studies import StudyError, find_study, register
+
+    try:
+        study = find_study(args.name)
+        register(study)
+    except StudyError as e:
+        print(f"rnn-lab study: {e}", file=sys.stderr)
         return 2
     overrides = list(args.overrides)
     if not any(o.startswith("hydra.sweep.dir=") for o in overrides):
-        sweep_dir = Path("multirun") / f"{args.name}{_study_dir_suffix(overrides)}"
+        sweep_dir = Path("multirun") / f"{study.name}{_study_dir_suffix(overrides)}"
         overrides.append(f"hydra.sweep.dir='{sweep_dir}'")  # quoted: the name may hold =
     else:
         given = next(o for o in overrides if o.startswith("hydra.sweep.dir="))
         sweep_dir = Path(given.split("=", 1)[1].strip("'\""))
     print(f"rnn-lab study {args.name}: sweep in {sweep_dir}/ (re-run the same command to resume)")
     try:
-        code = _hydra_train(["-m", f"experiment={args.name}", *overrides])
+        code = _hydra_train(["-m", f"experiment={study.name}", *overrides])
     except SystemExit as e:
         if not isinstance(e.code, int) or e.code <= 128:
             raise  # a refusal (2: the folder is another sweep's) or Hydra's own error exit
@@ -196,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.strip())
-        print(f"\nproject: {PROJECT_ROOT}")
+        print(f"\nconfigs: {CONF_DIR}" + (f" (project: {PROJECT_ROOT})" if PROJECT_ROOT else ""))
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if command not in HANDLERS:

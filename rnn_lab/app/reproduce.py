@@ -3,6 +3,7 @@
 rnn-lab reproduce --list              the studies with claims, and how many each declares
 rnn-lab reproduce NAME [overrides]    run experiments/NAME.yaml as `rnn-lab study NAME` does
                                       (same sweep folder, resumable), then print its claims
+rnn-lab reproduce FILE.yaml [...]     the same for a study file of one's own with claims
 rnn-lab reproduce --all [overrides]   every study with claims, one after another, then a table
                                       of every claim and the wall time of each study
 
@@ -22,8 +23,6 @@ from pathlib import Path
 
 import yaml
 
-from rnn_lab import EXPERIMENTS_DIR
-
 
 @dataclass
 class Reproduction:
@@ -38,8 +37,10 @@ class Reproduction:
 
 def studies_with_claims() -> dict[str, dict]:
     """Study name -> its `study:` block, for the studies in experiments/ that declare claims."""
+    from rnn_lab.app.studies import shipped_studies
+
     out = {}
-    for path in sorted(EXPERIMENTS_DIR.glob("*.yaml")):
+    for path in shipped_studies().values():
         try:
             study = (yaml.safe_load(path.read_text()) or {}).get("study") or {}
         except yaml.YAMLError:
@@ -60,8 +61,25 @@ def _sweep_dir(name: str, overrides: list[str]) -> tuple[Path, list[str]]:
     return sweep_dir, [*overrides, f"hydra.sweep.dir='{sweep_dir}'"]
 
 
-def reproduce(name: str, overrides: list[str], study: dict) -> Reproduction:
-    """Run one study (resuming its folder) and evaluate its claims on what it collected."""
+def study_file_with_claims(arg: str) -> tuple[str, dict]:
+    """A study file of the user's: its name (the stem) and `study:` block, which must declare
+    claims (StudyError otherwise)."""
+    from omegaconf import OmegaConf
+
+    from rnn_lab.app.studies import StudyError, find_study, read_study_file
+
+    found = find_study(arg)
+    study = OmegaConf.to_container(read_study_file(found.path).study)
+    if not study.get("claims"):
+        raise StudyError(f"{arg} declares no claims (study.claims): nothing to reproduce.")
+    return found.name, study
+
+
+def reproduce(
+    name: str, overrides: list[str], study: dict, given: str | None = None
+) -> Reproduction:
+    """Run one study (resuming its folder) and evaluate its claims on what it collected.
+    GIVEN: how the study was named on the command line when not by NAME (its file)."""
     from rnn_lab.app.cli import main_study
     from rnn_lab.study.claims import claim_rows, evaluate_claims, study_claims
     from rnn_lab.study.collect import collect
@@ -69,7 +87,7 @@ def reproduce(name: str, overrides: list[str], study: dict) -> Reproduction:
     sweep_dir, pinned = _sweep_dir(name, overrides)
     start = time.perf_counter()
     try:
-        code = main_study([name, *pinned])
+        code = main_study([given or name, *pinned])
     except SystemExit as e:  # a refusal or Hydra's own error: this study did not run
         code = e.code if isinstance(e.code, int) else 1
     result = Reproduction(name, sweep_dir, code, time.perf_counter() - start)
@@ -112,7 +130,7 @@ def main_reproduce(argv: list[str]) -> int:
         "statements) and print whether each claim holds, fails or is inconclusive, with its "
         "numbers. Extra key=value overrides apply to every job (kept in a separate folder).",
     )
-    parser.add_argument("name", nargs="?", help="a study with claims (experiments/NAME.yaml)")
+    parser.add_argument("name", nargs="?", help="a study with claims: NAME or a file's path")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. steps=500")
     parser.add_argument("--list", action="store_true", help="list the studies with claims")
     parser.add_argument("--all", action="store_true", help="reproduce every study with claims")
@@ -128,6 +146,10 @@ def main_reproduce(argv: list[str]) -> int:
             print("rnn-lab reproduce: give a study NAME or --all, not both", file=sys.stderr)
             return 2
         overrides.insert(0, args.name)
+    from rnn_lab.app.studies import names_a_file
+
+    if not args.all and args.name not in studies and names_a_file(args.name):
+        return _reproduce_file(args.name, overrides)
     names = list(studies) if args.all else [args.name]
     unknown = [n for n in names if n not in studies]
     if unknown:
@@ -149,3 +171,17 @@ def main_reproduce(argv: list[str]) -> int:
     if args.all:
         _print_all(results)
     return max((r.code for r in results if r.code), default=0)
+
+
+def _reproduce_file(arg: str, overrides: list[str]) -> int:
+    """`rnn-lab reproduce PATH/my_study.yaml`: a user's study file with claims."""
+    from rnn_lab.app.studies import StudyError
+
+    try:
+        name, study = study_file_with_claims(arg)
+    except StudyError as e:
+        print(f"rnn-lab reproduce: {e}", file=sys.stderr)
+        return 2
+    result = reproduce(name, overrides, study, given=arg)
+    _print_claims(result)
+    return result.code

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import typing
 from dataclasses import dataclass, field, fields, make_dataclass
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -184,6 +185,9 @@ def register_schema() -> None:
             cs.store(group=f"schema/{group}", name=name, node=node)
     if not OmegaConf.has_resolver("rnn_lab.dirname"):
         OmegaConf.register_new_resolver("rnn_lab.dirname", job_dirname)
+    if not OmegaConf.has_resolver("rnn_lab.absolute"):
+        # Ray wants its temp dir absolute; a study's sweep folder is relative (multirun/NAME)
+        OmegaConf.register_new_resolver("rnn_lab.absolute", lambda p: str(Path(p).absolute()))
     if not OmegaConf.has_resolver("rnn_lab.keys_help"):
         # --help lists every key with its default and meaning (hydra.help.template)
         OmegaConf.register_new_resolver("rnn_lab.keys_help", keys_help_text)

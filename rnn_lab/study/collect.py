@@ -67,6 +67,7 @@ from rnn_lab.run.rundir import (
     read_npz,
     sweep_state_dir,
 )
+from rnn_lab.study.dynamics import history_scalars
 
 log = logging.getLogger(__name__)
 
@@ -329,7 +330,8 @@ def _read_yaml_file(path: Path, required: bool = False):
 
 
 def _read_summary(run_dir: Path) -> tuple[dict, list[str]]:
-    """summary.json (plus the scalars of this run's own analysis.json) and what is damaged.
+    """summary.json (plus the scalars of this run's own analysis.json and of its history.csv:
+    dynamics.history_scalars) and what is damaged.
 
     No summary.json at all is no damage: the job was cut off before the trainer started, and
     the run counts as incomplete. An unreadable summary gives {} and the reason.
@@ -344,7 +346,19 @@ def _read_summary(run_dir: Path) -> tuple[dict, list[str]]:
     if summary and analysis and analysis_matches(analysis, summary):
         for k, v in analysis_scalars(analysis).items():
             summary.setdefault(k, v)
+    if summary:  # the whole run's clipping, gradient norm and saturation, from its history
+        for k, v in _history_scalars(run_dir).items():
+            summary.setdefault(k, v)
     return summary, problems
+
+
+def _history_scalars(run_dir: Path) -> dict:
+    """dynamics.history_scalars of the run's history.csv; {} when it is absent or unreadable
+    (verify_run_dir has said why)."""
+    try:
+        return history_scalars(read_history_rows(run_dir / HISTORY_FILE))
+    except (ValueError, csv.Error, UnicodeDecodeError, OSError):
+        return {}
 
 
 def _json_object_or_empty(path: Path) -> dict:
@@ -474,7 +488,9 @@ def collect(sweep_dir: str | Path, write: bool = True) -> pd.DataFrame:
     summary names), `steps_done`, `cell` (rnn, gru or lstm: the `cell` group's choice, "rnn"
     for runs from before it; among the arm keys when it varies), every other config key that
     varies across runs, then every scalar metric of summary.json (analysis metrics included:
-    gated runs add spectral_radius_<gate> and gate_saturation_<gate>), `run_id`, `error`
+    gated runs add spectral_radius_<gate> and gate_saturation_<gate>; history.csv adds
+    clip_fraction_run, grad_norm_median, saturation_first and saturation_median, see
+    rnn_lab.study.dynamics), `run_id`, `error`
     (for a damaged run, what is wrong with which file), `sample`.
 
     `df.attrs` carries what the statistics and the report need beyond the table:

@@ -49,7 +49,18 @@ from rnn_lab.study.stats import (
 
 log = logging.getLogger(__name__)
 
-DEFAULT_OUT = "compare.md"  # in the current directory; the plot and CSV go next to it
+REPORT_NAME = "compare.md"  # in the output folder, with compare.csv and compare.png beside it
+
+
+def default_out_dir(dirs: Sequence[str | Path]) -> Path:
+    """Beside the first sweep: compare-<first>-vs-<second>[-and-N-more]/ (never the cwd)."""
+    names = [Path(d).resolve().name for d in dirs]
+    name = f"compare-{names[0]}-vs-{names[1]}" if len(names) > 1 else f"compare-{names[0]}"
+    if len(names) > 2:
+        name += f"-and-{len(names) - 2}-more"
+    return Path(dirs[0]).resolve().parent / name
+
+
 # Config keys that never make two folders different: how a run was launched, logged, kept.
 NOT_A_DIFFERENCE = set(BOOKKEEPING_KEYS) | {"launcher", "experiment"}
 NOT_A_DIFFERENCE_PREFIXES = ("launcher.", "logger", "hydra.", "study.")
@@ -478,14 +489,15 @@ def _only_in_md(table: pd.DataFrame) -> list[str]:
 
 
 def write_compare_report(
-    dirs: Sequence[str | Path], out: str | Path = DEFAULT_OUT, metrics=None
+    dirs: Sequence[str | Path], out_dir: str | Path | None = None, metrics=None
 ) -> Comparison:
-    """compare.md at `out`, with its plot (same name, .png) and table (.csv) beside it."""
+    """compare.md, compare.png and compare.csv in `out_dir` (default: beside the first
+    sweep, :func:`default_out_dir`)."""
     from rnn_lab.inspect.figure_io import PlotSkipped
     from rnn_lab.study.figures import plot_folder_comparison
 
     result = compare_folders(dirs, metrics)
-    out = Path(out)
+    out = Path(out_dir if out_dir is not None else default_out_dir(dirs)) / REPORT_NAME
     out.parent.mkdir(parents=True, exist_ok=True)
     plot, csv = out.with_suffix(".png"), out.with_suffix(".csv")
     atomic_write_text(csv, result.table.to_csv(index=False))
@@ -527,9 +539,10 @@ def main_compare(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--out",
-        default=DEFAULT_OUT,
-        help=f"report file (default: ./{DEFAULT_OUT}); the plot (.png) and table (.csv) go "
-        "beside it under the same name",
+        default=None,
+        type=Path,
+        help=f"folder for {REPORT_NAME}, its plot (.png) and table (.csv) (default: "
+        "compare-<first>-vs-<second>/ beside the first sweep)",
     )
     args = parser.parse_args(argv)
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
@@ -542,7 +555,7 @@ def main_compare(argv: list[str] | None = None) -> int:
         print(line)
     for arm, having in result.table.attrs["only_in"].items():
         print(f"only in {', '.join(having)}: {arm}")
-    out = Path(args.out)
+    out = (args.out if args.out is not None else default_out_dir(args.dirs)) / REPORT_NAME
     beside = f"plot {out.with_suffix('.png')}, table {out.with_suffix('.csv')}"
     print(f"compare report: {out} ({beside})")
     return 0

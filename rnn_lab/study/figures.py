@@ -167,7 +167,7 @@ def arm_colors(arms: Sequence[str]) -> dict[str, tuple]:
     return {a: cmap(i / max(1, n - 1)) for i, a in enumerate(arms)}
 
 
-def _legend_below(fig, handles, labels):
+def legend_below(fig, handles, labels):
     """One legend under the axes, as many columns as the figure's width allows."""
     if not handles:
         return
@@ -364,7 +364,7 @@ def plot_loss_curves(df: pd.DataFrame, out: Path, colors: dict) -> Path:
         ax.set_ylabel(_clipped_label("loss (nats/char)", top))
         ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
-    _legend_below(fig, handles, labels)
+    legend_below(fig, handles, labels)
     fig.suptitle("Loss over training, mean over seeds per arm")
     return save_figure(fig, out)
 
@@ -569,7 +569,7 @@ def plot_grad_profile(df: pd.DataFrame, out: Path, colors: dict) -> Path:
     )
     ax.grid(alpha=0.3, which="both")
     handles, labels = ax.get_legend_handles_labels()
-    _legend_below(fig, handles, labels)
+    legend_below(fig, handles, labels)
     return save_figure(fig, out)
 
 
@@ -632,7 +632,7 @@ def plot_spectral_radius(df: pd.DataFrame, out: Path, colors: dict) -> Path:
     )
     ax.grid(alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
-    _legend_below(fig, handles, labels)
+    legend_below(fig, handles, labels)
     return save_figure(fig, out)
 
 

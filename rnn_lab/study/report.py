@@ -35,6 +35,7 @@ from rnn_lab.run.rundir import (
 )
 from rnn_lab.study.claims import claims_section_md
 from rnn_lab.study.collect import canonical, collect, format_value, status_counts
+from rnn_lab.study.explain import explain_section_md
 from rnn_lab.study.figures import PLOTS_DIR, draw_report_figures
 from rnn_lab.study.stats import (
     ALPHA,
@@ -76,6 +77,7 @@ def study_settings(df: pd.DataFrame) -> dict:
     axes = [_resolve_column(df, a) for a in _as_list(study.get("axes"))] or arm_keys
     return {
         "name": study.get("name"),
+        "file": study.get("file"),  # a study file of the user's (`rnn-lab study PATH`)
         "question": study.get("question"),
         "expect": study.get("expect"),
         "baseline": study.get("baseline") or {},
@@ -182,8 +184,10 @@ def reproduce_commands(df: pd.DataFrame, settings: dict, sweep_dir: str | Path) 
     if experiment:
         # `rnn-lab study NAME` selects experiment=NAME itself; other typed overrides pass through
         extras = [o for o in typed if not o.startswith(("experiment=", "+experiment="))]
-        words = ["rnn-lab", "study", str(experiment), *extras]
+        words = ["rnn-lab", "study", str(settings.get("file") or experiment), *extras]
         commands.append(" ".join([shlex.quote(str(w)) for w in words] + [into]))
+        if settings.get("file"):
+            return commands  # a user's study file reaches Hydra through `rnn-lab study` only
     # hydra.job.name is `train` whichever entry point started the sweep (conf/config.yaml)
     parts = ["python", "-m", "rnn_lab.train", "-m"]
     config_name = hydra.get("config_name")
@@ -288,6 +292,7 @@ def _report_markdown(r: _Report) -> str:
         _comparisons_md(r.df, r.settings, r.comparisons)
         if r.tuning is None
         else not_applicable_md("Comparisons", r.tuning),
+        explain_section_md(r.df, r.settings, r.sweep_dir),
         _plots_md(r.plots, r.skipped_plots),
         _problems_md(r.df),
         _ledger_md(r.df, r.ledger)
