@@ -5,10 +5,10 @@ private API (an underscore name or module, or a copy of a library's internal ste
 packages and version ranges it was written and checked for, and who uses it. The code reaches
 them only through this module (:func:`resolve`, :func:`wrap` and the Optuna helpers below), so
 the list is complete: tests/test_third_party.py fails when an installed version leaves an
-entry's range, when a listed name is gone, or when a module outside this one names a private
-attribute or module of another library. Checked on numpy 2.4.6, hydra-core 1.3.8, joblib
-1.5.3, submitit 1.5.4, hydra-ray-launcher 1.2.2, hydra-optuna-sweeper 1.3.0, optuna 2.10.1,
-SQLAlchemy 2.1.9.
+entry's range (read with importlib.metadata), when a listed name is gone, or when a module
+outside this one names a private attribute or module of another library. Checked on numpy
+2.4.6, hydra-core 1.3.8, joblib 1.5.3, submitit 1.5.4, hydra-ray-launcher 1.2.2,
+hydra-optuna-sweeper 1.3.0, optuna 2.10.1, SQLAlchemy 2.1.9.
 
 A root module (not in app/) because the engine needs one entry and core imports no app; it
 imports no third-party package until an entry is used.
@@ -173,27 +173,6 @@ def wrap(key: str, wrapper: Callable, missing_ok: bool = True) -> Callable[[], N
 
     setattr(owner, name, patched)
     return lambda: setattr(owner, name, original)
-
-
-def out_of_range() -> list[str]:
-    """One line per installed package outside the range an entry was written for."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    from packaging.specifiers import SpecifierSet
-
-    problems = []
-    for key, entry in RELIANCES.items():
-        for package, spec in entry.requires:
-            try:
-                installed = version(package)
-            except PackageNotFoundError:
-                continue  # an optional package: the entry applies only with it
-            if not SpecifierSet(spec).contains(installed, prereleases=True):
-                problems.append(
-                    f"{key} ({entry.kind}: {entry.target}, used by {entry.used_by}) was written "
-                    f"for {package}{spec}; installed: {installed}"
-                )
-    return problems
 
 
 def job_return_value(job_return, default=None):

@@ -82,7 +82,8 @@ from rnn_lab.bench.timing import (
 from rnn_lab.core.data import generate_elman_corpus
 from rnn_lab.provenance import write_generated_page
 
-DEFAULT_PAGE = PROJECT_ROOT / "docs" / "benchmarks.md"
+# The checkout's page; an installed package has no docs/ folder (a page only with --page).
+DEFAULT_PAGE = PROJECT_ROOT / "docs" / "benchmarks.md" if PROJECT_ROOT is not None else None
 
 # The targets (speed-up of rnn_lab over each contender, and trainer wall time).
 TARGET_VS_SEED_LOOP = 8.0
@@ -173,7 +174,7 @@ def _parser() -> argparse.ArgumentParser:
         "--page",
         type=Path,
         help="write the printed report to this Markdown page (default docs/benchmarks.md of "
-        "the project; a --quick run writes a page only when this is given)",
+        "the checkout; a --quick run, or an installed package, writes one only when given)",
     )
     parser.add_argument("--no-page", action="store_true", help="write no page")
     return parser

@@ -34,6 +34,7 @@ import pandas as pd
 from rnn_lab.run.rundir import atomic_write_text
 from rnn_lab.run.settings import BOOKKEEPING_KEYS
 from rnn_lab.study.collect import arm_label, canonical, collect, format_value, status_counts
+from rnn_lab.study.markdown import markdown_table
 from rnn_lab.study.stats import (
     ALPHA,
     compare_pair,
@@ -391,8 +392,6 @@ def _diff_cells(row) -> list[str]:
 
 
 def _metric_section(table: pd.DataFrame, metric: str) -> list[str]:
-    from rnn_lab.study.report import markdown_table
-
     rows = table[table["metric"] == metric]
     folders = [f["label"] for f in table.attrs["folders"]]
     reference = table.attrs["reference"]
@@ -437,8 +436,6 @@ def _sentence(row) -> str:
 
 def compare_markdown(result: Comparison, plot_name: str | None, csv_name: str | None) -> str:
     """The comparison report as markdown (the plot and CSV linked by these names)."""
-    from rnn_lab.study.report import markdown_table
-
     table = result.table
     a = table.attrs
     out = [f"# Comparing {len(result.folders)} sweeps\n"]

@@ -41,6 +41,7 @@ from rnn_lab.run.rundir import atomic_write_text
 from rnn_lab.study.collect import arm_order
 from rnn_lab.study.dynamics import PROFILE_SCALARS, dynamics_columns, scalar_meaning
 from rnn_lab.study.figures import PLOTS_DIR, arm_colors, legend_below
+from rnn_lab.study.markdown import markdown_table
 from rnn_lab.study.stats import (
     baseline_counterparts,
     fmt_number,
@@ -388,8 +389,6 @@ def _rho_text(c: Correlation) -> str:
 
 
 def _correlation_table_md(ex: Explanation) -> str:
-    from rnn_lab.study.report import markdown_table  # report imports this module
-
     header = [
         "dynamics scalar",
         "ρ over runs [95% CI]",
@@ -535,8 +534,6 @@ def _arm_stats(ex: Explanation, columns: list[str]) -> pd.DataFrame:
 def _arms_md(ex: Explanation, settings: dict, df: pd.DataFrame) -> list[str]:
     """Per-arm means of the metric, the strongest scalar and the gradient profile, and how the
     best arm differs from its baseline (or, when it is a baseline, from the worst arm)."""
-    from rnn_lab.study.report import markdown_table  # report imports this module
-
     strongest = ex.strongest
     named = [strongest["scalar"]] if strongest else []
     profile = [s for s in PROFILE_SCALARS if s in ex.runs.columns and s != ex.metric]
@@ -596,8 +593,6 @@ def _pair_md(ex, settings: dict, df: pd.DataFrame, stats: pd.DataFrame, columns)
     """The arms that beat their baseline (else the best against the worst): does each scalar
     differ the way its association over runs, and the vanishing-gradient argument, predict
     from the gap in the metric?"""
-    from rnn_lab.study.report import markdown_table  # report imports this module
-
     if metric_direction(ex.metric) is None or len(stats) < 2:
         return []
     # without a declared baseline the first arm would stand in for one: none is named then

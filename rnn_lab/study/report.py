@@ -37,6 +37,7 @@ from rnn_lab.study.claims import claims_section_md
 from rnn_lab.study.collect import canonical, collect, format_value, status_counts
 from rnn_lab.study.explain import explain_section_md
 from rnn_lab.study.figures import PLOTS_DIR, draw_report_figures
+from rnn_lab.study.markdown import markdown_table, md_escape
 from rnn_lab.study.stats import (
     ALPHA,
     STATUS_GROUPS,
@@ -104,22 +105,6 @@ def _resolve_column(df: pd.DataFrame, name: str) -> str:
     if name.endswith(".name") and name[: -len(".name")] in df.columns:
         return name[: -len(".name")]
     return name
-
-
-# --------------------------------------------------------------------------- markdown pieces
-
-
-def _md_escape(text) -> str:
-    return " ".join(str(text).split()).replace("|", "\\|")
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
-    lines = [
-        "| " + " | ".join(_md_escape(h) for h in header) + " |",
-        "|" + "|".join(" --- " for _ in header) + "|",
-    ]
-    lines += ["| " + " | ".join(_md_escape(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def _cell(summary_row) -> str:
@@ -312,9 +297,9 @@ def _header_md(r: _Report) -> list[str]:
         f"report built {datetime.now():%Y-%m-%d %H:%M}.\n"
     )
     if settings["question"]:
-        out.append(f"**Question.** {_md_escape(settings['question'])}\n")
+        out.append(f"**Question.** {md_escape(settings['question'])}\n")
     if settings["expect"]:
-        out.append(f"**Expectation.** {_md_escape(settings['expect'])}\n")
+        out.append(f"**Expectation.** {md_escape(settings['expect'])}\n")
     return out
 
 
