@@ -527,6 +527,92 @@ def compare_to_baseline(
     return out
 
 
+# --------------------------------------------------------------------------- claims' tests
+
+POWER = 0.8  # the power `seeds_to_decide` plans for
+MAX_SEEDS_TO_DECIDE = 10_000
+
+
+def difference_ci(
+    arm_values: pd.Series, target, confidence: float = CONFIDENCE, factor: float = 1.0
+) -> dict:
+    """The difference arm - factor x target with its CI: `target` a number (the arm's t-interval
+    shifted by it) or a Series of values indexed by seed (`compare_pair`: paired over shared
+    seeds, Welch's t otherwise). Keys: n, diff, ci_low, ci_high, sd (of the paired
+    differences or of the arm; Welch: sqrt(sd_a^2 + sd_b^2)), test, and compare_pair's keys for
+    a Series."""
+    if isinstance(target, pd.Series):
+        c = compare_pair(arm_values, target * factor, confidence)
+        sd = math.nan
+        shared = arm_values.index.intersection(target.index)
+        if c["test"] == "paired t":
+            sd = float((arm_values.loc[shared] - factor * target.loc[shared]).std(ddof=1))
+        elif c["test"] == "Welch t":
+            sd = math.sqrt(arm_values.var(ddof=1) + (factor * target).var(ddof=1))
+        return {**c, "n": c["n_pairs"] if c["test"] == "paired t" else c["n_arm"], "sd": sd}
+    s = mean_ci(arm_values.to_numpy(float) - factor * float(target), confidence)
+    return {
+        "n": s["n"],
+        "diff": s["mean"],
+        "ci_low": s["ci_low"],
+        "ci_high": s["ci_high"],
+        "sd": s["std"],
+        "test": "t" if s["n"] >= 2 else "none",
+        "note": "" if s["n"] >= 2 else f"{s['n']} ok run: no CI",
+    }
+
+
+def equivalence_verdict(hold_ci: tuple[float, float], fail_ci: tuple[float, float], margin: float):
+    """TOST: "holds" when the 90% CI of the difference (hold_ci) lies inside (-margin, margin),
+    "fails" when the 95% CI (fail_ci) lies wholly outside [-margin, margin], else
+    "inconclusive" (also when a CI is not finite)."""
+    lo90, hi90 = hold_ci
+    lo95, hi95 = fail_ci
+    if not all(math.isfinite(x) for x in (lo90, hi90, lo95, hi95, margin)):
+        return "inconclusive"
+    if -margin < lo90 and hi90 < margin:
+        return "holds"
+    if lo95 > margin or hi95 < -margin:
+        return "fails"
+    return "inconclusive"
+
+
+def seeds_for_power(
+    effect: float, sd: float, alpha: float, power: float = POWER, max_n: int = MAX_SEEDS_TO_DECIDE
+) -> int | None:
+    """The smallest n whose one-sided one-sample t-test at level alpha detects a true mean
+    `effect` away from the line with the given power, when the values spread with sd (the
+    noncentral t). None when no n up to max_n does (no effect, or no spread to plan from)."""
+    if not (math.isfinite(effect) and math.isfinite(sd)) or effect <= 0 or sd <= 0:
+        return None
+    lo, hi = 2, max_n
+
+    def enough(n: int) -> bool:
+        crit = sps.t.ppf(1 - alpha, n - 1)
+        return float(sps.nct.sf(crit, n - 1, effect * math.sqrt(n) / sd)) >= power
+
+    if not enough(hi):
+        return None
+    while lo < hi:  # power grows with n: bisect
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if enough(mid) else (mid + 1, hi)
+    return lo
+
+
+def seeds_to_decide(diff: float, sd: float, op: str, margin: float | None = None) -> int | None:
+    """Seeds that would decide a claim with 80% power if the observed mean difference `diff`
+    (arm - target) and spread `sd` were the truth: for an inequality, the 95% CI leaving the
+    line (one-sided level 0.025); for `within`, the 90% CI inside +-margin (TOST, 0.05) when
+    |diff| < margin, else the 95% CI outside it. Reported only: a study never adds seeds
+    because of it."""
+    if op == "within":
+        if margin is None:
+            return None
+        gap = margin - abs(diff)
+        return seeds_for_power(gap, sd, 0.05) if gap > 0 else seeds_for_power(-gap, sd, 0.025)
+    return seeds_for_power(abs(diff), sd, (1 - CONFIDENCE) / 2)
+
+
 # --------------------------------------------------------------------------- words
 
 
