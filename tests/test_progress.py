@@ -211,7 +211,12 @@ def test_progress_lines_of_a_real_joblib_sweep(tmp_path):
     assert lines[-1].startswith(f"[{n}/{n}] ")
     # the lines come before the report is built, and every output line is whole
     assert proc.stdout.index(lines[-1]) < proc.stdout.index("sweep report:")
-    for line in proc.stdout.splitlines():
+    # ... then `rnn-lab study` prints the report's Answer block and the report's path
+    head, _, answer = proc.stdout.partition("\n## Answer\n")
+    assert answer, proc.stdout
+    last = answer.rstrip().splitlines()[-1]
+    assert last.startswith("report: ")
+    for line in [*head.splitlines(), last]:
         assert re.match(
             r"^(\[\d{4}-\d\d-\d\d [\d:,]+\]\[|\[\d+/\d+\] |rnn-lab study |sweep report|report: )",
             line,

@@ -92,6 +92,9 @@ class SweepCallback(Callback):
     # ---- the launching process ----
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
+        study = _study_of(config)
+        if study:
+            _refuse_bad_claims(study)
         lock = sweep.SweepLock(sweep_dir)
         try:
             killed = lock.acquire()
@@ -102,6 +105,8 @@ class SweepCallback(Callback):
             log.warning("took over the sweep folder from a sweep that was killed (%s)", killed)
         self._sweep_dir, self._lock = sweep_dir, lock
         self._launcher = sweep.ProcessRef.current()
+        if study:
+            _record_declaration(sweep_dir, study, config)
         if sweep.stop_requested(sweep_dir):
             log.info("resuming a sweep that was stopped (%s)", sweep.read_interrupted(sweep_dir))
             sweep.clear_interrupted(sweep_dir)
@@ -209,6 +214,48 @@ def _interrupted_by(run_dir: Path, since: float) -> int | None:
     if not isinstance(summary, dict) or summary.get("status") != rundir.INTERRUPTED:
         return None
     return sweep.stop_signal(summary.get("signal"))
+
+
+def _study_of(config: DictConfig) -> dict | None:
+    """The sweep's `study:` block as plain data (None for a sweep that is not a study)."""
+    study = OmegaConf.select(config, "study", default=None)
+    if study is None:
+        return None
+    return OmegaConf.to_container(study, resolve=True) if OmegaConf.is_config(study) else None
+
+
+def _refuse_bad_claims(study: dict) -> None:
+    """A claim that cannot be checked stops the study before any folder is touched."""
+    from rnn_lab.study.claims import ClaimError, check_claims
+
+    try:
+        check_claims(study.get("claims") or [])
+    except ClaimError as e:
+        print(
+            f"rnn_lab: error: the study declares a claim that cannot be checked: {e}",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+
+
+def _record_declaration(sweep_dir: Path, study: dict, config: DictConfig) -> None:
+    """The study's claims, grid and seeds as declared at this start (rnn_lab.study.declaration)."""
+    from rnn_lab.study.collect import declared_grid
+    from rnn_lab.study.declaration import record_declaration
+
+    params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
+    task = OmegaConf.select(config, "hydra.overrides.task", default=None) or []
+    info = {
+        "sweeper_params": OmegaConf.to_container(params) if OmegaConf.is_config(params) else {},
+        "task_overrides": list(task),
+    }
+    entry = record_declaration(sweep_dir, study, declared_grid(info))
+    if entry is not None and entry["finished_runs"]:
+        log.warning(
+            "the study's declaration changed after %d runs had ended: the report marks what "
+            "was declared after the results",
+            entry["finished_runs"],
+        )
 
 
 def _with_sigint_blocked(original, *args, **kwargs):

@@ -93,6 +93,9 @@ def main_study(argv: list[str]) -> int:
         code = e.code  # 130 / 143: stopped by Ctrl-C / SIGTERM, with the report of what ended
     report = sweep_dir / "report.md"
     if report.exists():
+        from rnn_lab.study.answer import answer_block
+
+        print("\n" + answer_block(report.read_text()))  # the report's first section
         stopped = " (partial: the sweep was stopped; re-run the same command to resume)"
         print(f"report: {report}{stopped if code > 128 else ''}")
     return code

@@ -74,6 +74,7 @@ SWEEP_STATE_DIR = ".rnn_lab"  # rnn_lab's own bookkeeping inside a sweep folder
 SWEEP_LOCK_FILE = "sweep.lock"  # in SWEEP_STATE_DIR: held while a sweep writes the folder
 SWEEP_INTERRUPTED_FILE = "interrupted.json"  # in SWEEP_STATE_DIR: the sweep was stopped
 CONFLICTS_DIR = "conflicts"  # in SWEEP_STATE_DIR: one JSON per job refused (run_conflict)
+DECLARATIONS_FILE = "declarations.json"  # in SWEEP_STATE_DIR: what a study declared at each start
 RESULTS_CSV = "results.csv"
 RESULTS_PARQUET = "results.parquet"
 REPORT_FILE = "report.md"

@@ -33,11 +33,13 @@ from rnn_lab.run.rundir import (
     RESULTS_PARQUET,
     atomic_write_text,
 )
-from rnn_lab.study.claims import claims_section_md
+from rnn_lab.study.answer import answer_md
+from rnn_lab.study.claims import claim_rows, claims_section_md, evaluate_claims
 from rnn_lab.study.collect import canonical, collect, format_value, status_counts
+from rnn_lab.study.declaration import Review, preregistration_md, review
 from rnn_lab.study.explain import explain_section_md
 from rnn_lab.study.figures import PLOTS_DIR, draw_report_figures
-from rnn_lab.study.markdown import markdown_table, md_escape
+from rnn_lab.study.markdown import markdown_table
 from rnn_lab.study.stats import (
     ALPHA,
     STATUS_GROUPS,
@@ -230,6 +232,8 @@ class _Report:
     sweep_dir: Path
     commands: list[str]
     tuning: Tuning | None = None  # an Optuna sweep (rnn_lab.study.tuning_report): no grid
+    claims: list[dict] | None = None  # the claim rows (rnn_lab.study.claims.claim_rows)
+    declaration: Review | None = None  # the declaration in force against the record
 
 
 def build_report(sweep_dir: str | Path) -> Path:
@@ -263,6 +267,8 @@ def build_report(sweep_dir: str | Path) -> Path:
         commands=reproduce_commands(df, settings, sweep_dir),
         tuning=tuning,
     )
+    report.declaration = review(df)
+    report.claims = claim_rows(evaluate_claims(df), declared=report.declaration.declared_before)
     report_path = sweep_dir / REPORT_FILE
     atomic_write_text(report_path, _report_markdown(report))
     return report_path
@@ -271,9 +277,12 @@ def build_report(sweep_dir: str | Path) -> Path:
 def _report_markdown(r: _Report) -> str:
     sections = [
         _header_md(r),
+        answer_md(r.settings, r.claims or [], r.declaration),
+        _sweep_md(r),
         _grid_md(r.df, r.settings) if r.tuning is None else r.tuning.markdown,
         _results_md(r),
-        claims_section_md(r.df, r.sweep_dir),
+        claims_section_md(r.df, r.sweep_dir, r.claims),
+        preregistration_md(r.declaration) if r.claims or r.declaration.recorded else [],
         _comparisons_md(r.df, r.settings, r.comparisons)
         if r.tuning is None
         else not_applicable_md("Comparisons", r.tuning),
@@ -289,18 +298,15 @@ def _report_markdown(r: _Report) -> str:
 
 
 def _header_md(r: _Report) -> list[str]:
-    df, settings = r.df, r.settings
-    out = [f"# Study report: {settings['name'] or r.sweep_dir.name}\n"]
-    out += _interrupted_md(r)
-    out.append(
-        f"Sweep directory `{r.sweep_dir}`, {len(df)} runs ({_counts_text(df)}); "
+    """The title and, for a sweep a signal stopped, the warning that the report is partial."""
+    return [f"# Study report: {r.settings['name'] or r.sweep_dir.name}\n", *_interrupted_md(r)]
+
+
+def _sweep_md(r: _Report) -> list[str]:
+    return [
+        f"Sweep directory `{r.sweep_dir}`, {len(r.df)} runs ({_counts_text(r.df)}); "
         f"report built {datetime.now():%Y-%m-%d %H:%M}.\n"
-    )
-    if settings["question"]:
-        out.append(f"**Question.** {md_escape(settings['question'])}\n")
-    if settings["expect"]:
-        out.append(f"**Expectation.** {md_escape(settings['expect'])}\n")
-    return out
+    ]
 
 
 def _interrupted_md(r: _Report) -> list[str]:
