@@ -592,3 +592,29 @@ def test_seeds_to_decide_is_the_80_percent_power_sample_size(tmp_path):
 def test_parse_check_refuses_bad_new_forms(check, message):
     with pytest.raises(ClaimError, match=message):
         parse_check(check)
+
+
+def test_contrast_compares_the_size_of_an_effect_between_arms(tmp_path):
+    # random vs orthogonal: relu +1.0 (seeds 1-3: 1.0, 1.1, 0.9), tanh -0.1 (+-0.02): the init
+    # matters more with relu; a signed difference would say the same here, so tanh's effect is
+    # negative and larger in size in the second table.
+    arms = {
+        ("orthogonal", "relu"): _runs([1.0, 1.0, 1.0]),
+        ("random", "relu"): _runs([2.0, 2.1, 1.9]),
+        ("orthogonal", "tanh"): _runs([1.0, 1.0, 1.0]),
+        ("random", "tanh"): _runs([0.9, 0.92, 0.88]),
+    }
+    df = _sweep(tmp_path / "a", arms)
+    check = {"arm": {"init": "random", "activation": "relu"}, "metric": "mse", "op": ">"}
+    check |= {"other": {"init": "orthogonal"}, "contrast": {"activation": "tanh"}}
+    r = evaluate_claim(df, _check(**check))
+    assert r["verdict"] == HOLDS and r["arms"][0]["diff"] == pytest.approx(0.9)
+    assert (
+        "|effect of init=orthogonal| 1 vs 0.1 on init=random, activation=tanh"
+        in (claim_rows([r])[0]["numbers"])
+    )
+    arms[("random", "tanh")] = _runs([-0.5, -0.4, -0.6])  # tanh's effect: -1.5 in size 1.5
+    df = _sweep(tmp_path / "b", arms)
+    assert evaluate_claim(df, _check(**check))["verdict"] == FAILS
+    with pytest.raises(ClaimError, match="contrast .* needs other"):
+        parse_check({"metric": "m", "op": ">", "value": 1, "contrast": {"activation": "tanh"}})

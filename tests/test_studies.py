@@ -116,6 +116,7 @@ def test_studies_exist_and_the_preset_is_not_one():
 
 @pytest.mark.parametrize("study", GRID_STUDIES)
 def test_study_composes_with_a_coherent_study_block(compose, study):
+    from rnn_lab.study.claims import check_claims
     from rnn_lab.study.stats import METRIC_DIRECTION
 
     # The shared settings come from the preset through the defaults list, never copied in.
@@ -152,6 +153,8 @@ def test_study_composes_with_a_coherent_study_block(compose, study):
         assert key in grid, f"{study}: baseline key {key!r} is not swept"
         assert _norm(value) in {_norm(v) for v in grid[key]}, f"{study}: baseline {key}={value}"
     assert set(block.get("axes") or []) <= set(grid)
+    # Every claim can be checked as written (a bad one would stop the study at its start).
+    check_claims(OmegaConf.to_container(block).get("claims") or [])
     # `rnn-lab study NAME` and `python -m rnn_lab.train -m experiment=NAME` share a folder.
     assert cfg.hydra.sweep.dir == f"multirun/{study}"
 
@@ -228,6 +231,11 @@ def test_study_runs_tiny_and_reports_every_arm(study_runs, study):
     assert sorted(_key(_parse_arm(a)) for a in arms) == want_arms, arms
     assert set(arms) == set(results["arm"])
     assert f"# Study report: {study}" in report
+    # It opens with its answer, which `rnn-lab study` printed when it ended.
+    from rnn_lab.study.answer import answer_block
+
+    assert report.split("\n## ", 2)[1].startswith("Answer\n")
+    assert answer_block(report) in proc.stdout
 
 
 # --------------------------------------------------------------------------- a study of one's own

@@ -29,6 +29,11 @@ A check names the runs, a metric (a column of the collected table), a side and a
   - `other_metric: NAME` (alone, or with `other`): another metric, of the same runs (paired
     by seed) or of the other arm. Baselines are read this way from the runs' own analysis
     (`baseline_mse`, `memoryless_baseline`), never typed.
+- `contrast: {key: value, ...}` (with `other`): the claim is on the size of the effect of
+  `other`, |arm - factor x other| per seed, against the same effect on the contrast arm (the
+  arm with these keys changed), paired by seed: `{arm: {activation: relu, init: random},
+  other: {init: orthogonal}, contrast: {activation: tanh}, op: ">"}` is "the init matters more
+  with relu than with tanh".
 - `factor: F` (default 1) scales the target: `{op: "<", other_metric: baseline_mse,
   factor: 0.1}` is "under a tenth of the baseline".
 - `every_run: true`: judged run by run, without a CI: holds when every run of the arm
@@ -87,7 +92,7 @@ AGAINST, EXCLUDE = "against", "exclude"
 ON_FAILURE = (AGAINST, EXCLUDE)
 HOLD_CONFIDENCE = 0.90  # TOST: equivalence at 5% on each side is the 90% CI inside the margin
 CHECK_KEYS = ("arm", "metric", "op", "value", "other", "other_metric", "factor", "margin")
-CHECK_KEYS += ("rel_margin", "every_run", "on_failure", "for")
+CHECK_KEYS += ("rel_margin", "every_run", "on_failure", "for", "contrast")
 
 
 class ClaimError(ValueError):
@@ -164,7 +169,11 @@ def parse_check(check) -> dict:
         raise ClaimError(f"{margins[0]} is for op within, not op {check['op']!r}")
     for key in margins:
         check[key] = _number(check, key, positive=True)
-    for key in ("arm", "other"):
+    if check.get("contrast") is not None and (check.get("other") is None or check.get("every_run")):
+        raise ClaimError(
+            "contrast compares effects of `other` between arms: it needs other, not every_run"
+        )
+    for key in ("arm", "other", "contrast"):
         if check.get(key) is not None and not isinstance(check[key], dict):
             raise ClaimError(f"{key} must be a mapping of config keys to values")
     check["arm"] = dict(check.get("arm") or {})
@@ -301,6 +310,12 @@ def check_arm(df: pd.DataFrame, mask: pd.Series, check: dict) -> dict:
     out.update(other)
     if target is None:  # the other arm or metric cannot be read: said in other["reason"]
         return _with_failures(out, failed, check, INCONCLUSIVE)
+    if check.get("contrast") is not None:  # |arm - other| against the contrast arm's
+        values, target, contrast = _contrast(df, mask, check, values, target)
+        out.update(contrast)
+        if target is None:
+            return _with_failures(out, failed, check, INCONCLUSIVE)
+        check = {**check, "factor": 1.0}
     margin = _margin(check, target)
     out["margin_abs"] = margin
     diffs = _seed_differences(values, target, check["factor"])
@@ -341,6 +356,28 @@ def _target(df: pd.DataFrame, mask: pd.Series, check: dict) -> tuple[object, dic
     if check.get("other") is not None and (other_mask & ~_ok(df)).any():
         out["other_note"] = f"other arm: {_status_text(_failed_runs(df, other_mask))} left out"
     return target, out
+
+
+def _contrast(
+    df: pd.DataFrame, mask: pd.Series, check: dict, values: pd.Series, target: pd.Series
+) -> tuple[pd.Series, pd.Series | None, dict]:
+    """The size of the arm's effect |arm - factor x other| per seed, and the same effect on
+    the contrast arm (the arm with `contrast`'s keys changed, against its own `other`)."""
+    effect = _seed_differences(values, target, check["factor"]).abs()
+    label = df.loc[mask, "arm"].iloc[0]
+    cmask, why = select_runs(df, {**arm_values(df, label), **check["contrast"]})
+    n_arms = df.loc[cmask, "arm"].nunique()
+    if why or n_arms != 1:
+        why = why or f"matches {n_arms} arms"
+        return effect, None, {"reason": f"contrast arm: {why}"}
+    ctarget, cother = _target(df, cmask, check)
+    out = {"contrast_arm": df.loc[cmask, "arm"].iloc[0], "effect_mean": float(effect.mean())}
+    if ctarget is None:
+        return effect, None, {**out, "reason": f"contrast arm's {cother.get('reason')}"}
+    cvalues = ok_values_by_seed(df, cmask, check["metric"])
+    ceffect = _seed_differences(cvalues, ctarget, check["factor"]).abs()
+    out |= {"other_mean": float(ceffect.mean()), "n_other": len(ceffect)}
+    return effect, ceffect, out
 
 
 def _seed_differences(values: pd.Series, target, factor: float) -> pd.Series:
@@ -508,6 +545,9 @@ def target_text(check: dict, arm: dict | None = None) -> str:
         other = check.get("other_metric") or check.get("metric")
         where = (arm or {}).get("other_arm") if check.get("other") is not None else None
         what = f"{scale}{other}" + (f" of {where}" if where else "")
+    if check.get("contrast") is not None:
+        where = (arm or {}).get("contrast_arm") or arm_label(check["contrast"])
+        return f"{op} the same effect on {where}"
     if op == WITHIN:
         if check.get("margin") is not None:
             margin = _num(check["margin"])
@@ -532,7 +572,12 @@ def numbers_text(check: dict | None, arm: dict) -> str:
     text = f"{metric} {_num(arm['mean'])}{ci} (n={arm['n']})"
     if "diff" not in arm or (check.get("value") is not None and check.get("op") != WITHIN):
         return f"{text}; claimed {claimed}"
-    if check.get("value") is None:
+    if check.get("contrast") is not None:
+        text += (
+            f"; |effect of {_other_keys(check)}| {_num(arm.get('effect_mean'))} vs "
+            f"{_num(arm.get('other_mean'))} on {arm.get('contrast_arm')}"
+        )
+    elif check.get("value") is None:
         text += f" vs {_num(arm.get('other_mean'))} (n={arm.get('n_other')})"
     diff = (
         f"difference {_num(arm['diff'])} [{_num(arm['diff_ci_low'])}, {_num(arm['diff_ci_high'])}]"
@@ -540,6 +585,10 @@ def numbers_text(check: dict | None, arm: dict) -> str:
     if check.get("op") == WITHIN:
         diff += f", 90% CI [{_num(arm.get('diff_ci90_low'))}, {_num(arm.get('diff_ci90_high'))}]"
     return f"{text}; {diff} ({arm.get('test')}); claimed {claimed}"
+
+
+def _other_keys(check: dict) -> str:
+    return ", ".join(f"{k}={format_value(v)}" for k, v in (check.get("other") or {}).items())
 
 
 def seeds_text(row: dict) -> str:
