@@ -153,7 +153,7 @@ def test_the_report_opens_with_its_answer_failed_expectations_first(tmp_path):
         "4 claims: 1 reproduction: 1 hold, 0 fail, 0 inconclusive; 1 consistency: 1 hold" in answer
     )
     lines = [line for line in answer.splitlines() if line.startswith("- ")]
-    assert [line.split(") ", 1)[1].split(":")[0] for line in lines] == [
+    assert [line.split(") ", 1)[1].split(" Numbers:")[0] for line in lines] == [
         "an expectation that fails",
         "an expectation that holds",
         "a reproduction that holds",

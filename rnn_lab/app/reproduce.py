@@ -1,11 +1,18 @@
 """``rnn-lab reproduce``: run the studies that declare claims and print whether each holds.
 
-rnn-lab reproduce --list              the studies with claims, and how many each declares
+rnn-lab reproduce --list              the studies with claims to reproduce (a paper's
+                                      statements or consistency checks), and their counts
 rnn-lab reproduce NAME [overrides]    run experiments/NAME.yaml as `rnn-lab study NAME` does
                                       (same sweep folder, resumable), then print its claims
 rnn-lab reproduce FILE.yaml [...]     the same for a study file of one's own with claims
-rnn-lab reproduce --all [overrides]   every study with claims, one after another, then a table
-                                      of every claim and the wall time of each study
+rnn-lab reproduce --all [overrides]   every such study, one after another, then a table of
+                                      every claim per kind and the wall time of each study,
+                                      also written to docs/reproductions.md (the command, date,
+                                      commit and machine on top; with overrides that change
+                                      results, to multirun/reproductions-OVERRIDES.md instead)
+
+A study whose claims are all expectations (demo, init_activation) is not a reproduction: its
+report answers them (`rnn-lab study NAME`).
 
 The claims are evaluated by `rnn_lab.study.claims` on the collected results (the same table
 the report's "Claims" section is built from); a claim that fails is a result, not an error:
@@ -16,12 +23,20 @@ the study it interrupts (resumable, as `rnn-lab study`) and every study after it
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import yaml
+
+from rnn_lab import PROJECT_ROOT
+from rnn_lab.provenance import git_commit, machine_line
+
+# The shipped page, in a checkout; an installed package writes into multirun/ instead.
+DOCS_PAGE = PROJECT_ROOT / "docs" / "reproductions.md" if PROJECT_ROOT else None
 
 
 @dataclass
@@ -36,7 +51,8 @@ class Reproduction:
 
 
 def studies_with_claims() -> dict[str, dict]:
-    """Study name -> its `study:` block, for the studies in experiments/ that declare claims."""
+    """Study name -> its `study:` block, for the studies in experiments/ that declare claims
+    to reproduce (of kind reproduction or consistency; expectations alone do not count)."""
     from rnn_lab.app.studies import shipped_studies
 
     out = {}
@@ -45,7 +61,8 @@ def studies_with_claims() -> dict[str, dict]:
             study = (yaml.safe_load(path.read_text()) or {}).get("study") or {}
         except yaml.YAMLError:
             continue
-        if study.get("claims"):
+        claims = study.get("claims") or []
+        if any((c or {}).get("kind", "reproduction") != "expectation" for c in claims):
             out[path.stem] = study
     return out
 
@@ -83,6 +100,7 @@ def reproduce(
     from rnn_lab.app.cli import main_study
     from rnn_lab.study.claims import claim_rows, evaluate_claims, study_claims
     from rnn_lab.study.collect import collect
+    from rnn_lab.study.declaration import review
 
     sweep_dir, pinned = _sweep_dir(name, overrides)
     start = time.perf_counter()
@@ -94,7 +112,8 @@ def reproduce(
     if sweep_dir.is_dir():
         df = collect(sweep_dir, write=False)
         claims = study_claims(df) or study_claims(study)
-        result.rows = claim_rows(evaluate_claims(df, claims), study=name)
+        declared = review(df).declared_before if study_claims(df) else None
+        result.rows = claim_rows(evaluate_claims(df, claims), study=name, declared=declared)
     return result
 
 
@@ -105,22 +124,75 @@ def _print_claims(result: Reproduction) -> None:
     if not result.rows:
         print("no results to check the claims on")
         return
-    print("\n".join(claims_table_md(result.rows)))
+    print("\n".join(claims_table_md(result.rows, ("kind",))))
+
+
+def all_claims_md(results: list[Reproduction]) -> list[str]:
+    """Every study's wall time and counts per kind, then one table of claims per kind."""
+    from rnn_lab.study.claims import KINDS, VERDICTS, claims_table_md, kind_counts
+
+    out = ["| study | wall time | claims | " + " | ".join(KINDS) + " | exit |"]
+    out.append("| --- | ---: | ---: | " + " | ".join("---" for _ in KINDS) + " | ---: |")
+    for r in results:
+        counts = kind_counts(r.rows)
+        cells = [r.name, f"{r.wall_time_s:.0f} s", len(r.rows)]
+        cells += [_counts_cell(counts[k]) for k in KINDS] + [r.code]
+        out.append("| " + " | ".join(str(c) for c in cells) + " |")
+    rows = [row for r in results for row in r.rows]
+    total = sum(r.wall_time_s for r in results)
+    totals = kind_counts(rows)
+    cells = ["all", f"{total:.0f} s", len(rows), *(_counts_cell(totals[k]) for k in KINDS), ""]
+    out += ["| " + " | ".join(str(c) for c in cells) + " |", ""]
+    out.append(
+        "Each kind cell: holds / fails / inconclusive. "
+        + "; ".join(f"{k}: {sum(totals[k].values())} claims" for k in KINDS)
+        + ".\n"
+    )
+    for kind in KINDS:
+        of_kind = [row for row in rows if row["kind"] == kind]
+        if not of_kind:
+            continue
+        counts = ", ".join(f"{totals[kind][v]} {v}" for v in VERDICTS)
+        out += [
+            f"### {kind.capitalize()} claims ({counts})\n",
+            *claims_table_md(of_kind, ("study",)),
+            "",
+        ]
+    return out
+
+
+def _counts_cell(counts: dict) -> str:
+    return (
+        "/".join(str(counts[v]) for v in ("holds", "fails", "inconclusive"))
+        if any(counts.values())
+        else "—"
+    )
 
 
 def _print_all(results: list[Reproduction]) -> None:
-    from rnn_lab.study.claims import VERDICTS, claims_table_md
-
     print("\n## Every claim\n")
-    print("| study | wall time | claims | " + " | ".join(VERDICTS) + " | exit |")
-    print("| --- | ---: | ---: | " + " | ".join("---:" for _ in VERDICTS) + " | ---: |")
-    for r in results:
-        counts = [sum(row["verdict"] == v for row in r.rows) for v in VERDICTS]
-        cells = [r.name, f"{r.wall_time_s:.0f} s", len(r.rows), *counts, r.code]
-        print("| " + " | ".join(str(c) for c in cells) + " |")
-    total = sum(r.wall_time_s for r in results)
-    print(f"| all | {total:.0f} s | {sum(len(r.rows) for r in results)} | | | | |\n")
-    print("\n".join(claims_table_md([row for r in results for row in r.rows], ("study",))))
+    print("\n".join(all_claims_md(results)))
+
+
+def write_page(results: list[Reproduction], argv: list[str], path: Path, started: datetime) -> Path:
+    """The generated page of every claim's verdict and numbers (atomically)."""
+    from rnn_lab.run.rundir import atomic_write_text
+
+    command = " ".join(["rnn-lab", "reproduce", *(shlex.quote(a) for a in argv)])
+    lines = [
+        "# Reproductions: every shipped claim, checked\n",
+        f"Generated by `{command}`, started {started:%Y-%m-%d %H:%M} and ended "
+        f"{datetime.now():%Y-%m-%d %H:%M}; commit {git_commit()}; machine: {machine_line()}. "
+        "Do not edit by hand: run the command again.\n",
+        "Each claim is one of three kinds, tallied apart: a **reproduction** of a paper's "
+        "statement, a **consistency** check of a theorem the code must obey (it holds by "
+        "construction unless the code is wrong: not a finding), or an **expectation** the "
+        "study states before its runs. Rules: each study's report (Claims section).\n",
+        *all_claims_md(results),
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path
 
 
 def main_reproduce(argv: list[str]) -> int:
@@ -134,6 +206,9 @@ def main_reproduce(argv: list[str]) -> int:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. steps=500")
     parser.add_argument("--list", action="store_true", help="list the studies with claims")
     parser.add_argument("--all", action="store_true", help="reproduce every study with claims")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="with --all: the page to write (default: see above)"
+    )
     args = parser.parse_args(argv)
     studies = studies_with_claims()
     if args.list or not (args.name or args.all):
@@ -154,12 +229,13 @@ def main_reproduce(argv: list[str]) -> int:
     unknown = [n for n in names if n not in studies]
     if unknown:
         print(
-            f"rnn-lab reproduce: {unknown[0]!r} is not a study with claims; valid: "
+            f"rnn-lab reproduce: {unknown[0]!r} is not a study with claims to reproduce (a study "
+            "whose claims are all expectations is answered by `rnn-lab study NAME`); valid: "
             f"{', '.join(studies) or '(none)'}",
             file=sys.stderr,
         )
         return 2
-    results = []
+    results, started = [], datetime.now()
     for name in names:
         results.append(reproduce(name, overrides, studies[name]))
         _print_claims(results[-1])
@@ -170,6 +246,10 @@ def main_reproduce(argv: list[str]) -> int:
             break
     if args.all:
         _print_all(results)
+        if len(results) == len(names):  # a page only of a whole run
+            print(
+                f"\nwritten: {write_page(results, argv, _page_path(args.out, overrides), started)}"
+            )
     return max((r.code for r in results if r.code), default=0)
 
 
@@ -185,3 +265,16 @@ def _reproduce_file(arg: str, overrides: list[str]) -> int:
     result = reproduce(name, overrides, study, given=arg)
     _print_claims(result)
     return result.code
+
+
+def _page_path(given: Path | None, overrides: list[str]) -> Path:
+    """--out, else docs/reproductions.md, or a page in multirun/ for overrides that change
+    results (a shrunk run never replaces the shipped page)."""
+    from rnn_lab.app.cli import _study_dir_suffix
+
+    if given is not None:
+        return given
+    suffix = _study_dir_suffix(overrides)
+    if suffix or DOCS_PAGE is None:
+        return Path("multirun") / f"reproductions{suffix}.md"
+    return DOCS_PAGE

@@ -36,8 +36,8 @@ def claim_line(row: dict) -> str:
     late = " *(declared after the results)*" if row.get("declared_before_results") is False else ""
     reason = f" — {row['reason']}" if row.get("reason") else ""
     return (
-        f"- **{row['verdict']}** ({row['kind']}, claim {row['claim']}) {row['sentence']}{late}: "
-        f"{row['numbers']}; {seeds_text(row)}{reason}"
+        f"- **{row['verdict']}** ({row['kind']}, claim {row['claim']}) {row['sentence']}{late} "
+        f"Numbers: {row['numbers']}; {seeds_text(row)}{reason}"
     )
 
 
