@@ -106,7 +106,10 @@ class SweepCallback(Callback):
         self._sweep_dir, self._lock = sweep_dir, lock
         self._launcher = sweep.ProcessRef.current()
         if study:
-            _record_declaration(sweep_dir, study, config)
+            try:
+                _record_declaration(sweep_dir, study, config)
+            except OSError:  # the runs still go ahead; the report then says nothing was recorded
+                log.exception("could not record the study's declaration in %s", sweep_dir)
         if sweep.stop_requested(sweep_dir):
             log.info("resuming a sweep that was stopped (%s)", sweep.read_interrupted(sweep_dir))
             sweep.clear_interrupted(sweep_dir)

@@ -457,11 +457,11 @@ def _failure_rule(out: dict, failed: pd.DataFrame, check: dict, verdict: str) ->
     if check["on_failure"] == EXCLUDE:
         note = f"{len(failed)} run{'s' if len(failed) > 1 else ''} excluded ({what})"
         out["runs_excluded"] = len(failed)
-        if out["n"] == 0:
-            return {"verdict": INCONCLUSIVE, "reason": "; ".join([f"no ok runs, {note}"])}
+        if out["n_ok_runs"] == 0:
+            return {"verdict": INCONCLUSIVE, "reason": f"no ok runs, {note}"}
         return {"verdict": verdict, "reason": "; ".join([*reasons, note])}
     out["seeds_to_decide"] = None  # more seeds cannot outvote a failed run
-    if out["n"] == 0:
+    if out["n_ok_runs"] == 0:
         return {"verdict": FAILS, "reason": f"every run of the arm failed ({what})"}
     names = [
         f"{r['path']} (seed {format_value(r['seed'])}: {r['status']})" for _, r in failed.iterrows()
@@ -504,6 +504,10 @@ def evaluate_claim(df: pd.DataFrame, claim: dict) -> dict:
     verdict, reason = combine([a["verdict"] for a in arms], check.get("for"))
     if len(arms) == 1:
         reason = arms[0].get("reason") or reason
+    else:  # each arm's own reason (a diverged run, a missing metric) after the tally
+        reason = "; ".join(
+            [reason, *(f"{a['arm']}: {a['reason']}" for a in arms if a.get("reason"))]
+        )
     return {**base, "verdict": verdict, "reason": reason, "arms": arms}
 
 
