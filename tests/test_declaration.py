@@ -169,19 +169,19 @@ def test_the_report_opens_with_its_answer_failed_expectations_first(tmp_path):
 OWN_STUDY = (Path(__file__).parent / "fixtures" / "own_study.yaml").read_text()
 
 
-def _sweep_own(folder: Path, sweep: Path, *extra: str):
-    args = ["-m", "experiment=own", f"hydra.searchpath=[file://{folder}]", "launcher=basic"]
-    return run_cli([*args, f"hydra.sweep.dir={sweep}", *extra], cwd=folder)
+def _sweep_own(study_file: Path, sweep: Path, *extra: str):
+    """`rnn-lab study PATH`, the way a user runs a study file kept outside the repository."""
+    args = ["study", str(study_file), "launcher=basic", f"hydra.sweep.dir={sweep}", *extra]
+    return run_cli(args, cwd=study_file.parent, module="rnn_lab.app.cli")
 
 
-@pytest.mark.slow
 def test_a_study_of_ones_own_every_form_and_its_preregistration(tmp_path):
     own = tmp_path / "studies"
-    (own / "experiment").mkdir(parents=True)
-    study_file = own / "experiment" / "own.yaml"
+    own.mkdir()
+    study_file = own / "own.yaml"
     study_file.write_text(OWN_STUDY.replace("VALUE", "10"))
     sweep = tmp_path / "sweep"
-    proc = _sweep_own(own, sweep)
+    proc = _sweep_own(study_file, sweep)
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = pd.read_csv(sweep / CLAIMS_TABLE)
     assert list(table["kind"]) == ["expectation", "consistency"] + ["reproduction"] * 6
@@ -201,7 +201,7 @@ def test_a_study_of_ones_own_every_form_and_its_preregistration(tmp_path):
 
     # The expectation's number changed after the results, and a fourth seed added.
     study_file.write_text(OWN_STUDY.replace("VALUE", "1"))
-    proc = _sweep_own(own, sweep, "seed=1,2,3,4")
+    proc = _sweep_own(study_file, sweep, "seed=1,2,3,4")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "declaration changed after 12 runs had ended" in proc.stdout + proc.stderr
     table = pd.read_csv(sweep / CLAIMS_TABLE)
@@ -213,7 +213,7 @@ def test_a_study_of_ones_own_every_form_and_its_preregistration(tmp_path):
 
     # A claim that cannot be checked stops the study before any run, naming it.
     study_file.write_text(OWN_STUDY.replace("VALUE", "1").replace("margin: 1.0", "margin: -1"))
-    proc = _sweep_own(own, sweep, "seed=1,2,3,4,5")
+    proc = _sweep_own(study_file, sweep, "seed=1,2,3,4,5")
     assert proc.returncode == 2
     assert "study.claims[4]" in proc.stderr and "margin -1 must be a positive number" in proc.stderr
     assert not (sweep / "init=orthogonal,diverge_factor=0.0" / "seed=5").exists()

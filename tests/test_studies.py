@@ -304,7 +304,7 @@ def test_a_study_file_of_ones_own_runs_resumes_and_reproduces_its_claims(tmp_pat
     proc = run_cli(["reproduce", str(study), one_worker], cwd=work, module="rnn_lab.app.cli")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("already done, not retrained") == 4, proc.stdout[-2000:]
-    assert "| 1 | **holds** | Without clipping" in proc.stdout
+    assert "| 1 | reproduction | **holds** | Without clipping" in proc.stdout
     assert _val_losses(sweep) == first
 
     joblib = ["launcher=joblib", one_worker, "hydra.sweep.dir=multirun/joblib"]
