@@ -323,16 +323,63 @@ def test_validation_chunks_cover_the_split_and_equal_one_pass(monkeypatch, chunk
         assert abs(restarted - whole) > 1e-9 * abs(whole)
 
 
-def test_val_max_chars_caps_validation():
+def test_validation_reads_the_whole_split_while_it_is_small():
+    task = make_task(ELMAN, seq_len=25, batch_size=1, val_fraction=0.1)
+    assert task.val_max_chars == data.VAL_MAX_CHARS > task.n_val
+    assert task.val_sample.whole and task.n_val_used == task.n_val
+    assert task.val_sample.describe() == f"the whole split ({task.n_val} characters)"
+    (batch,) = task.validation_batches()  # one stream, one chunk: the split as it was read
+    np.testing.assert_array_equal(batch.inputs[:, 0], task.val_ids[:-1])
+    # 0, or any bound not below the split, is the whole split too
+    for bound in (0, task.n_val, 10**9):
+        assert data.val_sample(task.n_val, bound).whole
+
+
+def test_the_default_bound_samples_a_longer_split_in_evenly_spaced_blocks():
+    assert data.val_sample(data.VAL_MAX_CHARS, data.VAL_MAX_CHARS).whole
+    sample = data.val_sample(40_000, data.VAL_MAX_CHARS)
+    assert (len(sample.starts), sample.length) == (32, 1024) and sample.n_chars == 32_768
+    assert sample.starts[0] == 0 and sample.starts[-1] + sample.length == 40_000
+    gaps = np.diff(sample.starts)
+    assert gaps.min() >= sample.length and gaps.max() - gaps.min() <= 1  # evenly spaced
+    assert sample.describe() == (
+        "32768 of 40000 characters of the split (32 evenly spaced blocks of 1024, each from h = 0)"
+    )
+    # a bound that is not a multiple of the block: fewer characters, never more
+    odd = data.val_sample(10**6, 100_000)
+    assert (len(odd.starts), odd.length, odd.n_chars) == (98, 1020, 99_960)
+
+
+def _block_losses(params, blocks: np.ndarray) -> float:
+    """Summed cross-entropy of each block read alone from h = 0, summed over the blocks."""
+    return sum(_summed_cross_entropy(params, [_one_stream(b)])[0] for b in blocks)
+
+
+def _one_stream(ids):
+    return data.Batch(inputs=ids[:-1, None], targets=ids[1:, None], mask=None, reset_h=True)
+
+
+def test_a_capped_split_is_read_as_its_blocks_in_bounded_chunks_the_same_every_time():
     task = make_task(ELMAN, seq_len=25, batch_size=1, val_fraction=0.5, val_max_chars=3000)
+    sample = task.val_sample
     assert task.n_val > 3000 and task.n_val_used == 3000
+    assert (len(sample.starts), sample.length) == (3, 1000)
+    blocks = np.stack([task.val_ids[s : s + 1000] for s in sample.starts])  # (3, 1000)
     batches = list(task.validation_batches())
-    inputs = np.concatenate([b.inputs[:, 0] for b in batches])
-    np.testing.assert_array_equal(inputs, task.val_ids[:2999])
-    np.testing.assert_array_equal(batches[-1].targets[-1], task.val_ids[2999:3000])
-    assert len(task.validation_batch().inputs) == 2999
-    big = make_task(ELMAN, seq_len=25, batch_size=1, val_fraction=0.5, val_max_chars=10**9)
-    assert big.n_val_used == big.n_val
+    assert [b.reset_h for b in batches] == [True] + [False] * (len(batches) - 1)
+    assert all(b.inputs.size <= data.VAL_CHUNK for b in batches)
+    np.testing.assert_array_equal(np.concatenate([b.inputs for b in batches]), blocks[:, :-1].T)
+    np.testing.assert_array_equal(np.concatenate([b.targets for b in batches]), blocks[:, 1:].T)
+    again = list(task.validation_batches())
+    assert all(np.array_equal(a.inputs, b.inputs) for a, b in zip(batches, again))
+    # The validation loss is each block's own loss from h = 0, per character.
+    from rnn_lab.run.trainer import validation_loss
+
+    params = _random_params(task.vocab.size)
+    expected = _block_losses(params, blocks) / (3 * 999)
+    assert validation_loss(params, "tanh", task) == pytest.approx(expected, rel=1e-12)
+    whole_batch = task.validation_batch()
+    assert whole_batch.inputs.shape == (999, 3)
     for bad in (-1, 1):
         with pytest.raises(ValueError, match=rf"^val_max_chars: {bad} is not valid"):
             make_task(ELMAN, seq_len=25, batch_size=1, val_fraction=0.5, val_max_chars=bad)

@@ -102,7 +102,7 @@ def prepare(cfg: DictConfig) -> PreparedJob | float:
     """The job up to training: skipped when the sweep was stopped, its settings and inputs
     checked, its directory planned (a conflict refused before any work). Returns the job's
     value when it ends here, else the job ready to train (then call :func:`finish`)."""
-    from rnn_lab.run.trainer import plan_run, run_id_of
+    from rnn_lab.run.trainer import plan_run
 
     job = _Job()
     fresh = not (job.run_dir / rundir.SUMMARY_FILE).exists()
@@ -122,7 +122,7 @@ def prepare(cfg: DictConfig) -> PreparedJob | float:
         return _failed(job, e)
     try:
         # Checked before training so .hydra/ can be put back: Hydra rewrote it already.
-        plan_run(settings, job.run_dir, run_id_of(settings, task), task.data_sha1)
+        plan_run(settings, job.run_dir, task)
         rundir.save_accepted_hydra(job.run_dir)
     except (RunConflict, LockHeld) as e:
         return _refused(job, e)

@@ -7,7 +7,9 @@ some positions plug in without the engine or the trainer assuming one-hot charac
 Memory is bounded by design. A text is held as one compact array of character ids
 (:class:`EncodedText`: uint8 up to 256 distinct characters); the train/validation split, the
 B training streams and every batch are views of it, and validation comes in chunks of at
-most ``VAL_CHUNK`` steps. A text file of ``STREAM_MIN_BYTES`` or more is never held as one
+most ``VAL_CHUNK`` positions. Validation reads a fixed sample of its split (:func:`val_sample`):
+the whole split up to ``VAL_MAX_CHARS`` characters, evenly spaced blocks beyond, so its time is
+bounded on any text. A text file of ``STREAM_MIN_BYTES`` or more is never held as one
 str: it is read in blocks, twice (vocabulary, length and sha1; then the ids), and its ids
 are cached as a .npy file under :func:`cache_dir` that later runs memory-map read-only.
 """
@@ -137,7 +139,11 @@ def generate_elman_corpus(num_sentences: int = 600, seed: int = 42) -> str:
 # Text, vocabulary, split
 # --------------------------------------------------------------------------------------
 
-VAL_CHUNK = 2048  # validation time steps per batch: bounds its (T, H) states and (T, V) logits
+VAL_CHUNK = 2048  # validation positions (steps x blocks) per batch: bounds its states and logits
+# Validation reads at most this many characters of its split by default (the val_max_chars key);
+# a split that is longer is sampled in blocks of about VAL_BLOCK_CHARS (see val_sample).
+VAL_MAX_CHARS = 32_768
+VAL_BLOCK_CHARS = 1024
 BLOCK_BYTES = 4 << 20  # a big text file is read in blocks of this many bytes
 STREAM_MIN_BYTES = 16 << 20  # files of this size or more are streamed and cached, never a str
 ENCODE_CHARS = 1 << 20  # characters per encoding slice: bounds the 4-byte code-point copies
@@ -575,6 +581,59 @@ def _check_val_max_chars(val_max_chars) -> int:
     return int(val_max_chars)
 
 
+@dataclass(frozen=True)
+class ValSample:
+    """The characters validation reads: blocks of ``length`` characters of the validation
+    split starting at ``starts``, each read from h = 0 (a block's first character is an input
+    only). One block from 0 of the split's length is the whole split."""
+
+    starts: tuple[int, ...]
+    length: int
+    n_val: int  # characters in the split
+
+    @property
+    def n_chars(self) -> int:
+        """Characters read (each block's length, summed)."""
+        return len(self.starts) * self.length
+
+    @property
+    def whole(self) -> bool:
+        return self.n_chars == self.n_val
+
+    def describe(self) -> str:
+        """What validation reads, for the log: "the whole split (1226 characters)" or
+        "32768 of 256141 characters of the split (32 evenly spaced blocks of 1024)"."""
+        if self.whole:
+            return f"the whole split ({self.n_val} characters)"
+        blocks = len(self.starts)
+        return (
+            f"{self.n_chars} of {self.n_val} characters of the split ({blocks} evenly spaced "
+            f"block{'s' if blocks > 1 else ''} of {self.length}, each from h = 0)"
+        )
+
+
+def val_sample(n_val: int, val_max_chars: int) -> ValSample:
+    """The fixed sample of an n_val-character validation split that validation reads.
+
+    val_max_chars = 0, or at least n_val: the whole split, one stream from h = 0. Otherwise
+    K = ceil(val_max_chars / VAL_BLOCK_CHARS) blocks of L = val_max_chars // K characters,
+    evenly spaced: block j starts at j * (n_val - L) // (K - 1), so the first starts the
+    split and the last ends it. The same characters at every validation of every run.
+    """
+    m = _check_val_max_chars(val_max_chars)
+    if m == 0 or m >= n_val:
+        return ValSample(starts=(0,), length=n_val, n_val=n_val)
+    k = -(-m // VAL_BLOCK_CHARS)
+    length = m // k
+    if k == 1:
+        return ValSample(starts=(0,), length=length, n_val=n_val)
+    return ValSample(
+        starts=tuple(j * (n_val - length) // (k - 1) for j in range(k)),
+        length=length,
+        n_val=n_val,
+    )
+
+
 class CharTextTask:
     """Next-character prediction over a text, walked in seq_len chunks by B streams.
 
@@ -595,7 +654,7 @@ class CharTextTask:
         seq_len: int,
         batch_size: int = 1,
         val_fraction: float = 0.1,
-        val_max_chars: int = 0,
+        val_max_chars: int = VAL_MAX_CHARS,
     ):
         self.corpus = text if isinstance(text, EncodedText) else EncodedText.from_text(text)
         self.vocab = self.corpus.vocab
@@ -618,6 +677,7 @@ class CharTextTask:
                 f"val_fraction: the validation split holds {len(self.val_ids)} characters, "
                 "need at least 2; use a longer text or a larger val_fraction"
             )
+        self.val_sample = val_sample(len(self.val_ids), self.val_max_chars)
         # streams: (B, segment_len), row b = segment b of the training split (a view)
         self.streams = self.train_ids[: self.segment_len * batch_size].reshape(batch_size, -1)
         self.pointer = 0
@@ -642,8 +702,8 @@ class CharTextTask:
 
     @property
     def n_val_used(self) -> int:
-        """Characters validation reads: the split, or its first val_max_chars."""
-        return len(self._validation_ids())
+        """Characters validation reads (see val_sample)."""
+        return self.val_sample.n_chars
 
     @property
     def input_size(self) -> int:
@@ -663,27 +723,30 @@ class CharTextTask:
         self.pointer += T
         return Batch(inputs=chunk[:-1], targets=chunk[1:], mask=None, reset_h=reset or p == 0)
 
-    def _validation_ids(self) -> np.ndarray:
-        if self.val_max_chars:
-            return self.val_ids[: self.val_max_chars]
-        return self.val_ids
+    def _validation_blocks(self) -> np.ndarray:
+        """(K, L) the blocks of val_sample, row k = block k (the whole split: a view)."""
+        sample, L = self.val_sample, self.val_sample.length
+        if len(sample.starts) == 1:
+            return self.val_ids[None, sample.starts[0] : sample.starts[0] + L]
+        return np.stack([self.val_ids[start : start + L] for start in sample.starts])
 
     def validation_batches(self) -> Iterator[Batch]:
-        """The validation characters (the split, or its first val_max_chars) as one stream
-        from h = 0, in chunks of at most VAL_CHUNK steps. Only the first has reset_h: the
-        caller carries h from chunk to chunk, which gives one pass over the split."""
-        v = self._validation_ids()  # (n,)
-        for start in range(0, len(v) - 1, VAL_CHUNK):
-            chunk = v[start : start + VAL_CHUNK + 1]  # (T+1,), T <= VAL_CHUNK
-            yield Batch(
-                inputs=chunk[:-1, None], targets=chunk[1:, None], mask=None, reset_h=start == 0
-            )
+        """The validation sample (val_sample: the whole split, or evenly spaced blocks) as
+        K streams from h = 0, in chunks of at most VAL_CHUNK positions (steps x streams).
+        Only the first has reset_h: the caller carries h from chunk to chunk, which gives
+        one pass over each block."""
+        blocks = self._validation_blocks()  # (K, L)
+        K, L = blocks.shape
+        steps = max(1, VAL_CHUNK // K)
+        for start in range(0, L - 1, steps):
+            chunk = blocks[:, start : start + steps + 1].T  # (T+1, K), T <= steps
+            yield Batch(inputs=chunk[:-1], targets=chunk[1:], mask=None, reset_h=start == 0)
 
     def validation_batch(self) -> Batch:
-        """The validation characters as one batch from h = 0 (unbounded; see
+        """The validation sample as one batch from h = 0 (unbounded; see
         validation_batches)."""
-        v = self._validation_ids()
-        return Batch(inputs=v[:-1, None], targets=v[1:, None], mask=None, reset_h=True)
+        blocks = self._validation_blocks().T  # (L, K)
+        return Batch(inputs=blocks[:-1], targets=blocks[1:], mask=None, reset_h=True)
 
     def state_dict(self) -> dict:
         return {"pointer": self.pointer}
@@ -741,7 +804,7 @@ def make_task(
     seq_len: int,
     batch_size: int,
     val_fraction: float,
-    val_max_chars: int = 0,
+    val_max_chars: int = VAL_MAX_CHARS,
     dtype=np.float64,
 ):
     """The task of the data settings: a CharTextTask (see it for the other arguments), or a

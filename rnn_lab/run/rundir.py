@@ -107,6 +107,8 @@ TRAINER_SUMMARY_KEYS = (
     "best_val_loss",
     "bits_per_char",
     "val_bits_per_char",
+    "val_chars_read",
+    "val_split_chars",
     "spectral_radius",
     "final_grad_norm",
     "wall_time_s",

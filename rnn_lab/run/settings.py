@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from rnn_lab.core.data import VAL_MAX_CHARS, val_sample
+
 DTYPES = {"float64": np.float64, "float32": np.float32}
 CLIP_MODES = ("norm", "value")
 OPTIMIZED_METRICS = ("val_loss", "best_val_loss", "final_loss")
@@ -166,7 +168,10 @@ class TrainSettings:
     )
     val_interval: int = _key(500, "validation loss every N steps; 0 = only at the end", Int(0))
     val_max_chars: int = _key(
-        0, "validate on at most this many characters of the split; 0 = all of it", ZeroOrInt(2)
+        VAL_MAX_CHARS,
+        "validate on at most this many characters of the split: all of a shorter split, evenly "
+        "spaced blocks of a longer one; 0 = all of it",
+        ZeroOrInt(2),
     )
     temperature: float = _key(1.0, "sampling temperature; 0 = argmax", Num(0, note=" (0 = argmax)"))
     freeze_whh: bool = _key(False, "true: W_hh is never trained (reservoir / echo state)", Bool())
@@ -247,15 +252,22 @@ BOOKKEEPING_KEYS = keys_of_kind("book")
 LENGTH_KEYS = ("steps", "budget_chars")
 
 
-def identity_settings(s: TrainSettings | dict) -> dict:
+def identity_settings(s: TrainSettings | dict, n_val: int | None = None) -> dict:
     """The settings that decide a run's files (everything but bookkeeping), minus how long it
     trains (``steps``, ``budget_chars``): a run may be extended by asking for more steps
-    (never fewer, see run.trainer)."""
+    (never fewer, see run.trainer).
+
+    n_val: the characters of the run's validation split when known (0: a task without one).
+    ``val_max_chars`` then enters as what validation reads: 0 when it reads the whole split,
+    so a run keeps its identity whichever bound left its split whole (the default was 0)."""
     d = s.to_dict() if isinstance(s, TrainSettings) else dict(s)
     out = {k: d.get(k) for k in sorted(d) if k not in BOOKKEEPING_KEYS and k not in LENGTH_KEYS}
     if out.get("cell") in (None, DEFAULT_CELL):
         # The vanilla cell: left out, so runs written before `cell` existed keep their identity.
         out.pop("cell", None)
+    if n_val is not None and isinstance(out.get("val_max_chars"), int):
+        if n_val < 2 or val_sample(n_val, out["val_max_chars"]).whole:
+            out["val_max_chars"] = 0
     return out
 
 

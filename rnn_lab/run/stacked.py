@@ -225,7 +225,7 @@ def _plan_arms(jobs, settings, task, results: _Results) -> list[_Arm]:
                 arm.locks.enter_context(
                     rundir.file_lock(run_dir / rundir.LOCK_FILE, "run directory")
                 )
-                plan = single.plan_run(s, run_dir, arm.run_id, task.data_sha1)
+                plan = single.plan_run(s, run_dir, task)
             except (RunConflict, LockHeld) as e:
                 arm.release()
                 results.set(arm, e)
@@ -570,7 +570,8 @@ def _train_stack(stack: list[_Arm], stop, results: _Results) -> None:
             results.set(arm, e)
         return
     elapsed = time.perf_counter() - t0
-    val = engine.validation_losses() if active and not stopped else {}
+    final_val = active and not stopped and single.final_validation_due(s, active[0].state.step)
+    val = engine.validation_losses() if final_val else {}
     for arm in active:
         with arm_context(arm.run_dir):
             signum = stop.signum if stopped else None

@@ -117,8 +117,13 @@ def cell_name(s: TrainSettings) -> str:
     return (s.cell or {}).get("name", "rnn")
 
 
+def val_split_chars(task) -> int:
+    """Characters of the task's validation split (0: a sequence task, which has none)."""
+    return task.n_val if is_char_task(task) else 0
+
+
 def run_id_of(s: TrainSettings, task) -> str:
-    return rundir.run_identity(identity_settings(s), task.data_sha1)
+    return rundir.run_identity(identity_settings(s, val_split_chars(task)), task.data_sha1)
 
 
 def sample_text(params, activation, task, rng, length, temperature, prime=" ") -> str:
@@ -160,21 +165,24 @@ class Plan:
     reason: str = ""
 
 
-def plan_run(s: TrainSettings, run_dir: Path, run_id: str, data_sha1: str) -> Plan:
+def plan_run(s: TrainSettings, run_dir: Path, task) -> Plan:
     """Decide how to use run_dir; raise RunConflict when it belongs to another run.
 
     Same identity: resume=false starts afresh (the same run again); resume=true returns a
     finished, sound run as it is, resumes from the last sound checkpoint, or starts afresh.
     Asking for fewer steps than a run already did is a conflict (steps cannot be undone).
-    With budget_chars > 0 the steps are those the budget buys (see with_budget).
+    With budget_chars > 0 the steps are those the budget buys (see with_budget). task: the
+    run's task (its data hash and validation split decide the run identity, run_id_of).
     """
     s = with_budget(s)
+    run_id, data_sha1, n_val = run_id_of(s, task), task.data_sha1, val_split_chars(task)
     owner = _owner(run_dir)
     if owner is None:
         return Plan(reason="new run directory")
     owner_id, owner_settings, owner_sha1, summary = owner
     if owner_id != run_id:
-        raise RunConflict(_conflict_message(run_dir, s, owner_settings, owner_sha1, data_sha1))
+        identities = (identity_settings(owner_settings, n_val), identity_settings(s, n_val))
+        raise RunConflict(_conflict_message(run_dir, identities, owner_sha1, data_sha1))
     if not s.resume:
         return Plan(reason="resume=false: starting again from step 0")
     done = int(summary.get("steps_done") or 0) if summary else 0
@@ -230,9 +238,9 @@ def _read_mapping(path: Path) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
-def _conflict_message(run_dir, s, owner_settings, owner_sha1, data_sha1) -> str:
-    old = {**identity_settings(owner_settings), "data_sha1": owner_sha1}
-    new = {**identity_settings(s), "data_sha1": data_sha1}
+def _conflict_message(run_dir, identities: tuple[dict, dict], owner_sha1, data_sha1) -> str:
+    old = {**identities[0], "data_sha1": owner_sha1}
+    new = {**identities[1], "data_sha1": data_sha1}
     diff = rundir.describe_differences(old, new) or "its run identity"
     return (
         f"{run_dir} belongs to another run ({diff}); nothing in it was changed. Ways out: "
@@ -257,7 +265,7 @@ def train(settings: TrainSettings, run_dir: str | Path, *, task=None) -> dict:
     task = build_task(s) if task is None else task
     run_id = run_id_of(s, task)
     with rundir.file_lock(run_dir / rundir.LOCK_FILE, "run directory"):
-        plan = plan_run(s, run_dir, run_id, task.data_sha1)
+        plan = plan_run(s, run_dir, task)
         log.info("%s: %s", run_dir, plan.reason)
         if plan.complete is not None:
             return plan.complete
@@ -355,7 +363,8 @@ def _data_note(task) -> str:
     if not is_char_task(task):
         return task.describe()
     return (
-        f"corpus {task.n_chars} chars ({task.n_train} train, {task.n_val} val), V={task.vocab.size}"
+        f"corpus {task.n_chars} chars ({task.n_train} train, {task.n_val} val), "
+        f"V={task.vocab.size} | validation reads {task.val_sample.describe()}"
     )
 
 
@@ -477,10 +486,17 @@ def _validate(s: TrainSettings, state: TrainState, val_loss: float | None = None
         state.best_val_loss = min(state.best_val_loss, state.val_loss)
 
 
+def final_validation_due(s: TrainSettings, step: int) -> bool:
+    """Does a run that ended ok at this step still need its final validation? Not when the
+    last step's own validation computed it (same weights, same value)."""
+    return not due(step, s.val_interval, s.steps)
+
+
 def finish_run(s, run_dir: Path, state: TrainState, run_id: str, loop: LoopOutcome, val_loss=None):
     sample = ""
     if loop.status == rundir.OK:
-        _validate(s, state, val_loss)
+        if final_validation_due(s, state.step):
+            _validate(s, state, val_loss)
         if state.rows and state.rows[-1]["step"] == s.steps:
             state.rows[-1]["val_loss"] = state.val_loss
         if is_char_task(state.task):
@@ -492,13 +508,22 @@ def finish_run(s, run_dir: Path, state: TrainState, run_id: str, loop: LoopOutco
     summary = _summary(s, state, run_id, loop.status, loop, sample)
     summary = rundir.write_summary(run_dir, summary)
     log.info(
-        "done: status=%s steps=%d loss=%.4f val_loss=%.4f %s spectral_radius=%.3f "
+        "done: status=%s steps=%d loss=%.4f val_loss=%.4f%s %s spectral_radius=%.3f "
         "in %.1fs (%.0f steps/s) -> %s",
         *(loop.status, state.step, summary["final_loss"] or math.nan, state.val_loss),
+        _val_note(summary),
         _done_note(summary),
         *(summary["spectral_radius"] or math.nan, state.wall_time_s, loop.steps_per_s, run_dir),
     )
     return summary
+
+
+def _val_note(summary: dict) -> str:
+    """ " (on 32768 of 256141 validation chars)" when validation read a sample of its split."""
+    read, split = summary.get("val_chars_read"), summary.get("val_split_chars")
+    if read is None or read == split:
+        return ""
+    return f" (on {read} of {split} validation chars)"
 
 
 def _done_note(summary: dict) -> str:
@@ -511,8 +536,10 @@ def _summary(s, state: TrainState, run_id: str, status: str, loop=None, sample="
     """The trainer's summary.json fields. final_loss and val_loss are the task's loss per
     counted position: nats per character (text), nats per step (copy), the mean squared error
     (adding: at the last step; memory_capacity: per output and counted step); bits per char
-    only for text. chars_seen: characters (time steps x streams) read; sequences_seen: whole
-    sequences trained on (sequence tasks; None on text)."""
+    only for text. val_chars_read of val_split_chars: the characters of the validation split
+    that validation reads (text; see rnn_lab.core.data.val_sample). chars_seen: characters
+    (time steps x streams) read; sequences_seen: whole sequences trained on (sequence tasks;
+    None on text)."""
     final_loss = state.final_loss
     val = state.val_loss if status != rundir.RUNNING else math.nan
     finite = all(np.all(np.isfinite(a)) for a in state.params.arrays().values())
@@ -527,6 +554,8 @@ def _summary(s, state: TrainState, run_id: str, status: str, loop=None, sample="
         "best_val_loss": rundir.finite_or_none(state.best_val_loss),
         "bits_per_char": final_loss / LN2 if final_loss is not None and char else None,
         "val_bits_per_char": val / LN2 if math.isfinite(val) and char else None,
+        "val_chars_read": state.task.n_val_used if char else None,
+        "val_split_chars": state.task.n_val if char else None,
         "spectral_radius": cells.spectral_radius(state.params) if finite else None,
         "final_grad_norm": loop.last_grads.total_norm if loop and loop.last_grads else None,
         "wall_time_s": state.wall_time_s,
