@@ -233,6 +233,26 @@ def test_memory_probe_recovers_a_known_memory():
     assert r["lags"] == [1, 2, 3, 4, 5, 6]
 
 
+def test_memory_probe_reads_a_bounded_window_around_the_split(monkeypatch):
+    """On a long text the probe fits on the last PROBE_FIT_ROWS states before the split and
+    scores the first PROBE_SCORE_ROWS after it: the same answer as on that window alone."""
+    monkeypatch.setattr(analysis, "PROBE_FIT_ROWS", 500)
+    monkeypatch.setattr(analysis, "PROBE_SCORE_ROWS", 200)
+    rng = np.random.default_rng(1)
+    V, N, split, max_lag = 7, 6000, 5000, 4
+    ids = rng.integers(0, V, N)
+    states = rng.normal(size=(N, 9)) + np.eye(V)[np.roll(ids, 1)] @ rng.normal(size=(V, 9))
+    window = slice(split - 500 - max_lag, split + 200)
+    bounded = memory_probe(states, ids, split, max_lag, V)
+    alone = memory_probe(states[window], ids[window], 500 + max_lag, max_lag, V)
+    assert bounded == alone
+    assert bounded["accuracy"][0] > bounded["chance"] + 0.3  # lag 1 is in the states
+    # and a change outside the window changes nothing
+    ids_far, states_far = ids.copy(), states.copy()
+    ids_far[:1000], states_far[-500:] = 0, 0.0
+    assert memory_probe(states_far, ids_far, split, max_lag, V) == bounded
+
+
 # --------------------------------------------------------------------------------------
 # A real network trained on the Elman corpus
 # --------------------------------------------------------------------------------------
@@ -404,10 +424,12 @@ def test_text_data_skips_categories(tmp_path):
     train(settings, run_dir)
     merged = analyze_run(run_dir, plots=False)
     written = json.loads((run_dir / "analysis.json").read_text())
-    assert "category_separation" not in merged
-    assert any("not the Elman corpus" in n for n in written["notes"])
-    assert merged["vocab_hit_rate"] is not None
-    assert merged["memory_span"] >= 0
+    assert "category_separation" not in merged and "vocab_hit_rate" not in merged
+    skipped = "word categories skipped: the data is not the Elman corpus"
+    assert skipped in written["notes"]
+    assert analysis.NOT_ELMAN_HIT_RATE in written["notes"]
+    assert len(written["details"]["generated"]["text"]) == analysis.GENERATED_LENGTH
+    assert merged["memory_span"] >= 0 and merged["boundary_accuracy"] is not None
 
 
 # --------------------------------------------------------------------------------------
