@@ -397,6 +397,20 @@ def test_sample_command_continues_the_prime(tmp_path, tiny_settings, capsys):
     assert "not in the vocabulary" in capsys.readouterr().err
 
 
+def test_sample_says_when_a_capital_prime_meets_a_lowercased_text(tmp_path, tiny_settings, capsys):
+    from rnn_lab.app.cli import main
+
+    text = tmp_path / "t.txt"
+    text.write_text("To be or not to be, that is the question.\n" * 30)
+    data = {"name": "text", "path": str(text)}
+    train(tiny_settings(data={**data, "normalize": True}), tmp_path / "lower")
+    assert main(["sample", str(tmp_path / "lower"), "--prime", "To be"]) == 2
+    assert "the run's text was lowercased, data.normalize=true" in capsys.readouterr().err
+    train(tiny_settings(data={**data, "normalize": False}), tmp_path / "kept")
+    assert main(["sample", str(tmp_path / "kept"), "--prime", "To be", "--length", "5"]) == 0
+    assert capsys.readouterr().out.startswith("To be")
+
+
 def test_resume_of_a_diverged_run_does_nothing(tmp_path, tiny_settings):
     """A study re-run must not reload a diverged job's non-finite checkpoint and diverge again."""
     s = tiny_settings(

@@ -131,8 +131,16 @@ def main_sample(argv: list[str]) -> int:
         return 2
     unknown = sorted(set(args.prime) - set(chars))
     if unknown:
+        data = run.settings.get("data") or {}
+        lowered = data.get("name") == "text" and data.get("normalize", True)
+        hint = (
+            " (the run's text was lowercased, data.normalize=true: prime in lowercase, or "
+            "train with data.normalize=false to keep capitals)"
+            if lowered and not set(args.prime.lower()) - set(chars)
+            else ""
+        )
         print(
-            f"rnn-lab sample: --prime has characters not in the vocabulary: {unknown}",
+            f"rnn-lab sample: --prime has characters not in the vocabulary: {unknown}{hint}",
             file=sys.stderr,
         )
         return 2
