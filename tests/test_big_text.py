@@ -11,22 +11,10 @@ import sys
 import pytest
 
 from rnn_lab import PROJECT_ROOT
-from rnn_lab.core.data import generate_elman_corpus
+from rnn_lab.bench_big_text import write_big_text
 
 TEXT_BYTES = 300_000_000
 PEAK_RSS_LIMIT_MB = 400
-
-
-def write_big_text(path, n_bytes: int) -> None:
-    """~n_bytes of Elman sentences with capitals, double spaces and line breaks (so the
-    normalisation has work to do), written as one repeated 16 MB block: seconds, not minutes."""
-    sentences = generate_elman_corpus(600, 7).replace("the ", "The  ").replace(" a ", " A\n")
-    chunk = (sentences + "\n").encode("utf-8")
-    block = chunk * ((16 << 20) // len(chunk))
-    with open(path, "wb") as f:
-        for _ in range(n_bytes // len(block)):
-            f.write(block)
-        f.write(chunk * ((n_bytes % len(block)) // len(chunk)))
 
 
 def run_measured(cmd: list[str], log_path, env: dict) -> tuple[int, float]:
