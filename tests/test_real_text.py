@@ -15,15 +15,14 @@ def test_the_text_is_the_fortune_files_in_name_order_with_blank_lines_between_fo
     folder = tmp_path / "fortunes"
     folder.mkdir()
     (folder / "b").write_text("Second file.\n%\nIts 100% second\tfortune.\n%\n")
-    (folder / "a").write_text("To be or not\nto be.\n%\nA \"quote\".\n%\n")
+    (folder / "a").write_text('To be or not\nto be.\n%\nA "quote".\n%\n')
     (folder / "a.dat").write_bytes(b"\x00\x01index")
     (folder / "a.u8").symlink_to("a")
     assert [p.name for p in fortune_files(folder)] == ["a", "b"]
     info = build_fortunes_text(tmp_path / "out.txt", folder)
     text = (tmp_path / "out.txt").read_text()
     assert text == (
-        'To be or not\nto be.\n\nA "quote".\n\n'
-        "Second file.\n\nIts 100% second\tfortune.\n\n"
+        'To be or not\nto be.\n\nA "quote".\n\nSecond file.\n\nIts 100% second\tfortune.\n\n'
     )
     assert (info["files"], info["chars"]) == (2, len(text))
     with pytest.raises(FileNotFoundError, match="apt-get install fortunes"):
