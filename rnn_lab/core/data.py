@@ -601,8 +601,8 @@ class ValSample:
         return self.n_chars == self.n_val
 
     def describe(self) -> str:
-        """What validation reads, for the log: "the whole split (1226 characters)" or
-        "32768 of 256141 characters of the split (32 evenly spaced blocks of 1024)"."""
+        """What validation reads, for the log: "the whole split (1226 characters)" or "32768
+        of 256141 characters of the split (32 evenly spaced blocks of 1024, each from h = 0)"."""
         if self.whole:
             return f"the whole split ({self.n_val} characters)"
         blocks = len(self.starts)
@@ -625,13 +625,8 @@ def val_sample(n_val: int, val_max_chars: int) -> ValSample:
         return ValSample(starts=(0,), length=n_val, n_val=n_val)
     k = -(-m // VAL_BLOCK_CHARS)
     length = m // k
-    if k == 1:
-        return ValSample(starts=(0,), length=length, n_val=n_val)
-    return ValSample(
-        starts=tuple(j * (n_val - length) // (k - 1) for j in range(k)),
-        length=length,
-        n_val=n_val,
-    )
+    starts = tuple(j * (n_val - length) // (k - 1) for j in range(k)) if k > 1 else (0,)
+    return ValSample(starts=starts, length=length, n_val=n_val)
 
 
 class CharTextTask:
