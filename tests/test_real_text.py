@@ -76,4 +76,4 @@ def test_the_page_is_written_from_real_runs(tmp_path):
     assert "Written by `python benchmarks/real_text.py --folder" in page
     assert page.count("| 40 | ") == 2  # each run's last validation row
     assert "--prime 'To be or' --temperature 0.8" in page and "To be or" in page
-    assert "| the untrained network: ln V |" in page
+    assert "| the untrained network: ln V |" in page and "### Why one stream stays high" in page
