@@ -429,6 +429,11 @@ def test_text_data_skips_categories(tmp_path):
     assert skipped in written["notes"]
     assert analysis.NOT_ELMAN_HIT_RATE in written["notes"]
     assert len(written["details"]["generated"]["text"]) == analysis.GENERATED_LENGTH
+    # The categories plot says why it is skipped, not the other metrics' notes.
+    from rnn_lab.inspect.plots import PlotSkipped, plot_word_categories
+
+    with pytest.raises(PlotSkipped, match=rf"^{skipped}$"):
+        plot_word_categories(load_run(run_dir), run_dir / "word_categories.png")
     assert merged["memory_span"] >= 0 and merged["boundary_accuracy"] is not None
 
 

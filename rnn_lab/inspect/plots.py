@@ -84,13 +84,15 @@ def _history_column(run: Run, column: str) -> tuple[np.ndarray, np.ndarray]:
     return rows["step"].to_numpy(), rows[column].to_numpy(dtype=float)
 
 
-def _analysis(run: Run, key: str, what: str) -> dict:
+def _analysis(run: Run, key: str, what: str, topic: str = "") -> dict:
+    """details[key] of analysis.json; a skip naming why when absent (the analysis's notes
+    that begin with topic, when given: the others are about other metrics)."""
     if run.analysis is None:
         raise PlotSkipped(f"no analysis.json ({what} comes from `rnn-lab analyze`)")
     details = run.analysis.get("details") or {}
     if key not in details:
-        notes = "; ".join(run.analysis.get("notes") or []) or f"no {key} in analysis.json"
-        raise PlotSkipped(notes)
+        notes = [n for n in run.analysis.get("notes") or [] if n.startswith(topic)]
+        raise PlotSkipped("; ".join(notes) or f"no {key} in analysis.json")
     return details[key]
 
 
@@ -574,7 +576,7 @@ def plot_word_categories(run: Run, out: Path) -> Path:
     """Word means in the 2-D PCA, labelled and coloured by category; their dendrogram."""
     from scipy.cluster.hierarchy import dendrogram
 
-    cat = _analysis(run, "categories", "the word-category analysis")
+    cat = _analysis(run, "categories", "the word-category analysis", topic="word categories")
     words, categories = cat["words"], cat["word_categories"]
     coords = np.asarray(cat["pca"], dtype=float)
     colors = [CATEGORY_COLORS.get(c, "0.3") for c in categories]
