@@ -71,6 +71,11 @@ def run_timed(cmd: list[str], env: dict, log_path: Path) -> Measured:
     text = log_path.read_text(errors="replace")
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{text[-3000:]}")
+    return measured_from_log(text, started)
+
+
+def measured_from_log(text: str, started: float) -> Measured:
+    """The wall time and peak memory that /usr/bin/time -v wrote at the end of a log."""
     peak = re.search(r"Maximum resident set size \(kbytes\): (\d+)", text)
     wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", text)
     seconds = 0.0

@@ -8,7 +8,13 @@ import math
 import numpy as np
 import pytest
 
-from rnn_lab.real_text import build_fortunes_text, fortune_files, ngram_cross_entropy, printable
+from rnn_lab.real_text import (
+    build_fortunes_text,
+    files_in_validation,
+    fortune_files,
+    ngram_cross_entropy,
+    printable,
+)
 
 
 def test_the_text_is_the_fortune_files_in_name_order_with_blank_lines_between_fortunes(tmp_path):
@@ -25,6 +31,9 @@ def test_the_text_is_the_fortune_files_in_name_order_with_blank_lines_between_fo
         'To be or not\nto be.\n\nA "quote".\n\nSecond file.\n\nIts 100% second\tfortune.\n\n'
     )
     assert (info["files"], info["chars"]) == (2, len(text))
+    assert info["file_chars"] == {"a": 33, "b": len(text) - 33}
+    assert files_in_validation(info["file_chars"], len(text) - 33) == ["b"]
+    assert files_in_validation(info["file_chars"], len(text) - 32) == ["a", "b"]
     with pytest.raises(FileNotFoundError, match="apt-get install fortunes"):
         fortune_files(tmp_path / "missing")
 
@@ -77,3 +86,7 @@ def test_the_page_is_written_from_real_runs(tmp_path):
     assert page.count("| 40 | ") == 2  # each run's last validation row
     assert "--prime 'To be or' --temperature 0.8" in page and "To be or" in page
     assert "| the untrained network: ln V |" in page and "### Why one stream stays high" in page
+    assert (
+        "### Where the recipe stops" in page
+        and "the validation split is other files (wisdom" in page
+    )
