@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from rnn_lab import PROJECT_ROOT
-from rnn_lab.bench_big_text import write_big_text
+from rnn_lab.bench.big_text import write_big_text
 
 TEXT_BYTES = 300_000_000
 PEAK_RSS_LIMIT_MB = 400

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from rnn_lab.real_text import (
+from rnn_lab.bench.real_text import (
     build_fortunes_text,
     files_in_validation,
     fortune_files,
@@ -73,7 +73,7 @@ def test_control_characters_are_shown_escaped():
 
 def test_the_page_is_written_from_real_runs(tmp_path):
     """--quick: the page's commands at a tiny size, on a small fortune folder."""
-    from rnn_lab.real_text import main
+    from rnn_lab.bench.real_text import main
 
     folder = tmp_path / "fortunes"
     folder.mkdir()

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from rnn_lab import PROJECT_ROOT
 from rnn_lab.core.data import VAL_MAX_CHARS, generate_elman_corpus
-from rnn_lab.docs_page import page_header, write_page
+from rnn_lab.provenance import docs_page, page_header, write_page
 from rnn_lab.run.rundir import SUMMARY_FILE, read_json
 
 TARGET_STEPS_PER_S = 500
@@ -160,7 +160,7 @@ def render(args, size_mb: float, enc: dict, cold: list, warm: list, command: str
     lines = [
         page_header("A big text with default settings", command),
         f"\nThe text: {size_mb:.0f} MB of Elman sentences with capitals, double spaces and line "
-        f"breaks (`rnn_lab.bench_big_text.write_big_text`), {enc['n_chars']:,} characters after "
+        f"breaks (`rnn_lab.bench.big_text.write_big_text`), {enc['n_chars']:,} characters after "
         f"the default normalisation, V={enc['vocab']}. Each run: "
         f"`python -m rnn_lab.train data=text data.path=FILE steps={args.steps}` and nothing "
         "else (H=64, seq_len=25, validation every 500 steps, analysis and plots at the end). "
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench_big_text", description=__doc__.split("\n")[0])
     parser.add_argument("--mb", type=float, default=400, help="size of the text in MB")
     parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "docs" / "big_text.md")
+    parser.add_argument("--out", type=Path, default=docs_page("big_text.md"))
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temporary one")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each kind")
     args = parser.parse_args(argv)

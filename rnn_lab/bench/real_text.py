@@ -35,8 +35,8 @@ from pathlib import Path
 import numpy as np
 
 from rnn_lab import PROJECT_ROOT
-from rnn_lab.bench_big_text import measured_from_log, run_timed
-from rnn_lab.docs_page import load_average, page_header, write_page
+from rnn_lab.bench.big_text import measured_from_log, run_timed
+from rnn_lab.provenance import docs_page, load_average, page_header, write_page
 
 FORTUNES_DIR = Path("/usr/share/games/fortunes")
 PRIME = "To be or"
@@ -425,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
     text_cmd = sub.add_parser("text", help="write the text file only")
     text_cmd.add_argument("out", type=Path)
     parser.add_argument("--folder", type=Path, default=FORTUNES_DIR)
-    parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "docs" / "real_text.md")
+    parser.add_argument("--out", type=Path, default=docs_page("real_text.md"))
     parser.add_argument(
         "--workdir",
         type=Path,
