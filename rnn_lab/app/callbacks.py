@@ -72,6 +72,7 @@ class SweepCallback(Callback):
     def __init__(self) -> None:
         self._sweep_dir: Path | None = None  # absolute: jobs may run in another directory
         self._launcher: sweep.ProcessRef | None = None
+        self._bound = True  # jobs end when the launcher is gone (False: SLURM runs them on)
         self._lock: sweep.SweepLock | None = None
         self._signals: sweep.LauncherSignals | None = None
         self._undo: list = []  # what on_multirun_start changed in this process, undone at end
@@ -79,7 +80,7 @@ class SweepCallback(Callback):
 
     # ---- pickled into job processes: only what a job needs ----
     def __getstate__(self) -> dict:
-        return {"_sweep_dir": self._sweep_dir, "_launcher": self._launcher}
+        return {"_sweep_dir": self._sweep_dir, "_launcher": self._launcher, "_bound": self._bound}
 
     def __setstate__(self, state: dict) -> None:
         self.__init__()
@@ -87,7 +88,7 @@ class SweepCallback(Callback):
         if self._launcher is not None and not self._launcher.is_current():
             # As early as possible in a fresh worker: the rest of the job's unpickling imports
             # the task function, long enough for a Ctrl-C to land.
-            sweep.JOB_GUARD.protect(self._launcher)
+            sweep.JOB_GUARD.protect(self._launcher, self._bound)
 
     # ---- the launching process ----
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -116,7 +117,11 @@ class SweepCallback(Callback):
         self._signals = sweep.LauncherSignals(sweep_dir)
         self._signals.install()
         self._undo.append(self._signals.restore)
-        self._adapt_launcher(str(OmegaConf.select(config, "hydra.launcher._target_", default="")))
+        target = str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
+        # A SLURM job runs whether or not its submitter waits for it (submit, log out, read
+        # the report later): it must not stop when the launching process is gone.
+        self._bound = "slurm" not in target.lower()
+        self._adapt_launcher(target)
         # Hydra skips on_multirun_end when the launcher raises: the lock, the pools and the
         # report of a stopped sweep are then dealt with at exit.
         atexit.register(self._at_exit)
@@ -167,7 +172,7 @@ class SweepCallback(Callback):
             # blocked (inherited), it lets the signal in once it is protected (JobGuard).
             # Blocked right at the fork: loky's resource tracker unblocks SIGINT on its way.
             self._undo.append(third_party.wrap("loky.fork_exec", _with_sigint_blocked))
-        if "ray" in target:
+        if "ray" in target.lower():  # Hydra's RayLauncher or rnn_lab's (cluster_launchers)
             # ray.init() replaces the SIGTERM handler twice: in Python by sys.exit, and in C
             # by its crash handler, which aborts. Either kills the launcher in ray.get with
             # every job cut off: ours are put back once Ray has started.
@@ -188,7 +193,7 @@ class SweepCallback(Callback):
             return  # a single run, not a sweep
         if not self._launcher.is_current():
             # Again: a launcher may have set its own handlers since the unpickling.
-            sweep.JOB_GUARD.protect(self._launcher)
+            sweep.JOB_GUARD.protect(self._launcher, self._bound)
         self._job = (Path(HydraConfig.get().runtime.output_dir), time.time())
         sweep.JOB_GUARD.start_job(self._sweep_dir, self._launcher)
 

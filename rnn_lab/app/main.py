@@ -18,7 +18,7 @@ import math
 import shutil
 import sys
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from omegaconf import DictConfig
 
 from rnn_lab import CONF_DIR
 from rnn_lab.app.schema import ConfigError, check_inputs, register_schema, settings_from_config
-from rnn_lab.app.sweep import stop_requested
+from rnn_lab.app.sweep import PREEMPT_SIGNAL, hand_on_preemption, retry_of, stop_requested
 from rnn_lab.app.tracking import tracked
 from rnn_lab.run import rundir
 from rnn_lab.run.rundir import LockHeld, RunConflict
@@ -112,7 +112,7 @@ def prepare(cfg: DictConfig) -> PreparedJob | float:
             _remove_fresh_run_dir(job.run_dir)
         return NOT_OK
     try:
-        settings = settings_from_config(cfg)
+        settings = _resumed_if_retry(job, settings_from_config(cfg))
         task = check_inputs(settings)
     except ConfigError as e:
         if job.multirun:
@@ -142,9 +142,22 @@ def finish(prepared: PreparedJob, outcome: dict | Exception) -> float:
     summary = outcome
     if summary.get("status") == rundir.OK and settings.analyze:
         summary = _analyze(job.run_dir, settings, summary)
-    if summary.get("status") == rundir.INTERRUPTED and not job.multirun:
-        sys.exit(128 + int(summary.get("signal", 2)))  # the shell's convention: 130, 143
+    if summary.get("status") == rundir.INTERRUPTED:
+        if summary.get("signal") == PREEMPT_SIGNAL:
+            hand_on_preemption()  # in a SLURM job: requeued, and this process ends here
+        if not job.multirun:
+            sys.exit(128 + int(summary.get("signal", 2)))  # the shell's convention: 130, 143
     return _metric(summary, settings.optimized_metric)
+
+
+def _resumed_if_retry(job: _Job, settings: TrainSettings) -> TrainSettings:
+    """A requeued or retried job is the same run started again: it resumes from its
+    checkpoint whatever ``resume`` says (resume=false would throw its progress away)."""
+    reason = retry_of(job.sweep_dir, job.run_dir)
+    if reason is None or settings.resume:
+        return settings
+    log.warning("%s: resuming its run (resume=false is for a run started anew)", reason)
+    return replace(settings, resume=True)
 
 
 def _refused(job: _Job, e: Exception) -> float:

@@ -15,8 +15,19 @@ Ctrl-C / SIGTERM on a sweep, whatever the launcher:
   does not (``timeout`` signals only the parent; Ray workers sit in their own process groups;
   SLURM tasks on other hosts share only the file system);
 - a job process also stops by itself when the launching process is gone (killed with
-  SIGKILL), so no job trains on, orphaned, in a folder whose lock is free again;
+  SIGKILL), so no job trains on, orphaned, in a folder whose lock is free again; except a
+  SLURM job, which the cluster runs whether or not its submitter is still there;
 - the launcher then returns normally, the report is built, and the sweep exits 128+signal.
+
+What a cluster does to a job:
+
+- SIGUSR2 (:data:`PREEMPT_SIGNAL`: SLURM's warning before a preemption or the time limit,
+  as submitit asks for it) stops the trainer like SIGTERM, with a checkpoint; then
+  :func:`hand_on_preemption` gives the signal to the handler that was there before (submitit's:
+  requeue the job and exit);
+- a job started again by the same sweep (a requeued SLURM job, a Ray task retried after its
+  node died) is the same run: :func:`retry_of` says so, and it resumes from its checkpoint
+  whatever ``resume`` says.
 """
 
 from __future__ import annotations
@@ -30,7 +41,7 @@ import signal
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -39,6 +50,10 @@ from rnn_lab.run import rundir
 log = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# SLURM's signal before a preemption or the time limit (sbatch --signal=USR2@120, as submitit
+# asks for it; scancel --signal=USR2 sends it by hand). The trainer stops on it too
+# (rnn_lab.run.trainer.STOP_SIGNALS); hand_on_preemption then passes it on.
+PREEMPT_SIGNAL = signal.SIGUSR2
 POLL_S = 0.2  # how often a job process looks at the marker and at the launcher
 RESEND_S = 1.0  # a stop signal is sent again this often while the job still runs (see _watch)
 
@@ -265,13 +280,21 @@ class JobGuard:
     def __init__(self):
         self._previous: dict[int, object] = {}
         self._launcher: ProcessRef | None = None
+        self._bound = True  # the job ends when its launcher is gone (not a SLURM job)
         self._job: _RunningJob | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self.last_self_signal = -math.inf  # monotonic time of the watcher's last signal
 
-    def protect(self, launcher: ProcessRef) -> None:
-        self._launcher = launcher
+    @property
+    def launcher(self) -> ProcessRef | None:
+        """The launching process of the sweep whose job this process runs (None: no sweep)."""
+        return self._launcher
+
+    def protect(self, launcher: ProcessRef, bound: bool = True) -> None:
+        """bound=False: the job runs on when its launcher is gone (a SLURM job: the cluster
+        runs it whether or not the process that submitted it still waits for it)."""
+        self._launcher, self._bound = launcher, bound
         self._ensure_watching()
         if threading.current_thread() is not threading.main_thread():
             return  # no handler can be installed: the process keeps its launcher's behaviour
@@ -316,7 +339,12 @@ class JobGuard:
         while True:
             time.sleep(POLL_S)
             launcher = self._launcher
-            orphaned = launcher is not None and not launcher.is_current() and launcher.gone()
+            orphaned = (
+                self._bound
+                and launcher is not None
+                and not launcher.is_current()
+                and launcher.gone()
+            )
             with self._lock:
                 job = self._job
                 if job is None and orphaned:
@@ -354,3 +382,38 @@ def _stop_signal_of(sweep_dir: Path) -> int | None:
 
 
 JOB_GUARD = JobGuard()
+
+
+# ---- what a cluster does to a job ------------------------------------------------------------
+
+
+def retry_of(sweep_dir: Path | None, job_dir: Path) -> str | None:
+    """Why this start of the job is a retry of the same run (None: it is not): SLURM started
+    it again (``SLURM_RESTART_COUNT``: requeued after a preemption, a time limit or a node
+    failure), or the same sweep started this job before (a Ray task retried on another node).
+    Counts this start in the sweep folder."""
+    restarts = os.environ.get("SLURM_RESTART_COUNT", "0")
+    attempt = 1
+    launcher = JOB_GUARD.launcher
+    if sweep_dir is not None and launcher is not None:
+        attempt = rundir.record_attempt(sweep_dir, job_dir, asdict(launcher))
+    if restarts.isdigit() and int(restarts) > 0:
+        return f"SLURM started this job again (SLURM_RESTART_COUNT={restarts})"
+    if attempt > 1:
+        return f"start {attempt} of this job in the same sweep (its worker or node was lost)"
+    return None
+
+
+def hand_on_preemption() -> None:
+    """After the trainer stopped on PREEMPT_SIGNAL and wrote its checkpoint: the signal goes
+    to the handler the process had before training (submitit's, in a SLURM job: requeue the
+    job, then exit). A handler that declines (submitit: timed out too many times) leaves the
+    run interrupted, to resume with the next run of the study. Without a handler (a run
+    outside submitit) nothing more happens."""
+    handler = signal.getsignal(PREEMPT_SIGNAL)
+    if not callable(handler):
+        return
+    try:
+        handler(PREEMPT_SIGNAL, None)
+    except Exception as e:  # SystemExit (requeued: the process ends) passes
+        log.warning("not requeued (%s): the run stays interrupted; run it again to resume", e)

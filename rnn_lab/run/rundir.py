@@ -75,6 +75,7 @@ SWEEP_LOCK_FILE = "sweep.lock"  # in SWEEP_STATE_DIR: held while a sweep writes 
 SWEEP_INTERRUPTED_FILE = "interrupted.json"  # in SWEEP_STATE_DIR: the sweep was stopped
 CONFLICTS_DIR = "conflicts"  # in SWEEP_STATE_DIR: one JSON per job refused (run_conflict)
 DECLARATIONS_FILE = "declarations.json"  # in SWEEP_STATE_DIR: what a study declared at each start
+ATTEMPTS_DIR = "attempts"  # in SWEEP_STATE_DIR: one JSON per job: which sweep started it, how often
 RESULTS_CSV = "results.csv"
 RESULTS_PARQUET = "results.parquet"
 REPORT_FILE = "report.md"
@@ -435,18 +436,40 @@ def sweep_state_dir(sweep_dir: str | Path) -> Path:
     return Path(sweep_dir) / SWEEP_STATE_DIR
 
 
-def record_conflict(sweep_dir: str | Path, job_dir: str | Path, message: str) -> Path:
-    """Note in the sweep folder that a job was refused (its own folder stays untouched)."""
+def _job_record(sweep_dir: str | Path, folder: str, job_dir: str | Path) -> tuple[Path, str]:
+    """(the JSON file in the sweep's state folder that records something about a job, the
+    job's folder relative to the sweep); the file's folder exists."""
     job_dir = Path(job_dir)
     try:
         rel = str(job_dir.relative_to(sweep_dir))
     except ValueError:
         rel = str(job_dir)
     name = hashlib.sha1(rel.encode()).hexdigest()[:12] + ".json"
-    out = sweep_state_dir(sweep_dir) / CONFLICTS_DIR / name
+    out = sweep_state_dir(sweep_dir) / folder / name
     out.parent.mkdir(parents=True, exist_ok=True)
+    return out, rel
+
+
+def record_conflict(sweep_dir: str | Path, job_dir: str | Path, message: str) -> Path:
+    """Note in the sweep folder that a job was refused (its own folder stays untouched)."""
+    out, rel = _job_record(sweep_dir, CONFLICTS_DIR, job_dir)
     atomic_write_json(out, {"status": CONFLICT, "job_dir": rel, "error": message})
     return out
+
+
+def record_attempt(sweep_dir: str | Path, job_dir: str | Path, launcher: dict) -> int:
+    """Count a start of the job in job_dir by the sweep whose launching process is
+    ``launcher`` (pid, host, start); returns which start of it this is (1: the first). A
+    start by another sweep (a re-run of the command) counts from 1 again."""
+    out, rel = _job_record(sweep_dir, ATTEMPTS_DIR, job_dir)
+    try:
+        before = read_json_or_none(out)
+    except (ValueError, OSError):
+        before = None
+    same = isinstance(before, dict) and before.get("launcher") == launcher
+    attempt = int(before.get("attempt", 0)) + 1 if same else 1
+    atomic_write_json(out, {"job_dir": rel, "launcher": launcher, "attempt": attempt})
+    return attempt
 
 
 def read_conflicts(sweep_dir: str | Path) -> list[dict]:

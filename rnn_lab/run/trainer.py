@@ -257,8 +257,8 @@ def _conflict_message(run_dir, identities: tuple[dict, dict], owner_sha1, data_s
 def train(settings: TrainSettings, run_dir: str | Path, *, task=None) -> dict:
     """Train one run into run_dir; return its summary (also written to summary.json).
 
-    A diverging loss ends the run as "diverged"; SIGINT/SIGTERM ends it as "interrupted"
-    after a checkpoint. Unexpected errors propagate (rnn_lab.app.main records them).
+    A diverging loss ends the run as "diverged"; SIGINT/SIGTERM/SIGUSR2 ends it as
+    "interrupted" after a checkpoint. Unexpected errors propagate (rnn_lab.app.main records them).
     """
     s, run_dir = with_budget(settings), Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -584,8 +584,14 @@ def _save(s: TrainSettings, run_dir: Path, state: TrainState, run_id: str) -> No
     rundir.write_checkpoint(run_dir, state.to_arrays(s.to_dict(), run_id))
 
 
+# Signals that stop a run after its step, with a checkpoint: Ctrl-C, SIGTERM (kill, timeout,
+# scancel) and SIGUSR2 (SLURM's warning before a preemption or the time limit, sent at
+# sbatch's --signal; rnn_lab.app.sweep hands it on to submitit, which requeues the job).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
+
+
 class StopFlag:
-    """Set by SIGINT/SIGTERM: the loop finishes its step, checkpoints and returns."""
+    """Set by a STOP_SIGNALS signal: the loop finishes its step, checkpoints and returns."""
 
     def __init__(self):
         self.signum: int | None = None
@@ -594,7 +600,7 @@ class StopFlag:
     def install(self):
         if threading.current_thread() is not threading.main_thread():
             return  # signal handlers only work in the main thread (e.g. not in Ray actors)
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             self._previous[sig] = signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame):
