@@ -28,13 +28,25 @@ TINY = [
 ]
 
 
-def run_cli(
-    args: list[str], cwd: Path | None = None, timeout: float = 300, module="rnn_lab.train", **kwargs
-):
-    """python -m MODULE ARGS in a subprocess (default: the train app), output captured."""
-    cmd = [sys.executable, "-m", module, *args]
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+def cli_env(extra: dict | None = None) -> dict:
+    """The environment of a CLI subprocess: this one's, the project importable, plus extra."""
+    env = {**os.environ, **(extra or {}), "PYTHONPATH": str(PROJECT_ROOT)}
     env.pop("HYDRA_FULL_ERROR", None)
+    return env
+
+
+def run_cli(
+    args: list[str],
+    cwd: Path | None = None,
+    timeout: float = 300,
+    module="rnn_lab.train",
+    env: dict | None = None,
+    **kwargs,
+):
+    """python -m MODULE ARGS in a subprocess (default: the train app), output captured; env:
+    variables added to the subprocess's environment."""
+    cmd = [sys.executable, "-m", module, *args]
+    env = cli_env(env)
     return subprocess.run(
         cmd,
         cwd=cwd or PROJECT_ROOT,

@@ -52,3 +52,41 @@ def tiny_settings():
         return TrainSettings(**base)
 
     return _make
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A one-node SLURM on this machine (scripts/slurm-local), for the whole test session;
+    stopped at its end, and none of its daemons may be left."""
+    from clusters import slurm_unavailable, start_slurm, stop_slurm
+
+    why = slurm_unavailable()
+    if why:
+        pytest.skip(f"no SLURM cluster: {why}")
+    cluster = start_slurm(tmp_path_factory.mktemp("slurm"))
+    yield cluster
+    left = stop_slurm(cluster)
+    assert not left, f"SLURM daemons left running: {left}"
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A two-node Ray cluster on this machine (one CPU a node), for the tests of a module; a
+    test may stop it itself (stop_ray), and nothing of it may be left at the end."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    pytest.importorskip("ray")
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher")
+    from clusters import start_ray, stop_ray
+
+    # A short base path: Ray's unix sockets live under its temp dirs (107-byte limit).
+    base = Path(tempfile.mkdtemp(prefix="rl", dir="/tmp"))
+    try:
+        cluster = start_ray(base)
+        yield cluster
+        left = stop_ray(cluster)
+        assert not left, f"Ray processes left running: {left}"
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

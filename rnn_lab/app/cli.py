@@ -46,7 +46,8 @@ def list_studies() -> dict[str, str]:
 
 def _study_dir_suffix(overrides: list[str]) -> str:
     """A sweep-dir suffix for extra overrides, so a shrunk study never mixes with the full one."""
-    skip = ("hydra.", "launcher=", "+hydra.", "seed=", "logger=", "logger.")  # results unchanged
+    # results unchanged
+    skip = ("hydra.", "launcher=", "+hydra.", "seed=", "logger=", "logger.", "+study.slurm.")
     kept = [o for o in overrides if not o.startswith(skip)]
     if not kept:
         return ""
