@@ -7,6 +7,7 @@ gone; a Ray node lost mid-sweep costs nothing but time, and leaves no process be
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -229,6 +230,22 @@ def test_slurm_cancelled_jobs_are_recorded_and_the_next_run_resumes(
     assert "resuming from the checkpoint at step" in (running / rundir.LOG_FILE).read_text()
     _assert_same_numbers(sweep, joblib_reference)
     _assert_same_weights(running, _job_dir(joblib_reference, 1))
+
+
+def test_slurm_ctrl_c_stops_the_running_jobs_and_cancels_the_queued_one(slurm_cluster, tmp_path):
+    sweep = tmp_path / "slurm"
+    proc = _start_study(
+        _study(sweep, "launcher=submitit_slurm"), slurm_cluster.env, tmp_path / "study"
+    )
+    _wait_for(lambda: _training(sweep, 1) and _training(sweep, 2), 120, "two jobs to train")
+    queued = f"{_slurm_job_of(sweep, 1).split('_')[0]}_2"  # two CPUs: the third job waits
+    assert slurm_cluster.jobs()[queued] == "PENDING"
+    os.killpg(proc.pid, signal.SIGINT)  # the terminal's Ctrl-C
+    assert proc.wait(timeout=120) == 128 + signal.SIGINT, (tmp_path / "study.err").read_text()
+    assert [_status(_job_dir(sweep, s)) for s in (1, 2)] == [rundir.INTERRUPTED] * 2
+    assert not list(sweep.glob("*/seed=3"))  # never started
+    assert slurm_cluster.jobs()[queued] == "CANCELLED"
+    assert "Partial report" in (sweep / rundir.REPORT_FILE).read_text()
 
 
 def test_slurm_study_goes_on_after_its_submitter_is_gone(slurm_cluster, joblib_reference, tmp_path):

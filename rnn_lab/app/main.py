@@ -154,9 +154,9 @@ def _resumed_if_retry(job: _Job, settings: TrainSettings) -> TrainSettings:
     """A requeued or retried job is the same run started again: it resumes from its
     checkpoint whatever ``resume`` says (resume=false would throw its progress away)."""
     reason = retry_of(job.sweep_dir, job.run_dir)
-    if reason is None or settings.resume:
+    if reason is None:
         return settings
-    log.warning("%s: resuming its run (resume=false is for a run started anew)", reason)
+    log.warning("%s: the same run again, resumed whatever resume says", reason)
     return replace(settings, resume=True)
 
 
