@@ -46,8 +46,9 @@ def list_studies() -> dict[str, str]:
 
 def _study_dir_suffix(overrides: list[str]) -> str:
     """A sweep-dir suffix for extra overrides, so a shrunk study never mixes with the full one."""
-    # results unchanged
-    skip = ("hydra.", "launcher=", "+hydra.", "seed=", "logger=", "logger.", "+study.slurm.")
+    # Results unchanged (study.slurm.*: where a job runs, not what it computes).
+    skip = ("hydra.", "launcher=", "+hydra.", "seed=", "logger=", "logger.")
+    skip += ("study.slurm.", "+study.slurm.")
     kept = [o for o in overrides if not o.startswith(skip)]
     if not kept:
         return ""
