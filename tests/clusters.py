@@ -132,10 +132,12 @@ class SlurmCluster:
         return dict(line.split() for line in out.splitlines() if line.strip())
 
 
-def start_slurm(folder: Path, requeue_delay_s: int = 10) -> SlurmCluster:
+def start_slurm(folder: Path, requeue_delay_s: int = 10, cpus: int = 2) -> SlurmCluster:
+    """A one-node SLURM of `cpus` CPUs (2: the tests count on a third job waiting)."""
     ctld, slurmd = free_ports(2)
     env = {
         **os.environ,
+        "SLURM_LOCAL_CPUS": str(cpus),
         "SLURM_LOCAL_CTLD_PORT": str(ctld),
         "SLURM_LOCAL_D_PORT": str(slurmd),
         "SLURM_LOCAL_REQUEUE_DELAY": str(requeue_delay_s),
