@@ -27,10 +27,10 @@ from rnn_lab.run import rundir
 
 pytestmark = pytest.mark.cluster
 
-# A tiny study: 10,000 steps of H=8 (a few seconds a job), no analysis; checkpoints only at
-# the end, so a checkpoint in the middle can only be one written at a signal.
+# A tiny study: 20,000 steps of H=8 (~5 s a job alone: time to signal it mid-run), no
+# analysis; checkpoints only at the end, so one in the middle can only be written at a signal.
 JOB = [
-    "steps=10000",
+    "steps=20000",
     "hidden_size=8",
     "seq_len=8",
     "data.num_sentences=60",
@@ -186,7 +186,7 @@ def test_slurm_preempted_job_is_requeued_and_ends_bit_identical(
         "the checkpoint at the signal",
     )
     cut = summary["steps_done"]
-    assert summary["signal"] == signal.SIGUSR2 and 0 < cut < 10000, summary
+    assert summary["signal"] == signal.SIGUSR2 and 0 < cut < 20000, summary
     assert proc.wait(timeout=300) == 0, (tmp_path / "study.err").read_text()[-3000:]
     log = (run / rundir.LOG_FILE).read_text()
     assert f"stopped by SIGUSR2 at step {cut}" in log
