@@ -91,8 +91,25 @@ RELIANCES: dict[str, Reliance] = {
     "ray_launcher.start_ray": Reliance(
         "patch", (("hydra-ray-launcher", ">=1.2,<1.3"),),
         "hydra_plugins.hydra_ray_launcher._core", "start_ray",
-        "rnn_lab/app/callbacks.py (launcher=ray)",
-        "puts the sweep's SIGINT/SIGTERM handlers back after ray.init() replaced them",
+        "rnn_lab/app/callbacks.py (launcher=ray; patched), hydra_plugins/rnn_lab_launcher/"
+        "_ray.py (launch: called)",
+        "puts the sweep's SIGINT/SIGTERM handlers back after ray.init() replaced them; "
+        "rnn_lab's Ray launcher starts or joins Ray through it",
+    ),
+    "ray_launcher.launch_job_on_ray": Reliance(
+        "private", (("hydra-ray-launcher", ">=1.2,<1.3"),),
+        "hydra_plugins.hydra_ray_launcher._launcher_util", "launch_job_on_ray",
+        "hydra_plugins/rnn_lab_launcher/_ray.py (launch)",
+        "sends one job to Ray as Hydra's Ray launcher does; rnn_lab's Ray launcher keeps the "
+        "rest of it (joining an existing cluster, absolute sweep folder, lost jobs recorded)",
+    ),
+    "submitit.slurm_info_watcher": Reliance(
+        "private", (("submitit", ">=1.5,<1.6"),), "submitit.slurm.slurm",
+        "SlurmInfoWatcher._make_command",
+        "hydra_plugins/rnn_lab_launcher/_slurm.py (SqueueWatcher: overrides _make_command, "
+        "reads _registered and _finished)",
+        "watches SLURM jobs with squeue where the cluster keeps no accounting (sacct fails "
+        "there and submitit's own watcher never sees a cancelled job end)",
     ),
     "submitit.start_controller": Reliance(
         "patch", (("submitit", ">=1.5,<1.6"),), "submitit.local.local", "start_controller",

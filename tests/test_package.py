@@ -252,6 +252,8 @@ OPTIONAL_IMPORTS = {
     "sqlalchemy": "tuning studies' storage, with optuna",
     "alembic": "tuning studies' storage, with optuna",
     "pyarrow": "results.parquet beside results.csv when it imports (the dev extra)",
+    "ray": "launcher=ray (rnn_lab's Ray launcher, _ray.py): the launchers extra brings it",
+    "submitit": "launcher=submitit_slurm (rnn_lab's SLURM launcher, _slurm.py): launchers extra",
     "threadpoolctl": "generated pages name the BLAS kernels when it imports (joblib's dependency)",
 }
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import ray
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, setup_globals
-from hydra_plugins.hydra_ray_launcher import _core as hydra_ray
-from hydra_plugins.hydra_ray_launcher._launcher_util import launch_job_on_ray
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+from rnn_lab.third_party import resolve
 
 from .cluster_launchers import lost_job
 
@@ -67,7 +67,8 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
     sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
     sweep_dir.mkdir(parents=True, exist_ok=True)
     log.info("Ray launcher: %d jobs, sweep output dir: %s", len(job_overrides), sweep_dir)
-    hydra_ray.start_ray(init_arguments(launcher.ray_cfg.init))  # (patched by SweepCallback)
+    start_ray = resolve("ray_launcher.start_ray")  # (patched by SweepCallback)
+    start_ray(init_arguments(launcher.ray_cfg.init))
     runs = []
     for i, overrides in enumerate(job_overrides):
         idx = initial_job_idx + i
@@ -77,7 +78,7 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
             cfg.hydra.job.id = f"job_id_for_{idx}"  # as Hydra's Ray launcher names it
             cfg.hydra.job.num = idx
             cfg.hydra.sweep.dir = str(sweep_dir)
-            run = launch_job_on_ray(
+            run = resolve("ray_launcher.launch_job_on_ray")(
                 launcher.hydra_context,
                 launcher.ray_cfg.remote,
                 cfg,
