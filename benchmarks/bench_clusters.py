@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import re
 import shutil
 import signal
@@ -36,6 +35,8 @@ from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
+
+from rnn_lab.provenance import page_header
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the clusters the tests use (tests/clusters.py)
@@ -187,25 +188,6 @@ def ray_part(args) -> dict:
     return {"up": up, "study": run, "lost": lost, "left": left}
 
 
-def machine() -> str:
-    model = next(
-        (
-            ln.split(":", 1)[1].strip()
-            for ln in Path("/proc/cpuinfo").read_text().splitlines()
-            if ln.startswith("model name")
-        ),
-        platform.processor() or "unknown CPU",
-    )
-    return f"{model}, {os.cpu_count()} cores"
-
-
-def commit() -> str:
-    done = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    )
-    return done.stdout.strip() or "unknown"
-
-
 def page(args, base: dict, slurm: dict, ray: dict) -> str:
     seeds = len(args.seeds.split(","))
     jobs = 6 * seeds
@@ -218,14 +200,11 @@ def page(args, base: dict, slurm: dict, ray: dict) -> str:
         return f"| {what} | {walls} s | {ratio} | {same} | {run['load']} |"
 
     p = slurm["preempted"]
+    command = f"python benchmarks/bench_clusters.py --seeds {args.seeds} --repeat {args.repeat}"
     lines = [
-        "# Studies on clusters: measured wall times",
-        "",
-        f"Written by `python benchmarks/bench_clusters.py --seeds {args.seeds} --repeat "
-        f"{args.repeat}` on "
-        f"{datetime.now():%Y-%m-%d %H:%M}, commit {commit()}, {machine()}. The machine may be "
-        "shared with other work: the load average (1, 5, 15 min) before and after each sweep "
-        "is given; figures move with it.",
+        page_header("Studies on clusters: measured wall times", command),
+        "The machine may be shared with other work: the load average (1, 5, 15 min) before "
+        "and after each sweep is given; figures move with it.",
         "",
         f"The demo study as shipped: 3 inits x 2 activations x {seeds} seeds = {jobs} runs of "
         "3,000 steps, analysis and report included. Both clusters run on this one machine "
