@@ -34,7 +34,7 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
-bench: $(STAMP)  ## speed: rnn_lab against a seed-style loop and torch autograd
+bench: $(STAMP)  ## speed: rnn_lab against a walkthrough-style loop and torch autograd
 	$(BIN)/rnn-lab bench
 
 clean:

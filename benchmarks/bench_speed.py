@@ -1,4 +1,4 @@
-"""Speed benchmark: rnn_lab against a seed-style loop, a min-char-rnn-style loop and torch.
+"""Speed benchmark: rnn_lab against a walkthrough-style loop, a min-char-rnn-style loop and torch.
 
     python benchmarks/bench_speed.py                     # the full run (~4 minutes, idle machine)
     python benchmarks/bench_speed.py --quick             # a smoke run of a few seconds

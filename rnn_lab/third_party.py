@@ -47,7 +47,7 @@ RELIANCES: dict[str, Reliance] = {
         "private", (("numpy", ">=1.26,<2.5"),), "numpy", "dot._implementation",
         "rnn_lab/core/engine.py (_dot; core/gated_*.py and the stacked engine through it)",
         "np.dot without its __array_function__ dispatch: the same C function, ~0.3 us less "
-        "per call, ~5% of a step at the seed's sizes; absent, np.dot itself",
+        "per call, ~5% of a step at the walkthrough's sizes; absent, np.dot itself",
     ),
     "hydra.split_arguments": Reliance(
         "private", _HYDRA, "hydra._internal.core_plugins.basic_sweeper",

@@ -35,7 +35,7 @@ from rnn_lab.inspect.load import load_run
 from rnn_lab.run.settings import TrainSettings
 from rnn_lab.run.trainer import train
 
-# Category structure takes a while to emerge with the seed's SGD (6,000 steps, ~8 s); eight
+# Category structure takes a while to emerge with the walkthrough's SGD (6,000 steps, ~8 s); eight
 # streams with Adam get there in 1,500 steps (~3 s) and are still the same engine.
 ELMAN_TRAINED = dict(
     steps=1500,

@@ -40,17 +40,17 @@ def test_quick_bench_prints_every_section(capsys, tmp_path):
     # the header's memory line is printed once the setting is applied: the state it leaves
     assert f"  memory: {bench_memory.describe()}\n" in out
     for expected in (
-        "seed configuration",
+        "walkthrough configuration",
         "rnn_lab engine",
-        "seed-style loop",
+        "walkthrough-style loop",
         "torch autograd, 1 thread",
-        "rnn_lab / seed-style loop =",
+        "rnn_lab / walkthrough-style loop =",
         "rnn_lab / torch (1 thread) =",
         "large configuration",
         "record=true (default)",
         "record=false",
         "recording overhead",
-        "gated cells, seed configuration",
+        "gated cells, walkthrough configuration",
         "gated cells, large configuration",
         "rnn_lab GRU / torch GRU =",
         "rnn_lab LSTM / torch LSTM =",
@@ -115,7 +115,7 @@ def test_a_full_run_writes_docs_benchmarks_md_and_a_quick_one_does_not(
     assert main_bench([*few, "--no-page"]) == 0
     assert not speed.DEFAULT_PAGE.exists()
     assert main_bench(few) == 0
-    assert "seed configuration" in speed.DEFAULT_PAGE.read_text()
+    assert "walkthrough configuration" in speed.DEFAULT_PAGE.read_text()
     assert capsys.readouterr().out.rstrip().endswith(f"wrote {speed.DEFAULT_PAGE}")
 
 

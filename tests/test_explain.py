@@ -352,7 +352,7 @@ def test_says_whether_the_gradient_profile_explains_an_arm_beating_its_baseline(
     text = section(init_activation_like(best_vanishes=False))
     assert (
         "the gradient of init=random vanishes more slowly than that of the arm it beats, as "
-        "the seeds' argument predicts" in text
+        "the walkthrough's argument predicts" in text
     )
 
 

@@ -1,7 +1,7 @@
 """The seed's learning checks, through the real trainer on a text file.
 
 "abab..." must be learned to near-zero loss, and a network trained on "hello hello ..."
-primed with "hel" must continue with "lo" at temperature 0. The settings are the seed's
+primed with "hel" must continue with "lo" at temperature 0. The settings are the walkthrough's
 defaults (SGD momentum 0.9, lr 0.01, clip 5, orthogonal W_hh, tanh) on a small network, so
 each run takes a fraction of a second; both forms of momentum are checked (heavy-ball, and
 the moving average that dampening = momentum gives, the Hydra config's default).

@@ -89,7 +89,7 @@ def test_reference_comparison_can_fail():
 
 
 def test_heavy_ball_sgd_is_the_seeds_velocity_update_at_constant_lr():
-    """With dampening 0, torch's buf = mu buf + g; p -= lr buf  equals the seed's code
+    """With dampening 0, torch's buf = mu buf + g; p -= lr buf  equals the walkthrough's code
     (_apply_update): v = mu v - lr g; p += v."""
     rng = np.random.default_rng(3)
     p = {"w": rng.normal(size=5)}

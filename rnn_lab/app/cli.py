@@ -11,7 +11,7 @@ rnn-lab compare DIR_A DIR_B [...]     sweeps of one grid, arm by arm -> compare-
 rnn-lab analyze RUN_DIR               analyse a trained run (analysis.json, plots)
 rnn-lab sample RUN_DIR [--prime ...]  sample text from a trained run
 rnn-lab corpus [--out FILE]           write the Elman corpus to a file
-rnn-lab bench [--quick]               speed against a seed-style loop and torch autograd
+rnn-lab bench [--quick]               speed against a walkthrough-style loop and torch autograd
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ and the last ``loss`` (torch's loops also a ``thread_context()``, their thread c
 rnn_lab.bench.speed for the benchmark they make up.
 
   RnnLabLoop        (a) the trainer's own step, rnn_lab.run.step.train_step (also a gated cell)
-  SeedStyleLoop     (b) the seed's loop as in seeds/train_walkthrough.txt
+  WalkthroughStyleLoop  (b) the walkthrough's loop (seeds/train_walkthrough.txt)
   TorchLoop         (c) torch.nn.RNN + nn.Linear with autograd
   GatedCoreLoop     (e) rnn_lab.core.gated's calls in the trainer's order (gated_contender)
   TorchGatedLoop    (e) torch.nn.GRU / nn.LSTM with autograd
@@ -24,7 +24,7 @@ from rnn_lab.run.state import TrainState
 from rnn_lab.run.step import train_step
 from rnn_lab.run.trainer import build_params
 
-MIN_CHAR_SIZES = (64, 100)  # the seed's H and min-char-rnn's default hidden_size
+MIN_CHAR_SIZES = (64, 100)  # the walkthrough's H and min-char-rnn's default hidden_size
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class BenchConfig:
     dtype: str
     lr: float = 0.01
     momentum: float = 0.9
-    dampening: float = 0.9  # the trainer's default SGD: the seed's moving-average momentum
+    dampening: float = 0.9  # the trainer's default SGD: the walkthrough's moving-average momentum
     clip: float = 5.0
     optim: str = "sgd"  # or "adagrad" (min-char-rnn's)
     clip_mode: str = "norm"  # or "value" (element-wise, min-char-rnn's)
@@ -59,7 +59,9 @@ class BenchConfig:
         return {"name": "sgd", "momentum": self.momentum, "dampening": self.dampening}
 
 
-SEED_CONFIG = BenchConfig("seed", hidden_size=64, seq_len=25, batch_size=1, dtype="float64")
+WALKTHROUGH_CONFIG = BenchConfig(
+    "walkthrough", hidden_size=64, seq_len=25, batch_size=1, dtype="float64"
+)
 LARGE_CONFIG = BenchConfig("large", hidden_size=256, seq_len=50, batch_size=32, dtype="float32")
 
 
@@ -131,30 +133,31 @@ class RnnLabLoop:
 
 
 # --------------------------------------------------------------------------------------
-# (b) the seed's loop, as in seeds/train_walkthrough.txt
+# (b) the walkthrough's loop, as in seeds/train_walkthrough.txt
 # --------------------------------------------------------------------------------------
 
 
-class SeedStyleLoop:
-    """The seed's train.py inner loop: per-step dicts, (V, 1) columns, eigvals every step.
+class WalkthroughStyleLoop:
+    """The walkthrough's train.py inner loop: per-step dicts, (V, 1) columns, eigvals every step.
 
     Parameters live in torch nn.Parameters and are read with .data.numpy() at every call, as
-    in the seed. They are float64 here (the seed's are float32 against a float64 h, which
-    would add up-casting copies to its time): both loops then do float64 arithmetic.
+    in the walkthrough. They are float64 here (the walkthrough's are float32 against a
+    float64 h, which would add up-casting copies to its time): both loops then do float64
+    arithmetic.
     """
 
-    label = "seed-style loop"
+    label = "walkthrough-style loop"
 
     def __init__(self, cfg: BenchConfig, text: str):
         import torch
         from torch import nn
 
         if cfg.batch_size != 1:
-            raise ValueError("the seed's loop has no batch axis (B must be 1)")
+            raise ValueError("the walkthrough's loop has no batch axis (B must be 1)")
         self.torch = torch
         self.cfg = cfg
         task = CharTextTask(text, seq_len=cfg.seq_len)
-        self.train_data = [int(i) for i in task.train_ids]  # the seed encodes to a list
+        self.train_data = [int(i) for i in task.train_ids]  # the walkthrough encodes to a list
         V, H = task.vocab.size, cfg.hidden_size
         self.V, self.H = V, H
         dt = torch.float64

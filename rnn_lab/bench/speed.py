@@ -1,18 +1,18 @@
-"""Speed: rnn_lab against a seed-style loop, a min-char-rnn-style loop and torch autograd.
+"""Speed: rnn_lab against a walkthrough-style loop, a min-char-rnn-style loop and torch autograd.
 
 ``rnn-lab bench`` (and ``python benchmarks/bench_speed.py``) times, in one process:
 
   (a) rnn_lab: the trainer's own step, rnn_lab.run.step.train_step (forward, loss, BPTT
       with clipping, SGD momentum on the packed flat parameters, h carried);
-  (b) the seed's loop: dicts per time step, (V, 1) one-hot columns, hs/ps dicts, the seed's
+  (b) the walkthrough's loop: dicts per time step, (V, 1) one-hot columns, hs/ps dicts, its
       forward/backward/_apply_update, and np.linalg.eigvals of W_hh every step, as in
       seeds/train_walkthrough.txt;
   (c) torch.nn.RNN + nn.Linear with autograd, clip_grad_norm_ and torch.optim.SGD;
 
-at the seed's configuration (Elman corpus, H=64, seq_len=25, B=1, float64, SGD momentum
+at the walkthrough's configuration (Elman corpus, H=64, seq_len=25, B=1, float64, SGD momentum
 0.9, lr 0.01, clip 5) and at a large one (H=256, seq_len=50, B=32, float32), and
-  (d) the whole trainer (rnn_lab.run.trainer.train) for the seed's 30,000-step run with default
-      recording, and again with record=false;
+  (d) the whole trainer (rnn_lab.run.trainer.train) for the walkthrough's 30,000-step run with
+      default recording, and again with record=false;
   (e) the gated cells: rnn_lab's GRU and LSTM step (train_step with cell=gru/lstm once the
       trainer has a ``cell`` setting, else rnn_lab.core.gated's forward, loss, backward with
       clipping and SGD on the packed flat buffer, state carried) against torch.nn.GRU /
@@ -20,7 +20,7 @@ at the seed's configuration (Elman corpus, H=64, seq_len=25, B=1, float64, SGD m
       configurations;
   (f) a min-char-rnn-style loop (Karpathy's min-char-rnn.py: dicts per time step, (V, 1)
       columns, element-wise clipping to [-5, 5], Adagrad lr 0.1; no eigenvalues) from the same
-      weights on the same text, against rnn_lab's step and the whole trainer (the seed's run
+      weights on the same text, against rnn_lab's step and the whole trainer (the walkthrough's run
       with default recording and optim=adagrad lr=0.1 clip_mode=value clip=5), at H=64 and
       H=100 (min-char-rnn's default): the trainer's speed-up and its overhead per step over
       the engine step, the trainer's whole run set against runs of the same duration of the
@@ -60,13 +60,13 @@ from rnn_lab.bench import memory_reuse as memory
 from rnn_lab.bench.contenders import (
     LARGE_CONFIG,
     MIN_CHAR_SIZES,
-    SEED_CONFIG,
+    WALKTHROUGH_CONFIG,
     BenchConfig,
     MinCharRnnLoop,
     RnnLabLoop,
-    SeedStyleLoop,
     TorchGatedLoop,
     TorchLoop,
+    WalkthroughStyleLoop,
     gated_contender,
     min_char_config,
 )
@@ -86,11 +86,11 @@ from rnn_lab.provenance import write_generated_page
 DEFAULT_PAGE = PROJECT_ROOT / "docs" / "benchmarks.md" if PROJECT_ROOT is not None else None
 
 # The issue's targets (speed-up of rnn_lab over each contender, and trainer wall time).
-TARGET_VS_SEED_LOOP = 8.0
+TARGET_VS_WALKTHROUGH_LOOP = 8.0
 TARGET_VS_TORCH = 5.0
 TARGET_VS_TORCH_LARGE = 1.0
 TARGET_TRAINER_WALL_S = 15.0
-TARGET_GATED_VS_TORCH = 1.0  # issue 12: the gated cells at least as fast as torch (seed config)
+TARGET_GATED_VS_TORCH = 1.0  # issue 12: gated cells >= torch's speed (walkthrough config.)
 TARGET_TRAINER_VS_MIN_CHAR = 5.0  # issue 11: the whole trainer vs a min-char-rnn-style loop (H=64)
 TARGET_TRAINER_OVERHEAD = 0.15  # issue 11: trainer time per step / engine step - 1
 
@@ -117,14 +117,14 @@ def _verdict(value: float, target: float, more_is_better: bool = True) -> str:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rnn-lab bench",
-        description="Speed of rnn_lab's engine and trainer against a seed-style loop, a "
+        description="Speed of rnn_lab's engine and trainer against a walkthrough-style loop, a "
         "min-char-rnn-style loop and torch autograd (RNN, GRU, LSTM).",
     )
     parser.add_argument("--quick", action="store_true", help="few steps: a smoke run for CI")
     parser.add_argument(
         "--steps",
         type=int,
-        help="rnn_lab's steps per timed round at the seed configuration (default 1000); the "
+        help="rnn_lab's steps per timed round at the walkthrough configuration (default 1000); the "
         "other contenders run as many as take about as long",
     )
     parser.add_argument("--large-steps", type=int, help="the same at the large configuration")
@@ -143,7 +143,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--gated-steps",
         type=int,
-        help="rnn_lab GRU's steps per timed round at the seed configuration (default 300)",
+        help="rnn_lab GRU's steps per timed round at the walkthrough configuration (default 300)",
     )
     parser.add_argument(
         "--no-min-char", action="store_true", help="skip the min-char-rnn-style comparison"
@@ -232,11 +232,11 @@ def _bench(args: argparse.Namespace) -> dict:
         f"  timing: best of {plan['rounds']} interleaved rounds after {plan['warmup']} warm-up "
         "steps, wall clock"
     )
-    results["seed"] = _bench_seed_config(text, plan)
+    results["seed"] = _bench_walkthrough_config(text, plan)  # key kept: bench.json's format
     results["large"] = _bench_large_config(text, plan)
     if not args.no_gated:
         results["gated"] = {
-            "seed": _bench_gated(SEED_CONFIG, text, plan["gated_steps"], plan),
+            "seed": _bench_gated(WALKTHROUGH_CONFIG, text, plan["gated_steps"], plan),
             "large": _bench_gated(LARGE_CONFIG, text, plan["large_steps"], plan),
         }
     if not args.no_min_char:
@@ -282,19 +282,20 @@ def write_benchmark_page(path: Path, printed: str, command: str) -> Path:
     return write_generated_page(path, "Speed benchmark", body, command=command)
 
 
-def _bench_seed_config(text: str, plan: dict) -> list[dict]:
-    cfg = SEED_CONFIG
+def _bench_walkthrough_config(text: str, plan: dict) -> list[dict]:
+    cfg = WALKTHROUGH_CONFIG
     ours = RnnLabLoop(cfg, text)
-    contenders = [ours, SeedStyleLoop(cfg, text), TorchLoop(cfg, text, threads=1)]
+    contenders = [ours, WalkthroughStyleLoop(cfg, text), TorchLoop(cfg, text, threads=1)]
     if plan["torch_threads"] > 1:
         contenders.append(TorchLoop(cfg, text, threads=plan["torch_threads"]))
     print()
-    print(f"seed configuration: Elman corpus V={ours.state.task.vocab.size}, {cfg.describe()}")
+    vocab = ours.state.task.vocab.size
+    print(f"walkthrough configuration: Elman corpus V={vocab}, {cfg.describe()}")
     timings = time_interleaved(contenders, plan["steps"], plan["rounds"], plan["warmup"])
     for line in _table(timings, timings[0]):
         print(line)
     for other, target, name in (
-        (1, TARGET_VS_SEED_LOOP, "seed-style loop"),
+        (1, TARGET_VS_WALKTHROUGH_LOOP, "walkthrough-style loop"),
         (2, TARGET_VS_TORCH, "torch (1 thread)"),
     ):
         best = timings[0].best / timings[other].best
@@ -312,7 +313,9 @@ def _bench_large_config(text: str, plan: dict) -> list[dict]:
     if plan["torch_threads"] > 1:
         contenders.append(TorchLoop(cfg, text, threads=plan["torch_threads"]))
     print()
-    print(f"large configuration: {cfg.describe()} (seed-style loop: n/a, it has no batch axis)")
+    print(
+        f"large configuration: {cfg.describe()} (walkthrough-style loop: n/a, it has no batch axis)"
+    )
     timings = time_interleaved(
         contenders, plan["large_steps"], plan["rounds"], min(plan["warmup"], 5)
     )
@@ -330,7 +333,7 @@ def _bench_large_config(text: str, plan: dict) -> list[dict]:
 def _bench_trainer(trainer_steps: int, trainer_repeats: int) -> dict:
     print()
     print(
-        f"trainer: rnn_lab.run.trainer.train, the seed's run (default settings), "
+        f"trainer: rnn_lab.run.trainer.train, the walkthrough's run (default settings), "
         f"{trainer_steps} steps, best of {trainer_repeats}"
     )
     with tempfile.TemporaryDirectory(prefix="rnn_lab_bench_") as tmp:
@@ -383,7 +386,7 @@ def _bench_gated(cfg: BenchConfig, text: str, steps: int, plan: dict) -> dict:
     for line in lines:
         print(line)
     for cell, r in ratios.items():
-        target = TARGET_GATED_VS_TORCH if cfg.name == "seed" else None
+        target = TARGET_GATED_VS_TORCH if cfg.name == "walkthrough" else None
         verdict = f"target >= {target:g}x: {_verdict(r['best'], target)}" if target else "reported"
         print(
             f"  rnn_lab {cell.upper()} / torch {cell.upper()} = {r['best']:.2f}x by best rounds, "
@@ -428,7 +431,7 @@ def _bench_min_char(H: int, text: str, plan: dict) -> dict:
             f"    {label:<44} {best:>8.0f} {statistics.median(rates):>8.0f} {1000.0 / best:>8.3f}"
         )
     print(
-        f"  (trainer: rnn_lab.run.trainer.train, the seed's run with default recording, "
+        f"  (trainer: rnn_lab.run.trainer.train, the walkthrough's run with default recording, "
         f"validation, Jacobians and checkpoints, optim=adagrad lr={cfg.lr:g} "
         f"clip_mode={cfg.clip_mode} clip={cfg.clip:g})"
     )

@@ -3,9 +3,9 @@
 ``python -m rnn_lab.bench.stacked_speed`` (or ``rnn-lab bench --stacked``) times, in one
 process with one BLAS thread (rnn_lab pins it on import, as for ``rnn-lab bench``), the arms of
 the init_activation grid (W_hh init orthogonal / xavier / random / identity x activation tanh /
-relu / sigmoid) at the seed's configuration (Elman corpus, H=64, seq_len=25, B=1, SGD momentum
-0.9 dampening 0.9, lr 0.01, clip 5), for K = 1, 6, 12 and 36 arms (36: the 12 arms with seeds
-42, 43, 44), in float64 and float32:
+relu / sigmoid) at the walkthrough's configuration (Elman corpus, H=64, seq_len=25, B=1, SGD
+momentum 0.9 dampening 0.9, lr 0.01, clip 5), for K = 1, 6, 12 and 36 arms (36: the 12 arms
+with seeds 42, 43, 44), in float64 and float32:
 
   (a) single-run path: the K arms one after another, each through the trainer's own step
       (rnn_lab.run.step.train_step on its TrainState, recording off, as
@@ -58,7 +58,7 @@ K1_TOLERANCE = 0.10  # issue 11: say so when K=1 through the stacked path costs 
 
 
 def grid_arms(K: int) -> list[tuple[str, str, int]]:
-    """(init, activation, seed) of K arms: the grid in init-major order (K=1: the seed's run,
+    """(init, activation, seed) of K arms: the grid in init-major order (K=1: the walkthrough's run,
     orthogonal + tanh), then again with the next seed."""
     grid = [(i, a, s) for s in SEEDS for i in INITS for a in ACTIVATIONS]
     if K > len(grid):
@@ -67,7 +67,7 @@ def grid_arms(K: int) -> list[tuple[str, str, int]]:
 
 
 def arm_settings(init: str, activation: str, seed: int, dtype: str) -> TrainSettings:
-    """The seed's run with this init, activation and seed; recording off (the step alone)."""
+    """The walkthrough's run with this init, activation and seed; recording off (the step alone)."""
     return TrainSettings(
         steps=10**9,
         hidden_size=64,
@@ -362,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  machine: {machine_and_load()}; numpy {np.__version__}, one BLAS thread")
     print(f"  memory: {memory.describe() if not args.malloc_defaults else 'malloc defaults'}")
     print(
-        "  seed configuration: Elman corpus, H=64, seq_len=25, B=1, SGD momentum 0.9 "
+        "  walkthrough configuration: Elman corpus, H=64, seq_len=25, B=1, SGD momentum 0.9 "
         "dampening 0.9, lr 0.01, clip 5 (norm)"
     )
     print(f"  timing: best of {rounds} interleaved rounds, ~{arm_steps} arm-steps per round")

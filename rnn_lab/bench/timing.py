@@ -88,7 +88,7 @@ def _threads_of(contender):
 
 
 def time_trainer(steps: int, repeats: int, workdir: Path) -> dict[str, list[float]]:
-    """Wall time of rnn_lab.run.trainer.train for the seed's run, recording on and off."""
+    """Wall time of rnn_lab.run.trainer.train for the walkthrough's run, recording on and off."""
     from rnn_lab.run.trainer import train
 
     walls: dict[str, list[float]] = {"record": [], "no_record": []}

@@ -542,7 +542,7 @@ class CharTextTask:
     """Next-character prediction over a text, walked in seq_len chunks by B streams.
 
     The training split is cut into B equal contiguous segments, one per stream (B = 1:
-    the whole split, the seed exactly). A single pointer walks the segments: each chunk is
+    the whole split, the walkthrough exactly). A single pointer walks the segments: each chunk is
     seq_len + 1 characters (inputs [p, p+T), targets [p+1, p+T]); h carries across chunks;
     when pointer + seq_len + 1 >= segment length, pointer and h reset to zero.
 

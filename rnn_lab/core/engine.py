@@ -4,19 +4,19 @@
     h_t = f(a_t)                               (hidden state)
     o_t = W_hy h_t + b_y                       (output logits)
 
-Shapes follow the seed (W_xh (H,V), W_hh (H,H), W_hy (V,H)); arrays inside the engine are
+Shapes follow the walkthrough (W_xh (H,V), W_hh (H,H), W_hy (V,H)); arrays inside the engine are
 time-major with a batch axis: ``hs: (T+1, B, H)`` holds h_0 .. h_T, so B independent streams
-move together and B = 1 is the seed's single stream. Row vectors are used throughout
+move together and B = 1 is the walkthrough's single stream. Row vectors are used throughout
 (``h @ W_hh.T``) so every matmul is one BLAS call over the whole batch.
 
 The engine never sees a config object: it takes arrays, names and numbers. The loss lives
 in :mod:`rnn_lab.core.losses`; ``backward`` only needs dL/do_t, so any per-step loss (masked
 cross-entropy, squared error) plugs in without touching BPTT.
 
-Speed: at the seed's sizes (H=64, B=1) every NumPy call costs more in overhead than in
+Speed: at the walkthrough's sizes (H=64, B=1) every NumPy call costs more in overhead than in
 arithmetic, so the two sequential loops (``_recur``, ``_backprop_through_time``) make exactly
 three calls per time step, all writing in place through ``out=``, and everything else is
-done for the whole chunk at once. ``rnn-lab bench`` measures the result against a seed-style
+done for the whole chunk at once. ``rnn-lab bench`` measures the result against a walkthrough-style
 loop and torch autograd; tests/test_gradients.py holds the engine to finite differences and
 to autograd.
 """
@@ -34,7 +34,7 @@ import numpy as np
 from rnn_lab.third_party import resolve
 
 # np.dot without its __array_function__ dispatch layer: the same C function, ~0.3 us less per
-# call. At the seed's sizes a training step makes ~55 dot calls on tiny arrays, so this is
+# call. At the walkthrough's sizes a training step makes ~55 dot calls on tiny arrays, so this is
 # ~5% of a step. The engine only passes ndarrays, for which the dispatch is a no-op.
 _dot = resolve("numpy.undispatched_dot", default=np.dot)  # a private name: see third_party
 _vecdot = getattr(np, "vecdot", None)  # NumPy >= 2.0
@@ -47,7 +47,7 @@ def _row_norms(x: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------
-# Activations: the derivative is taken from the OUTPUT h = f(a), as the seed does, so the
+# Activations: the derivative is taken from the OUTPUT h = f(a), as the walkthrough does, so the
 # backward pass never needs the pre-activations.
 # --------------------------------------------------------------------------------------
 
@@ -193,7 +193,7 @@ class NamedParams:
 
 @dataclass
 class Params(NamedParams):
-    """The five arrays of the seed, plus an optional input embedding ``E: (D, V)``.
+    """The five arrays of the walkthrough, plus an optional input embedding ``E: (D, V)``.
 
     Without ``E``, W_xh is (H, V) and a character index selects a column of it (the
     one-hot matmul done as a lookup). With ``E``, x_t = E[:, idx] and W_xh is (H, D).
@@ -302,7 +302,7 @@ def input_projection(params: Params, inputs: np.ndarray) -> tuple[np.ndarray, np
 
 def _matmul_rows(x: np.ndarray, W: np.ndarray) -> np.ndarray:
     """x @ W for x (..., K) as ONE 2-D matmul: ``(T, B, K) @ W`` on a 3-D array makes NumPy
-    loop over T and call BLAS once per slice (~1.6x slower at the seed's sizes)."""
+    loop over T and call BLAS once per slice (~1.6x slower at the walkthrough's sizes)."""
     return _dot(x.reshape(-1, x.shape[-1]), W).reshape(x.shape[:-1] + (W.shape[1],))
 
 
@@ -432,7 +432,7 @@ def backward(
     do_flat = dlogits.reshape(T * B, dlogits.shape[-1])
     if freeze_whh:
         # Reservoir computing: W_hh is not trained, so its gradient is not part of the step
-        # (nor of the norm used for clipping), as in the seed.
+        # (nor of the norm used for clipping), as in the walkthrough.
         grads["W_hh"].fill(0.0)
     else:
         _dot(da_flat.T, hs[:-1].reshape(T * B, H), out=grads["W_hh"])  # sum_t da_t h_{t-1}^T

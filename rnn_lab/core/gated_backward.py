@@ -34,7 +34,7 @@ def _gru_coefficients(r, z, n, hn, h_prev, out) -> None:
 
     da_r = dh A_r,  da_z = dh A_z,  d(W_hn h + b_hn) = dh A_hn,  da_n = dh A_n, and dh z is
     the direct path into h_{t-1}. Any shape (all t, or one (t, b)); fastest when every array
-    is contiguous (strided ufunc calls cost ~3x more at the seed's sizes).
+    is contiguous (strided ufunc calls cost ~3x more at the walkthrough's sizes).
     """
     A_r, A_z, A_hn, A_n, Z = out
     np.multiply(n, n, out=A_n)
@@ -212,7 +212,7 @@ def _one_hot(index: np.ndarray, n: int, dtype) -> np.ndarray:
 
 # Above this many (t, b) rows, a gradient D^T X is computed as (X^T D)^T: OpenBLAS is
 # 1.5x (h side) to 4x (one-hot x side) faster that way at H=256, T*B=1600, float32, while
-# at the seed's 25 rows the direct product into the output buffer is cheaper.
+# at the walkthrough's 25 rows the direct product into the output buffer is cheaper.
 _TRANSPOSED_PRODUCT_ROWS = 256
 
 

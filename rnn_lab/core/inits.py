@@ -1,8 +1,8 @@
 """Parameter initialisation, drawn with ``torch.nn.init`` so a seed gives PyTorch's weights.
 
-W_xh and W_hy are xavier uniform and biases zero (the seed's choice); W_hh is the ablation
-axis. The draws happen in the seed's order (W_xh, W_hh, W_hy) after ``torch.manual_seed``,
-in float32 as the seed's ``nn.Parameter(torch.empty(...))`` does, then cast to the engine
+W_xh and W_hy are xavier uniform and biases zero (the walkthrough's choice); W_hh is the ablation
+axis. The draws happen in the walkthrough's order (W_xh, W_hh, W_hy) after ``torch.manual_seed``,
+in float32 as the walkthrough's ``nn.Parameter(torch.empty(...))`` does, then cast to the engine
 dtype. Adding an embedding draws after the five arrays, so they stay the same.
 """
 
@@ -36,7 +36,7 @@ def _xavier(w) -> None:
 def _random(w) -> None:
     import torch
 
-    # N(0, 0.01): spectral radius ~ 0.01 sqrt(H), the seed's worst case for gradient flow.
+    # N(0, 0.01): spectral radius ~ 0.01 sqrt(H), the walkthrough's worst case for gradient flow.
     torch.nn.init.normal_(w, mean=0.0, std=0.01)
 
 
@@ -108,7 +108,7 @@ def init_params(
             arrays = _block_draws(cell, init, in_cols, hidden_size, output_size)
         if embed_dim > 0:
             E = torch.empty(embed_dim, input_size)
-            torch.nn.init.normal_(E, mean=0.0, std=0.1)  # the seed's randn * 0.1
+            torch.nn.init.normal_(E, mean=0.0, std=0.1)  # the walkthrough's randn * 0.1
             arrays["E"] = E
     finally:
         # Leave the caller's torch RNG as it was: init must not perturb anything else.
@@ -127,7 +127,7 @@ def init_params(
 
 def _block_draws(cell: str, init: str, in_cols: int, H: int, O: int) -> dict:
     """The rnn_lab init: xavier input (per gate block), ``init`` recurrent (per gate block),
-    xavier output, zero biases; in that order (the seed's W_xh, W_hh, W_hy)."""
+    xavier output, zero biases; in that order (the walkthrough's W_xh, W_hh, W_hy)."""
     import torch
 
     G = 1 if cell == "rnn" else gated.CELLS[cell].n_gates
@@ -232,7 +232,7 @@ def check_params_arrays(
         if k == "E" and k not in arrays:
             continue  # a fresh embedding is drawn when the file has none
         got = arrays[k].shape
-        # Biases may be stored as (H, 1) column vectors, as the seed does.
+        # Biases may be stored as (H, 1) column vectors, as the walkthrough does.
         if got != shape and not (len(shape) == 1 and got == (shape[0], 1)):
             raise ValueError(
                 f"init.path: array {k} in {str(path)!r} has shape {got}, but this run "

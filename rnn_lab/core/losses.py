@@ -1,7 +1,7 @@
 """Per-step losses and their gradients with respect to the output o_t.
 
 Every loss here is SUMMED over the time steps of a chunk and AVERAGED over the B streams,
-so that B = 1 is the seed's (and min-char-rnn's) summed chunk loss. A mask (T, B) of 0/1
+so that B = 1 is the walkthrough's (and min-char-rnn's) summed chunk loss. A mask (T, B) of 0/1
 selects the positions that count (a copy task scores only its answer positions); None means
 every position counts. Each function returns (loss, dL/do, n_counted) where n_counted is the
 number of scored positions per stream on average, for per-character reporting.

@@ -18,7 +18,7 @@ class SGD:
     """SGD with momentum, as torch.optim.SGD: buf = mu buf + (1 - dampening) g (buf = g at
     the first step); p -= lr buf.
 
-    dampening = momentum makes buf an exponential moving average of the gradients, the seed's
+    dampening = momentum makes buf an exponential moving average of the gradients, the walkthrough's
     form (v = m v + (1 - m) g; p -= lr v): the step size stays lr instead of lr / (1 - m).
     """
 

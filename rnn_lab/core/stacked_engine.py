@@ -16,7 +16,7 @@ hyperparameters (:class:`ArmSettings` and the optimisers' per-arm settings).
 This module is the engine (parameters, forward, BPTT, clipping); the losses of a stack are
 in :mod:`rnn_lab.core.stacked_losses` and its optimisers in :mod:`rnn_lab.core.stacked_optim`.
 
-Why: at the seed's sizes (H=64, B=1) a training step is ~150 NumPy calls on tiny arrays, so
+Why: at the walkthrough's sizes (H=64, B=1) a training step is ~150 NumPy calls on tiny arrays, so
 a run spends much of its time in call overhead. Stacked, each call does K arms' work for
 about the overhead of one: per time step the recurrence is one batched matmul, one add and
 one in-place activation call per run of arms with one activation (stack the arms in

@@ -128,20 +128,20 @@ def _key(default, help: str, check=None, kind: str = "result", **kw) -> Any:
     return field(default=default, metadata=meta, **kw)
 
 
-# The config groups: the option chosen and its own keys. Defaults are the seed's run.
+# The config groups: the option chosen and its own keys. Defaults are the walkthrough's run.
 DEFAULT_INIT = {"name": "orthogonal", "scale": 1.0, "path": None}
-# The seed's SGD: momentum as a moving average of the gradients (v = 0.9 v + 0.1 g).
+# The walkthrough's SGD: momentum as a moving average of the gradients (v = 0.9 v + 0.1 g).
 DEFAULT_OPTIM = {"name": "sgd", "momentum": 0.9, "dampening": 0.9, "nesterov": False}
 DEFAULT_DATA = {"name": "elman", "seed": 42, "num_sentences": 600}
-# The vanilla cell of the seed; gru and lstm follow torch.nn's gate conventions.
+# The vanilla cell of the walkthrough; gru and lstm follow torch.nn's gate conventions.
 DEFAULT_CELL = {"name": "rnn"}
 
 
 @dataclass
 class TrainSettings:
-    """Every hyperparameter of a run as plain values (defaults: the seed's run)."""
+    """Every hyperparameter of a run as plain values (defaults: the walkthrough's run)."""
 
-    # ---- training (the seed's hyperparameters) ----
+    # ---- training (the walkthrough's hyperparameters) ----
     steps: int = _key(
         30000, "optimisation steps (one chunk each); budget_chars > 0 replaces it", Int(1)
     )
@@ -177,7 +177,7 @@ class TrainSettings:
     freeze_whh: bool = _key(False, "true: W_hh is never trained (reservoir / echo state)", Bool())
     use_embedding: bool = _key(False, "true: learned input embedding instead of one-hot", Bool())
     embed_dim: int = _key(16, "size of the embedding when use_embedding=true", Int(1))
-    batch_size: int = _key(1, "B independent streams through the text; 1 = the seed", Int(1))
+    batch_size: int = _key(1, "B independent streams through the text; 1 = the walkthrough", Int(1))
     dtype: str = _key("float64", "float64 | float32", OneOf(tuple(DTYPES)))
     diverge_factor: float = _key(
         10.0,

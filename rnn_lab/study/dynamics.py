@@ -40,7 +40,7 @@ PROFILE_TIMES = {
     "median": "median over the record steps",
     "last": "at the last record step",
 }
-# The gradient profile the seeds' argument is about: how fast the gradient vanishes over a
+# The gradient profile the walkthrough's argument is about: how fast the gradient vanishes over a
 # chunk for the network as initialised, and over training.
 PROFILE_SCALARS = ("gradient_decay_first", "gradient_decay_median")
 

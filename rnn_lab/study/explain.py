@@ -1,9 +1,10 @@
 """Do the recorded dynamics explain the outcome? The report's "What explains it" section.
 
-The seeds' argument is that gradient flow decides what an RNN learns. A study can test that on
-its own runs: `explain(df, metric)` relates the study's main metric to every dynamics scalar of
-the collected table (rnn_lab.study.dynamics: spectral radius, gradient fall and per-step decay,
-Jacobian bound, gradient norm, clipping, saturation) by Spearman's rank correlation, three ways:
+The walkthrough's argument is that gradient flow decides what an RNN learns. A study can test
+that on its own runs: `explain(df, metric)` relates the study's main metric to every dynamics
+scalar of the collected table (rnn_lab.study.dynamics: spectral radius, gradient fall and
+per-step decay, Jacobian bound, gradient norm, clipping, saturation) by Spearman's rank
+correlation, three ways:
 
 - over runs: every ok run with a finite metric and scalar, 95% CI from a percentile bootstrap
   over runs;
@@ -650,7 +651,7 @@ def _over_runs_of(ex: Explanation, col: str) -> Correlation | None:
 
 def _vanishing_text(stats: pd.DataFrame, columns, pairs: list[tuple[str, str]]) -> str:
     """Whether each better arm's gradient vanishes faster or more slowly than the arm it beats,
-    by each gradient-flow scalar, against the seeds' argument that a gradient that vanishes
+    by each gradient-flow scalar, against the walkthrough's argument that a gradient that vanishes
     faster learns worse; arms with the same answer share a sentence."""
     groups: dict[tuple, list[str]] = {}
     for arm, other in pairs:
@@ -668,14 +669,14 @@ def _vanishing_text(stats: pd.DataFrame, columns, pairs: list[tuple[str, str]]) 
         if faster and not slower:
             out.append(
                 f"By {_join(faster)}, the gradient of {who} vanishes faster over the chunk than "
-                "that of the arm it beats: the seeds' argument (a gradient that vanishes faster "
-                "learns worse) predicts the opposite, so the gradient profile does not explain "
-                "the gap."
+                "that of the arm it beats: the walkthrough's argument (a gradient that vanishes "
+                "faster learns worse) predicts the opposite, so the gradient profile does not "
+                "explain the gap."
             )
         elif slower and not faster:
             out.append(
                 f"By {_join(slower)}, the gradient of {who} vanishes more slowly than that of "
-                "the arm it beats, as the seeds' argument predicts."
+                "the arm it beats, as the walkthrough's argument predicts."
             )
         else:
             out.append(
