@@ -1,5 +1,5 @@
 """memory_probe is bit for bit the straightforward probe it replaced (one-hot targets, their
-mean, np.add.at for the input-only table): the README's numbers came from that one."""
+mean, np.add.at for the input-only table): results computed before came from that one."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The seed's learning checks, through the real trainer on a text file.
+"""The walkthrough's learning checks, through the real trainer on a text file.
 
 "abab..." must be learned to near-zero loss, and a network trained on "hello hello ..."
 primed with "hel" must continue with "lo" at temperature 0. The settings are the walkthrough's

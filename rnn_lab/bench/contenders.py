@@ -74,7 +74,7 @@ def min_char_config(hidden_size: int) -> BenchConfig:
 
 
 def min_char_trainer_settings(cfg: BenchConfig, steps: int) -> TrainSettings:
-    """The seed's run (default recording, validation, Jacobians, samples, checkpoints) with
+    """The walkthrough's run (default recording, validation, Jacobians, samples, checkpoints) with
     min-char-rnn's algorithm: Adagrad lr 0.1, element-wise clipping at 5, H from cfg."""
     return TrainSettings(
         steps=steps,

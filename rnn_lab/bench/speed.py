@@ -152,7 +152,7 @@ def _parser() -> argparse.ArgumentParser:
         "--min-char-trainer-steps",
         type=int,
         help="steps of each trainer run in the min-char-rnn comparison (default 30000, the "
-        "seed's run)",
+        "walkthrough's run)",
     )
     parser.add_argument(
         "--stacked",

@@ -65,7 +65,7 @@ _MAX_CARRY_CHARS = 1 << 22
 
 
 def normalize_text(text: str) -> str:
-    """The seed's normalisation: lowercase, strip, collapse runs of spaces."""
+    """The walkthrough's normalisation: lowercase, strip, collapse runs of spaces."""
     return _collapse_spaces(text.lower().strip())
 
 
