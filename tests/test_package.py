@@ -241,7 +241,7 @@ def _assert_ok_runs(sweep: Path, n: int) -> None:
 
 def readme_study() -> str:
     """The study file of the README's "Your own study"."""
-    section = (CHECKOUT / "README.md").read_text().split("### Your own study", 1)[1]
+    section = (CHECKOUT / "README.md").read_text().split("## Your own study", 1)[1]
     return section.split("```yaml\n", 1)[1].split("```", 1)[0]
 
 
