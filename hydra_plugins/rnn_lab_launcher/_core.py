@@ -173,8 +173,8 @@ def _group_key_and_work(cfg: DictConfig) -> tuple[str | None, float]:
 # What one arm of a stack of K costs, relative to the same run alone: a part that stacking
 # cannot share (the arm's own matmul flops, activations, per-arm recording) and a part it does
 # (NumPy's per-call overhead, paid once per stack). Fitted to this machine's sweeps of 20,000
-# steps (README, Launchers): 0.64-0.68 at K=5, 0.47-0.54 at K=18, 0.45-0.46 at K=30 -> roughly
-# 0.5 + 0.5 / K.
+# steps (benchmarks/bench_launchers.py --stacked): 0.64-0.68 at K=5, 0.47-0.54 at K=18,
+# 0.45-0.46 at K=30 -> roughly 0.5 + 0.5 / K.
 # Only the plan uses it (which stacks to split so that every worker ends at about the same
 # time); the results never depend on it.
 STACK_SHARED_FRACTION = 0.5

@@ -323,7 +323,7 @@ def groups_help_text() -> str:
 
 
 def config_keys_help() -> list[tuple[str, Any, str]]:
-    """(key, default, meaning) for every plain key: the --help listing and the README table."""
+    """(key, default, meaning) for every plain key: the --help listing."""
     info = TrainSettings.field_info()
     return [(k, v["default"], v["help"]) for k, v in info.items() if k not in GROUP_KEYS]
 
