@@ -56,3 +56,12 @@ def run_cli(
         env=env,
         **kwargs,
     )
+
+
+def sweep_logs(sweep: Path) -> str:
+    """What a sweep logged below warnings, which its terminal no longer shows: the sweep's
+    sweep.log (Hydra's job listing, the launcher) and every job's train.log."""
+    from rnn_lab.run import rundir
+
+    files = [Path(sweep) / rundir.SWEEP_LOG_FILE, *sorted(Path(sweep).rglob(rundir.LOG_FILE))]
+    return "\n".join(p.read_text(errors="replace") for p in files if p.is_file())

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from cli_helpers import TINY
+from cli_helpers import TINY, sweep_logs
 
 from rnn_lab import PROJECT_ROOT
 from rnn_lab.run import rundir, stacked, trainer
@@ -572,7 +572,7 @@ def test_stacked_multirun_writes_every_jobs_folder_as_joblib_does(stacked_and_jo
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert jproc.returncode == 0, jproc.stderr[-3000:]
     # 4 stackable jobs in 2 stacks of 2 on the 2 workers, the 2 failing configs alone
-    assert "Stacked launcher: 6 jobs in 4 units (2, 2, 1, 1)" in proc.stdout + proc.stderr
+    assert "Stacked launcher: 6 jobs in 4 units (2, 2, 1, 1)" in sweep_logs(sweep)
     jobs, jjobs = _job_dirs(sweep), _job_dirs(jsweep)
     assert len(jobs) == 6 and jobs.keys() == jjobs.keys()
     statuses = {}
@@ -741,7 +741,7 @@ def test_stopped_stacked_sweep_checkpoints_every_arm_and_resumes(
         _study(sweep, resume_with), cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "resuming from the checkpoint" in done.stdout + done.stderr
+    assert "resuming from the checkpoint" in sweep_logs(sweep)
     straight = _statuses(straight_study)
     for name, s in _statuses(sweep).items():
         assert s["status"] == rundir.OK, name

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from cli_helpers import run_cli
+from cli_helpers import run_cli, sweep_logs
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
@@ -220,7 +220,7 @@ def test_study_runs_tiny_and_reports_every_arm(study_runs, study):
         assert row["status"] == want, f"{study} {cell}: {row['status']}{detail}"
         assert row["seed"] == 1
     assert sorted(found) == sorted(cells)
-    assert "Stacked launcher:" in proc.stdout + proc.stderr  # the preset's launcher ran it
+    assert "Stacked launcher:" in sweep_logs(sweep)  # the preset's launcher ran it
 
     # The report's arms are exactly the grid's cells (one row each), in no other spelling.
     report = (sweep / "report.md").read_text()
@@ -289,7 +289,7 @@ def test_a_study_file_of_ones_own_runs_resumes_and_reproduces_its_claims(tmp_pat
     proc = run_cli(["study", str(study), one_worker], cwd=work, module="rnn_lab.app.cli")
     assert proc.returncode == 0, proc.stderr[-3000:]
     sweep = work / "multirun" / "my_clip"
-    assert "Stacked launcher: 4 jobs" in proc.stdout + proc.stderr  # the preset's launcher
+    assert "Stacked launcher: 4 jobs" in sweep_logs(sweep)  # the preset's launcher
     first = _val_losses(sweep)
     assert sorted(first) == ["clip=0/seed=1", "clip=0/seed=2", "clip=1.0/seed=1", "clip=1.0/seed=2"]
     results = pd.read_csv(sweep / "results.csv")

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_helpers import sweep_logs
 
 from rnn_lab import PROJECT_ROOT
 from rnn_lab.run import rundir
@@ -154,8 +155,8 @@ def test_ctrl_c_on_a_joblib_study_checkpoints_reports_and_resumes(tmp_path):
     _assert_stopped_cleanly(sweep, proc, signal.SIGINT)
     assert "stopping the sweep" in sweep.with_suffix(".err").read_text()
     assert "partial" in sweep.with_suffix(".out").read_text()
-    done = _assert_resumes(sweep, cmd, jobs=3)
-    assert "resuming from the checkpoint" in done.stdout + done.stderr
+    _assert_resumes(sweep, cmd, jobs=3)
+    assert "resuming from the checkpoint" in sweep_logs(sweep)
 
 
 def test_one_sweep_per_folder_and_a_killed_sweeps_folder_is_taken_over(tmp_path):

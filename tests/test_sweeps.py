@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from cli_helpers import TINY, run_cli
+from cli_helpers import TINY, run_cli, sweep_logs
 
 from rnn_lab import PROJECT_ROOT
 
@@ -180,7 +180,7 @@ def test_interrupted_study_rerun_completes_only_what_is_missing(tmp_path):
     proc = run_cli(args, module="rnn_lab.app.cli", timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert os.stat(done / "history.csv").st_mtime_ns == done_mtime, "finished job was re-run"
-    log = proc.stdout + proc.stderr
+    log = sweep_logs(sweep)
     assert "already complete" in log
     assert f"resuming from the checkpoint at step {cut_summary['steps_done']}" in log
     for k, d in _job_dirs(sweep).items():

@@ -66,7 +66,11 @@ def main_study(argv: list[str]) -> int:
     parser.add_argument("name", nargs="?", help="a shipped study's name, or a study file's path")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. steps=500")
     parser.add_argument("--list", action="store_true", help="list the studies")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="the whole log on the terminal: each run's "
+        "lines, Hydra's job listing (= hydra.verbose=rnn_lab; else in train.log, sweep.log)",
+    )  # fmt: skip
+    args = parser.parse_intermixed_args(argv)  # -v before or after the overrides
     if args.list or not args.name:
         for name, question in list_studies().items():
             print(f"{name:18s} {question}")
@@ -79,7 +83,7 @@ def main_study(argv: list[str]) -> int:
     except StudyError as e:
         print(f"rnn-lab study: {e}", file=sys.stderr)
         return 2
-    overrides = list(args.overrides)
+    overrides = list(args.overrides) + (["hydra.verbose=rnn_lab"] if args.verbose else [])
     if not any(o.startswith("hydra.sweep.dir=") for o in overrides):
         sweep_dir = Path("multirun") / f"{study.name}{_study_dir_suffix(overrides)}"
         overrides.append(f"hydra.sweep.dir='{sweep_dir}'")  # quoted: the name may hold =

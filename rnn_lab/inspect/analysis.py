@@ -87,6 +87,7 @@ from rnn_lab.run.rundir import (
 )
 
 log = logging.getLogger("rnn_lab")
+detail_log = logging.getLogger("rnn_lab.detail")  # lines for train.log, not the terminal
 
 GENERATED_LENGTH = 2000  # characters sampled for the vocab hit rate
 WORD_POSITION_MAX = 7  # positions 0..6 have a bin each, 7 and beyond share the last
@@ -1008,7 +1009,10 @@ def analyze_run(run_dir: str | Path, plots: bool = True) -> dict:
     analysis = {"run_id": summary.get("run_id"), "steps_done": step, **analysis}
     atomic_write_json(run_dir / rundir.ANALYSIS_FILE, analysis)
     summary = rundir.write_summary(run_dir, summary)
-    log.info("analysis of %s (step %s): %s", run_dir, step, _metrics_line(analysis))
+    # The whole key=value dump for train.log only (conf/hydra/job_logging: rnn_lab.detail's
+    # INFO lines stay off the terminal); one short line for everyone.
+    detail_log.info("analysis of %s (step %s): %s", run_dir, step, _metrics_line(analysis))
+    log.info("analysis (step %s): %s", step, _headline(analysis, run_dir / rundir.ANALYSIS_FILE))
 
     if plots:
         from rnn_lab.inspect.plots import plot_run
@@ -1031,6 +1035,18 @@ def gate_spectral_radii(params) -> dict:
     if cells.cell_of(params) == "rnn":
         return {}
     return {f"spectral_radius_{g}": r for g, r in cells.spectral_radii(params).items()}
+
+
+# The metrics a run's one-line analysis names (those it has), before the file holding all.
+HEADLINE_METRICS = ("vocab_hit_rate", "category_separation", "memory_span", "memory_capacity")
+
+
+def _headline(analysis: dict, path: Path) -> str:
+    """ "vocab_hit_rate=0.880 memory_span=4; 57 metrics in DIR/analysis.json" """
+    scalars = scalar_metrics(analysis)
+    shown = {k: scalars[k] for k in HEADLINE_METRICS if scalars.get(k) is not None}
+    head = _metrics_line(shown)
+    return f"{head + '; ' if head else ''}{len(scalars)} metrics in {path}"
 
 
 def _metrics_line(analysis: dict) -> str:

@@ -79,6 +79,7 @@ ATTEMPTS_DIR = "attempts"  # in SWEEP_STATE_DIR: one JSON per job: which sweep s
 RESULTS_CSV = "results.csv"
 RESULTS_PARQUET = "results.parquet"
 REPORT_FILE = "report.md"
+SWEEP_LOG_FILE = "sweep.log"  # the launching process's log (Hydra's job listing, launcher lines)
 # Tracking and tuning (rnn_lab.app.tracking, rnn_lab.app.tuning):
 MLFLOW_DB_FILE = "mlflow.db"  # logger=mlflow: the default store, in the sweep (or run) folder
 MLFLOW_STATE_FILE = "mlflow.json"  # in SWEEP_STATE_DIR: the sweep's store and parent run

@@ -507,7 +507,8 @@ def finish_run(s, run_dir: Path, state: TrainState, run_id: str, loop: LoopOutco
     _save(s, run_dir, state, run_id)
     summary = _summary(s, state, run_id, loop.status, loop, sample)
     summary = rundir.write_summary(run_dir, summary)
-    log.info(
+    log.log(
+        logging.INFO if loop.status == rundir.OK else logging.WARNING,  # a sweep's terminal too
         "done: status=%s steps=%d loss=%.4f val_loss=%.4f%s %s spectral_radius=%.3f "
         "in %.1fs (%.0f steps/s) -> %s",
         *(loop.status, state.step, summary["final_loss"] or math.nan, state.val_loss),
