@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from cli_helpers import cli_env, run_cli
+from cli_helpers import cli_env, run_cli, sweep_logs
 from clusters import alive_in_session, signal_session, stop_ray
 
 from rnn_lab import PROJECT_ROOT
@@ -157,8 +157,9 @@ def test_slurm_study_gives_the_joblib_numbers(slurm_cluster, joblib_reference, t
     assert "#SBATCH --time=7" in batch.read_text()
     assert f"#SBATCH --partition={slurm_cluster.partition}" in batch.read_text()
     # Accounting is off here: no sacct, no warning about it on every poll.
-    assert "sacct error" not in done.stdout + done.stderr
-    assert "watching the jobs with squeue" in done.stdout + done.stderr
+    logged = done.stdout + done.stderr + sweep_logs(sweep)  # the launcher's lines: sweep.log
+    assert "sacct error" not in logged
+    assert "watching the jobs with squeue" in logged
 
 
 def test_slurm_preempted_job_is_requeued_and_ends_bit_identical(
@@ -280,10 +281,11 @@ def test_ray_cluster_study_gives_the_joblib_numbers(ray_cluster, joblib_referenc
     )
     assert done.returncode == 0, done.stderr[-3000:]
     _assert_same_numbers(sweep, joblib_reference)
-    # Both nodes trained (a worker writes its jobs' log lines into its own node's temp dir).
+    # Both nodes trained: Ray marks each task a worker runs in its node's worker-*.out (the
+    # jobs' own INFO lines go to their train.log, not to the worker's stdout).
     for node in ray_cluster.nodes():
         logs = "".join(p.read_text() for p in node.temp_dir.glob("session_2*/logs/worker-*.out"))
-        assert "new run directory" in logs, f"no job ran on the node in {node.temp_dir}"
+        assert ":task_name:_run_job" in logs, f"no job ran on the node in {node.temp_dir}"
 
 
 def test_ray_node_lost_mid_sweep(ray_cluster, joblib_reference, tmp_path):
