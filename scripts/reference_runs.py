@@ -191,9 +191,7 @@ def record(spread: dict, sensitivity: dict, native: Path) -> None:
     from rnn_lab.provenance import git_commit, machine_line
     from rnn_lab.run.rundir import atomic_write_json, atomic_write_npz
 
-    worst = max(
-        row[lb] for s in spread.values() for lb in s[RECORD_STEPS] for row in [s[RECORD_STEPS]]
-    )
+    worst = max(v for by_steps in spread.values() for v in by_steps[RECORD_STEPS].values())
     tolerance = max(HEADROOM * worst, 1e-12)
     smallest_real = min(v[RECORD_STEPS] for v in sensitivity.values())
     arrays = {}
