@@ -240,3 +240,26 @@ def test_submitit_local_launcher_stops_cleanly_on_ctrl_c(tmp_path):
     _ctrl_c(proc)
     _assert_stopped_cleanly(sweep, proc, signal.SIGINT)
     assert "Traceback" not in sweep.with_suffix(".err").read_text()
+
+
+def test_actions_before_a_stop_run_before_any_job_can_see_it(tmp_path):
+    """The SLURM launcher cancels its queued jobs in a before_stop action: it must run while
+    the marker the jobs stop on is not yet written (else a stopping job frees its CPU and a
+    queued one starts in it), and a failing action must not keep the jobs from stopping."""
+    from rnn_lab.app import sweep
+
+    seen = []
+
+    def cancel_queued():
+        seen.append(sweep.stop_requested(tmp_path))
+
+    def broken():
+        raise RuntimeError("scancel is gone")
+
+    signals = sweep.LauncherSignals(tmp_path)
+    with sweep.before_stop(broken), sweep.before_stop(cancel_queued):
+        assert signals.stop(signal.SIGINT)
+        assert not signals.stop(signal.SIGINT)  # a second Ctrl-C does not run them again
+    assert seen == [False]
+    assert sweep.read_interrupted(tmp_path)["signal"] == signal.SIGINT
+    assert not sweep._BEFORE_STOP  # gone with the launcher's wait

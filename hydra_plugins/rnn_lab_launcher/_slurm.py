@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 from submitit.core.utils import FailedJobError, UncompletedJobError
 from submitit.slurm.slurm import SlurmInfoWatcher
 
-from rnn_lab.app.sweep import stop_requested
+from rnn_lab.app.sweep import before_stop, stop_requested
 
 from .cluster_launchers import lost_job
 
@@ -56,7 +56,8 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
     if watcher is not None:
         for job in jobs:
             job.watcher = watcher  # this job's states from squeue (submitit's: sacct)
-    _wait(jobs, sweep_dir)
+    with before_stop(lambda: _cancel_pending(jobs)):
+        _wait(jobs, sweep_dir)
     return [_job_return(job, overrides) for job, overrides in zip(jobs, job_overrides)]
 
 
@@ -109,9 +110,21 @@ def _watcher() -> SqueueWatcher | None:
     return SqueueWatcher(delay_s=60)
 
 
+def _cancel_pending(jobs: list) -> None:
+    """Cancel the array's tasks SLURM still holds in its queue (its own state, not the
+    watcher's cached one), at once: called before the running jobs are told to stop."""
+    arrays = sorted({job.job_id.split("_")[0] for job in jobs})
+    done = subprocess.run(
+        ["scancel", "--state=PENDING", *arrays], capture_output=True, text=True, timeout=60
+    )
+    if done.returncode != 0:
+        log.warning("scancel --state=PENDING %s: %s", " ".join(arrays), done.stderr.strip())
+
+
 def _wait(jobs: list, sweep_dir: Path) -> None:
     """Until every job is done; once the sweep is stopped (Ctrl-C / SIGTERM: the running jobs
-    checkpoint and end), the jobs still waiting in the queue are cancelled, not started."""
+    checkpoint and end), the jobs still waiting in the queue are cancelled, not started
+    (_cancel_pending did it already; this also catches a job requeued since)."""
     cancelled = False
     while not all(job.done() for job in jobs):
         if not cancelled and stop_requested(sweep_dir):

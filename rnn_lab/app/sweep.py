@@ -83,6 +83,23 @@ def mark_interrupted(sweep_dir: str | Path, signum: int) -> None:
     rundir.atomic_write_json(marker, {"signal": int(signum), "time": when, "pid": os.getpid()})
 
 
+# What the launching process must do before its jobs learn of a stop (see before_stop).
+_BEFORE_STOP: list = []
+
+
+@contextlib.contextmanager
+def before_stop(action):
+    """Run action() in the launching process when the sweep is stopped, before the marker is
+    written: the SLURM launcher cancels its queued jobs there, while the running jobs still
+    hold their CPUs (cancelled after the marker, a queued job can be started in the CPU a
+    stopping job has just freed, and ends COMPLETED with nothing done instead of CANCELLED)."""
+    _BEFORE_STOP.append(action)
+    try:
+        yield
+    finally:
+        _BEFORE_STOP.remove(action)
+
+
 def clear_interrupted(sweep_dir: str | Path) -> None:
     interrupted_marker(sweep_dir).unlink(missing_ok=True)
 
@@ -219,6 +236,11 @@ class LauncherSignals:
         if self.signum is not None:
             return False
         self.signum = stop_signal(signum)
+        for action in list(_BEFORE_STOP):
+            try:
+                action()
+            except Exception:  # the jobs must still be told to stop
+                log.exception("could not run %r before stopping the sweep", action)
         mark_interrupted(self.sweep_dir, self.signum)
         _tell(
             f"rnn_lab: {signal.Signals(self.signum).name}: stopping the sweep: running jobs "
