@@ -30,18 +30,10 @@ from rnn_lab.run.rundir import (  # noqa: E402
     record_conflict,
     sweep_state_dir,
 )
-from rnn_lab.study.collect import (  # noqa: E402
-    canonical,
-    collect,
-    declared_grid,
-    find_run_dirs,
-    load_curves,
-    load_diagnostic_profile,
-    main_collect,
-    parse_sweep_override,
-    read_multirun_yaml,
-    status_counts,
-)
+from rnn_lab.study.collect import collect, main_collect, status_counts  # noqa: E402
+from rnn_lab.study.curves import load_curves, load_diagnostic_profile  # noqa: E402
+from rnn_lab.study.grid import canonical, declared_grid, parse_sweep_override  # noqa: E402
+from rnn_lab.study.run_records import find_run_dirs, read_multirun_yaml  # noqa: E402
 
 GRID = {"init": "orthogonal,xavier", "activation": "tanh,relu", "seed": "range(1,3)"}
 
@@ -138,7 +130,7 @@ def test_dirs_with_unreadable_config_are_skipped_with_a_message(tmp_path, caplog
     (tmp_path / "5" / ".hydra" / "config.yaml").write_text(config[:40] + "\n  name: [orth")
     (tmp_path / "6" / ".hydra" / "config.yaml").unlink()
     (tmp_path / "stray" / ".hydra").mkdir(parents=True)  # Hydra started, nothing written
-    with caplog.at_level(logging.WARNING, logger="rnn_lab.study.collect"):
+    with caplog.at_level(logging.WARNING, logger="rnn_lab.study.run_records"):
         df = collect(tmp_path)
     assert len(df) == 6  # 8 runs, 2 without a readable config; the stray dir has none either
     assert set(df["path"]) == {"0", "1", "2", "3", "4", "7"}
@@ -444,6 +436,7 @@ def test_study_imports_neither_engine_nor_training_loop_nor_pyplot():
     code = (
         "import sys\n"
         "import rnn_lab.study.report, rnn_lab.study.collect, rnn_lab.study.stats\n"
+        "import rnn_lab.study.run_records, rnn_lab.study.grid, rnn_lab.study.curves\n"
         "import rnn_lab.study.figures, rnn_lab.run.integrity\n"
         "banned = ('rnn_lab.core', 'rnn_lab.run.trainer', 'rnn_lab.run.step',"
         " 'rnn_lab.run.state', 'rnn_lab.inspect.load', 'matplotlib.pyplot', 'torch')\n"

@@ -431,7 +431,8 @@ def test_spectral_radius_of_few_seeds_draws_each_seed_not_a_band(sweep, monkeypa
 def test_gradient_profiles_of_different_seq_len_are_normalised_and_aligned_by_lag(
     tmp_path, monkeypatch
 ):
-    from rnn_lab.study.collect import collect, load_diagnostic_profile
+    from rnn_lab.study.collect import collect
+    from rnn_lab.study.curves import load_diagnostic_profile
     from rnn_lab.study.figures import arm_colors, grad_profile_by_lag, plot_grad_profile
 
     cells = [

@@ -248,8 +248,8 @@ def _refuse_bad_claims(study: dict) -> None:
 
 def _record_declaration(sweep_dir: Path, study: dict, config: DictConfig) -> None:
     """The study's claims, grid and seeds as declared at this start (rnn_lab.study.declaration)."""
-    from rnn_lab.study.collect import declared_grid
     from rnn_lab.study.declaration import record_declaration
+    from rnn_lab.study.grid import declared_grid
 
     params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
     task = OmegaConf.select(config, "hydra.overrides.task", default=None) or []

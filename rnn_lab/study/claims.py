@@ -69,7 +69,7 @@ import numpy as np
 import pandas as pd
 
 from rnn_lab.run.rundir import atomic_write_text
-from rnn_lab.study.collect import arm_label, canonical, format_value
+from rnn_lab.study.grid import arm_label, canonical, format_value
 from rnn_lab.study.stats import (
     CONFIDENCE,
     difference_ci,

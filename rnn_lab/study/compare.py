@@ -33,7 +33,8 @@ import pandas as pd
 
 from rnn_lab.run.rundir import atomic_write_text
 from rnn_lab.run.settings import BOOKKEEPING_KEYS
-from rnn_lab.study.collect import arm_label, canonical, collect, format_value, status_counts
+from rnn_lab.study.collect import collect, status_counts
+from rnn_lab.study.grid import arm_label, canonical, format_value
 from rnn_lab.study.markdown import markdown_table
 from rnn_lab.study.stats import (
     ALPHA,

@@ -25,7 +25,8 @@ import pandas as pd
 
 from rnn_lab.run import rundir
 from rnn_lab.study.claims import REPRODUCTION, check_claims, study_claims
-from rnn_lab.study.collect import canonical, find_run_dirs
+from rnn_lab.study.grid import canonical
+from rnn_lab.study.run_records import find_run_dirs
 
 ENDED = (rundir.OK, rundir.DIVERGED, rundir.FAILED)  # a run with a result to look at
 

@@ -4,7 +4,7 @@
 for and says, for each one it cannot draw, why. Figures are built with matplotlib's object
 API (``Figure``, never pyplot), as a run's own plots are (rnn_lab.inspect.plots), and written
 by the one shared atomic ``save_figure``. Data come from the table and from the runs' files
-read through rnn_lab.study.collect.
+read through rnn_lab.study.curves.
 """
 
 from __future__ import annotations
@@ -21,13 +21,9 @@ from scipy import stats as sps
 
 from rnn_lab.inspect.figure_io import PlotSkipped, new_figure, save_figure
 from rnn_lab.run.rundir import DIAGNOSTICS_FILE, HISTORY_FILE
-from rnn_lab.study.collect import (
-    arm_order,
-    canonical,
-    format_value,
-    load_curves,
-    load_diagnostic_profile,
-)
+from rnn_lab.study.collect import arm_order
+from rnn_lab.study.curves import load_curves, load_diagnostic_profile
+from rnn_lab.study.grid import canonical, format_value
 from rnn_lab.study.stats import (
     CONFIDENCE,
     aggregate,

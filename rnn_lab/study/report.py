@@ -35,10 +35,11 @@ from rnn_lab.run.rundir import (
 )
 from rnn_lab.study.answer import answer_md
 from rnn_lab.study.claims import claim_rows, claims_section_md, evaluate_claims
-from rnn_lab.study.collect import canonical, collect, format_value, status_counts
+from rnn_lab.study.collect import collect, status_counts
 from rnn_lab.study.declaration import Review, preregistration_md, review
 from rnn_lab.study.explain import explain_section_md
 from rnn_lab.study.figures import PLOTS_DIR, draw_report_figures
+from rnn_lab.study.grid import canonical, format_value
 from rnn_lab.study.markdown import markdown_table
 from rnn_lab.study.stats import (
     ALPHA,

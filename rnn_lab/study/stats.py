@@ -26,7 +26,8 @@ from rnn_lab.run.rundir import (
     OK,
     RUNNING,
 )
-from rnn_lab.study.collect import arm_label, arm_order, canonical
+from rnn_lab.study.collect import arm_order
+from rnn_lab.study.grid import arm_label, canonical
 
 CONFIDENCE = 0.95
 ALPHA = 0.05

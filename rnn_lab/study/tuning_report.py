@@ -34,7 +34,7 @@ from rnn_lab.run.rundir import (
     OPTUNA_DB_FILE,
     atomic_write_text,
 )
-from rnn_lab.study.collect import canonical, format_value
+from rnn_lab.study.grid import canonical, format_value
 from rnn_lab.study.stats import fmt_number
 
 log = logging.getLogger(__name__)
