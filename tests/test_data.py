@@ -15,17 +15,20 @@ from rnn_lab.core.data import (
     CharTextTask,
     EncodedText,
     Vocab,
-    encode_text_file,
     generate_elman_corpus,
-    load_corpus,
-    make_task,
     normalize_text,
-    read_text_file,
     split_ids,
-    text_pieces,
 )
 from rnn_lab.core.losses import softmax_cross_entropy
 from rnn_lab.inspect import analysis
+from rnn_lab.run import input_files
+from rnn_lab.run.input_files import (
+    encode_text_file,
+    load_corpus,
+    make_task,
+    read_text_file,
+    text_pieces,
+)
 
 ELMAN = {"name": "elman", "seed": 42, "num_sentences": 600}
 # Multibyte characters of 2, 3 and 4 bytes, a capital sigma (its lowercase depends on its
@@ -116,7 +119,7 @@ def test_make_task_through_the_streamed_path_trains_on_the_same_batches(tmp_path
     path = _write(tmp_path / "t.txt", "The Lion  chases a MOUSE. " * 300)
     settings = dict(seq_len=20, batch_size=3, val_fraction=0.1)
     small = make_task({"name": "text", "path": str(path)}, **settings)
-    monkeypatch.setattr(data, "STREAM_MIN_BYTES", 0)
+    monkeypatch.setattr(input_files, "STREAM_MIN_BYTES", 0)
     big = make_task({"name": "text", "path": str(path)}, **settings)
     assert isinstance(big.corpus.ids, np.memmap) and small.corpus.text is not None
     assert big.data_sha1 == small.data_sha1 == hashlib.sha1(small.text.encode()).hexdigest()
@@ -165,7 +168,7 @@ def test_cache_is_reused_and_a_changed_file_is_encoded_again(tmp_path, monkeypat
     def no_reading(*args):
         raise AssertionError("the cached encoding should have been reused")
 
-    monkeypatch.setattr(data, "_scan_text_file", no_reading)
+    monkeypatch.setattr(input_files, "_scan_text_file", no_reading)
     again = encode_text_file(path, block_bytes=16)
     _assert_same_encoding(again, first)
     monkeypatch.undo()
@@ -197,7 +200,7 @@ def test_cache_is_reused_and_a_changed_file_is_encoded_again(tmp_path, monkeypat
 
 def test_a_file_changed_between_the_two_passes_is_refused(tmp_path, monkeypatch):
     path = _write(tmp_path / "t.txt", "hello world " * 50)
-    scan = data._scan_text_file
+    scan = input_files._scan_text_file
 
     def scan_then_append(*args):
         result = scan(*args)
@@ -205,7 +208,7 @@ def test_a_file_changed_between_the_two_passes_is_refused(tmp_path, monkeypatch)
             f.write(" Ω")
         return result
 
-    monkeypatch.setattr(data, "_scan_text_file", scan_then_append)
+    monkeypatch.setattr(input_files, "_scan_text_file", scan_then_append)
     with pytest.raises(ValueError, match=r"^data\.path: .* changed while it was being read"):
         encode_text_file(path, block_bytes=16)
     assert not list((tmp_path / "cache").iterdir()), "nothing half-written is left"
@@ -222,10 +225,10 @@ def test_unwritable_cache_names_the_way_out(tmp_path, monkeypatch):
 def test_cache_directory_from_the_environment(monkeypatch, tmp_path):
     monkeypatch.delenv("RNN_LAB_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert data.cache_dir() == tmp_path / "xdg" / "rnn_lab"
+    assert input_files.cache_dir() == tmp_path / "xdg" / "rnn_lab"
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert data.cache_dir() == tmp_path / "home" / ".cache" / "rnn_lab"
+    assert input_files.cache_dir() == tmp_path / "home" / ".cache" / "rnn_lab"
 
 
 # --------------------------------------------------------------------------------------
@@ -274,7 +277,7 @@ def test_vocab_encode_decode_round_trip_and_unknown_character():
 
 def test_text_property_is_refused_above_the_decode_limit(monkeypatch, tmp_path):
     path = _write(tmp_path / "t.txt", "some words here " * 10)
-    monkeypatch.setattr(data, "STREAM_MIN_BYTES", 0)
+    monkeypatch.setattr(input_files, "STREAM_MIN_BYTES", 0)
     task = make_task({"name": "text", "path": str(path)}, 5, 1, 0.2)
     monkeypatch.setattr(data, "DECODE_MAX_CHARS", 10)
     with pytest.raises(ValueError, match="too many to hold as one str"):
@@ -406,7 +409,7 @@ def test_empty_and_single_character_texts_are_refused(
     tmp_path, monkeypatch, streamed, content, normalize, expected
 ):
     if streamed:
-        monkeypatch.setattr(data, "STREAM_MIN_BYTES", 0)
+        monkeypatch.setattr(input_files, "STREAM_MIN_BYTES", 0)
     path = _write(tmp_path / "t.txt", content)
     settings = {"name": "text", "path": str(path), "normalize": normalize}
     if expected is None:

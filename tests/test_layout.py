@@ -1,5 +1,6 @@
 """The package as the pipeline: numbers unchanged by the layout, one source of settings,
-dependencies pointing one way, the run directory named in one module, small functions; no
+dependencies pointing one way, the run directory named in one module, an engine without file
+I/O, small functions; no
 import cycles, no module over 800 lines, the benchmarks beside the library, distinct module
 names, nothing private shared between run/ and the stacked trainer."""
 
@@ -191,8 +192,14 @@ ALLOWED = {
     "inspect": {"core", "run", "inspect"},
     "study": {"run", "study", "inspect"},
 }
-# What readers of run directories may use from run/: the directory, not the training loop.
-READER_RUN_MODULES = {"rnn_lab.run.rundir", "rnn_lab.run.integrity", "rnn_lab.run.settings"}
+# What readers of run directories may use from run/: the directory and the files a run read
+# (input_files: its text and init=file weights, to rebuild it), not the training loop.
+READER_RUN_MODULES = {
+    "rnn_lab.run.rundir",
+    "rnn_lab.run.integrity",
+    "rnn_lab.run.settings",
+    "rnn_lab.run.input_files",
+}
 
 
 def _imports(path: Path) -> set[str]:
@@ -237,6 +244,78 @@ def test_run_files_are_named_only_in_rundir():
             if stripped.startswith("#") or '"""' in stripped:
                 continue
             assert not names.search(line), f"{path.relative_to(PROJECT_ROOT)}:{i}: {stripped}"
+
+
+# ---- the engine does no file I/O ----------------------------------------------------------
+
+# The engine takes strings and arrays; reading a text (and its memory-mapped cache) or a weights
+# file is rnn_lab/run/input_files.py. What counts as file I/O in a core module:
+FILE_IO_MODULES = {"os", "io", "pathlib", "tempfile", "shutil", "mmap", "codecs", "glob", "fcntl"}
+FILE_IO_METHODS = {
+    *("read_text", "read_bytes", "write_text", "write_bytes", "open", "tofile", "unlink"),
+    *("mkdir", "rmdir", "touch", "iterdir", "glob", "rglob", "is_file", "exists"),
+}
+NUMPY_FILE_IO = {
+    *("load", "save", "savez", "savez_compressed", "memmap", "fromfile", "loadtxt", "savetxt"),
+    *("genfromtxt", "open_memmap", "write_array_header_1_0", "read_array_header_1_0"),
+}
+
+
+def _file_io(source: str) -> list[str]:
+    """What in the source reads or writes files: imports of file modules, open(), path and
+    file methods, numpy's loaders, savers and memory maps (mmap_mode= included)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]
+            found += [f"import {n}" for n in names if n and n.split(".")[0] in FILE_IO_MODULES]
+        elif isinstance(node, ast.Call):
+            func, text = node.func, ast.unparse(node.func)
+            if isinstance(func, ast.Name) and func.id == "open":
+                found.append("open()")
+            elif isinstance(func, ast.Attribute) and func.attr in FILE_IO_METHODS:
+                found.append(f"{text}()")
+            elif text.split(".")[0] in FILE_IO_MODULES:  # os.replace, tempfile.mkstemp, ...
+                found.append(f"{text}()")
+            elif isinstance(func, ast.Attribute) and func.attr in NUMPY_FILE_IO:
+                if text.split(".")[0] in ("np", "numpy"):
+                    found.append(f"{text}()")
+            found += [f"{text}(mmap_mode=)" for k in node.keywords if k.arg == "mmap_mode"]
+    return found
+
+
+def test_core_does_no_file_io():
+    offenders = {
+        str(path.relative_to(PROJECT_ROOT)): found
+        for path in sorted((PACKAGE / "core").glob("*.py"))
+        if (found := _file_io(path.read_text()))
+    }
+    assert offenders == {}
+
+
+def test_the_file_io_check_sees_file_io():
+    source = (
+        "import os, tempfile\nfrom pathlib import Path\nimport numpy as np\n"
+        "f = open('x')\nPath('x').read_text()\nq.write_bytes(b'')\nos.replace('a', 'b')\n"
+        "np.memmap('x')\nnp.load('x', mmap_mode='r')\nnp.lib.format.open_memmap('x')\n"
+        "ids.tofile(f)\n"
+    )
+    found = _file_io(source)
+    assert found == [
+        "import os",
+        "import tempfile",
+        "import pathlib",
+        "open()",
+        "Path('x').read_text()",
+        "q.write_bytes()",
+        "os.replace()",
+        "np.memmap()",
+        "np.load()",
+        "np.load(mmap_mode=)",
+        "np.lib.format.open_memmap()",
+        "ids.tofile()",
+    ], found
+    assert _file_io("import numpy as np\nx = np.zeros(3).sum()\ns = 'a'.replace('a', 'b')\n") == []
 
 
 # ---- small functions -----------------------------------------------------------------------

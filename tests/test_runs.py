@@ -11,9 +11,9 @@ import pytest
 
 import rnn_lab
 from rnn_lab.core import engine
-from rnn_lab.core.data import make_task
 from rnn_lab.core.losses import get_loss
 from rnn_lab.inspect.load import RunDirError, load_run
+from rnn_lab.run.input_files import make_task
 from rnn_lab.run.settings import TrainSettings
 from rnn_lab.run.trainer import train
 

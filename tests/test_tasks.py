@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from rnn_lab.core import engine
-from rnn_lab.core.data import make_task
 from rnn_lab.core.inits import init_params
 from rnn_lab.core.losses import mean_squared_error, softmax_cross_entropy
 from rnn_lab.core.tasks import (
@@ -32,6 +31,7 @@ from rnn_lab.inspect.task_metrics import (
     memory_capacity_metrics,
 )
 from rnn_lab.run import rundir
+from rnn_lab.run.input_files import make_task
 from rnn_lab.run.trainer import build_task, train
 
 ADAM = {"name": "adam", "beta1": 0.9, "beta2": 0.999, "eps": 1e-8}

@@ -125,7 +125,8 @@ def measure_train(text: Path, steps: int, run_dir: Path, env: dict) -> dict:
 
 def measure_encode(text: Path, env: dict, log_path: Path) -> dict:
     code = (
-        "import time; from rnn_lab.core.data import encode_text_file; t = time.perf_counter(); "
+        "import time; from rnn_lab.run.input_files import encode_text_file; "
+        "t = time.perf_counter(); "
         f"c = encode_text_file({str(text)!r}); "
         "print('encoded', len(c.ids), c.vocab.size, time.perf_counter() - t)"
     )

@@ -129,7 +129,8 @@ def ngram_cross_entropy(train: np.ndarray, val: np.ndarray, n: int, vocab_size: 
 
 
 def baselines(text_path: Path, val_fraction: float = 0.1) -> dict:
-    from rnn_lab.core.data import load_corpus, split_ids
+    from rnn_lab.core.data import split_ids
+    from rnn_lab.run.input_files import load_corpus
 
     corpus = load_corpus({"name": "text", "path": str(text_path), "normalize": False})
     train, val = (np.asarray(x) for x in split_ids(corpus.ids, val_fraction))
@@ -203,8 +204,8 @@ def train_recipe(recipe: Recipe, text: Path, work: Path, quick=False, reuse=Fals
     """Run the recipe's command (under /usr/bin/time -v) and read its run; its final weights'
     validation loss on the whole split too, against the default sample's. reuse: read a run
     (and its time log) that an earlier call left in work, when it finished, instead."""
-    from rnn_lab.core.data import make_task
     from rnn_lab.inspect.load import load_run
+    from rnn_lab.run.input_files import make_task
     from rnn_lab.run.trainer import validation_loss
 
     run_dir = work / recipe.name.replace(" ", "_")

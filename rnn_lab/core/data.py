@@ -9,24 +9,20 @@ Memory is bounded by design. A text is held as one compact array of character id
 B training streams and every batch are views of it, and validation comes in chunks of at
 most ``VAL_CHUNK`` positions. Validation reads a fixed sample of its split (:func:`val_sample`):
 the whole split up to ``VAL_MAX_CHARS`` characters, evenly spaced blocks beyond, so its time is
-bounded on any text. A text file of ``STREAM_MIN_BYTES`` or more is never held as one
-str: it is read in blocks, twice (vocabulary, length and sha1; then the ids), and its ids
-are cached as a .npy file under :func:`cache_dir` that later runs memory-map read-only.
+bounded on any text. A text that arrives in pieces is normalised and scanned piece by piece
+(:class:`StreamNormalizer`, :func:`scan_text`), never joined into one str.
+
+This module reads and writes no file: strings and arrays in, arrays out. Reading a text file
+(whole, or streamed in blocks into a memory-mapped cache of its ids) is
+``rnn_lab.run.input_files``, which builds the task of a run's data settings.
 """
 
 from __future__ import annotations
 
-import codecs
-import contextlib
 import hashlib
-import json
-import os
-import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 
@@ -42,7 +38,7 @@ from rnn_lab.core.elman import (  # noqa: F401 (re-exported: the corpus is part 
     third_person,
     word_category,
 )
-from rnn_lab.core.tasks import SEQUENCE_TASKS, make_sequence_task
+from rnn_lab.core.tasks import SEQUENCE_TASKS
 
 # --------------------------------------------------------------------------------------
 # Text, vocabulary, split
@@ -53,14 +49,11 @@ VAL_CHUNK = 2048  # validation positions (steps x blocks) per batch: bounds its 
 # a split that is longer is sampled in blocks of about VAL_BLOCK_CHARS (see val_sample).
 VAL_MAX_CHARS = 32_768
 VAL_BLOCK_CHARS = 1024
-BLOCK_BYTES = 4 << 20  # a big text file is read in blocks of this many bytes
-STREAM_MIN_BYTES = 16 << 20  # files of this size or more are streamed and cached, never a str
 ENCODE_CHARS = 1 << 20  # characters per encoding slice: bounds the 4-byte code-point copies
 DECODE_MAX_CHARS = 1 << 25  # the longest text handed out as one str (task.text)
-CACHE_VERSION = 1  # part of the cache key: bump it when the encoding changes
 _N_CODES = 0x110000  # Unicode code points
 # The streaming normaliser holds back the text after the last space or newline; past this many
-# characters without one it cuts anyway (see _StreamNormalizer).
+# characters without one it cuts anyway (see StreamNormalizer).
 _MAX_CARRY_CHARS = 1 << 22
 
 
@@ -74,24 +67,6 @@ def _collapse_spaces(text: str) -> str:
     while "  " in text:
         text = text.replace("  ", " ")
     return text
-
-
-def _not_utf8(path, byte: int, reason: str) -> ValueError:
-    return ValueError(
-        f"data.path: {str(path)!r} is not UTF-8 text (byte {byte}: {reason}); "
-        "convert it to UTF-8 first"
-    )
-
-
-def read_text_file(path: str | Path) -> str:
-    """Read UTF-8 text; raise ValueError naming data.path on a missing or undecodable file."""
-    p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"data.path: file {str(path)!r} does not exist (or is not a file)")
-    try:
-        return p.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise _not_utf8(path, e.start, e.reason) from None
 
 
 def ids_dtype(vocab_size: int) -> np.dtype:
@@ -218,47 +193,12 @@ class EncodedText:
         return self.text
 
 
-def _check_text(path, n_chars: int, vocab: Vocab, normalize: bool) -> None:
-    """A text to learn from: not empty, and at least 2 distinct characters to tell apart."""
-    if n_chars == 0:
-        after = " after normalisation (lowercase, strip)" if normalize else ""
-        raise ValueError(
-            f"data.path: {str(path)!r} is empty (0 characters{after}); use a file with text"
-        )
-    if vocab.size < 2:
-        raise ValueError(
-            f"data.path: {str(path)!r} holds a single distinct character ({vocab.chars[0]!r}), "
-            "nothing to predict (the loss is 0 from the start); use a text with at least 2 "
-            "distinct characters"
-        )
-
-
 # --------------------------------------------------------------------------------------
-# Big text files: streamed in blocks, encoded once into a memory-mapped cache
+# A text in pieces: normalised and scanned without joining it into one str
 # --------------------------------------------------------------------------------------
 
 
-def _utf8_pieces(path, block_bytes: int) -> Iterator[str]:
-    """The file decoded as UTF-8, block_bytes at a time. The incremental decoder keeps a
-    character whose bytes straddle two blocks for the next piece."""
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    offset = 0  # bytes read before this block
-    with open(path, "rb") as f:
-        while True:
-            block = f.read(block_bytes)
-            held = len(decoder.getstate()[0])  # bytes of a split character from the last block
-            try:
-                piece = decoder.decode(block, final=not block)
-            except UnicodeDecodeError as e:
-                raise _not_utf8(path, offset - held + e.start, e.reason) from None
-            if piece:
-                yield piece
-            if not block:
-                return
-            offset += len(block)
-
-
-class _StreamNormalizer:
+class StreamNormalizer:
     """normalize_text over a text that arrives in pieces: the outputs of push() and close()
     concatenate to normalize_text(whole text), whatever the cuts between pieces.
 
@@ -302,176 +242,18 @@ class _StreamNormalizer:
         return _collapse_spaces(body)
 
 
-def text_pieces(path, normalize: bool, block_bytes: int = BLOCK_BYTES) -> Iterator[str]:
-    """The text of a file (normalised when normalize), in pieces of about block_bytes
-    characters, never all at once. Concatenated: normalize_text(read_text_file(path))."""
-    pieces = _utf8_pieces(path, block_bytes)
-    if not normalize:
-        yield from pieces
-        return
-    norm = _StreamNormalizer()
-    for piece in pieces:
-        if out := norm.push(piece):
-            yield out
-    if out := norm.close():
-        yield out
-
-
-def _scan_text_file(path, normalize: bool, block_bytes: int) -> tuple[int, Vocab, str]:
-    """Pass 1 over a file: (number of characters, vocabulary, sha1) of its text."""
+def scan_text(pieces: Iterable[str]) -> tuple[int, Vocab, str]:
+    """(number of characters, vocabulary, sha1) of the text the pieces concatenate to; the
+    same as len, Vocab.from_text and the sha1 of EncodedText.from_text on the joined text."""
     seen = np.zeros(_N_CODES, dtype=bool)  # (0x110000,)
     sha1 = hashlib.sha1()
     n_chars = 0
-    for piece in text_pieces(path, normalize, block_bytes):
+    for piece in pieces:
         sha1.update(piece.encode("utf-8"))
         n_chars += len(piece)
         for codes in _code_slices(piece):
             seen[codes] = True
     return n_chars, Vocab.from_seen(seen), sha1.hexdigest()
-
-
-def _write_ids(f: BinaryIO, pieces: Iterable[str], vocab: Vocab, n_chars: int) -> int:
-    """Pass 2: the .npy of the (n_chars,) ids, written piece by piece through f. Plain
-    writes, not a writable memory map: every page written through a map would count in the
-    process's resident memory until the map is closed. Returns the ids written."""
-    header = {
-        "descr": np.lib.format.dtype_to_descr(vocab.dtype),
-        "fortran_order": False,
-        "shape": (n_chars,),
-    }
-    np.lib.format.write_array_header_1_0(f, header)
-    written = 0
-    for piece in pieces:
-        ids = vocab.encode(piece)  # (len(piece),)
-        f.write(ids.data)
-        written += len(ids)
-    return written
-
-
-def cache_dir() -> Path:
-    """Where encoded texts are cached: $RNN_LAB_CACHE, else $XDG_CACHE_HOME/rnn_lab, else
-    ~/.cache/rnn_lab."""
-    if os.environ.get("RNN_LAB_CACHE"):
-        return Path(os.environ["RNN_LAB_CACHE"])
-    if os.environ.get("XDG_CACHE_HOME"):
-        return Path(os.environ["XDG_CACHE_HOME"]) / "rnn_lab"
-    return Path.home() / ".cache" / "rnn_lab"
-
-
-def _file_key(path: Path, normalize: bool) -> dict:
-    """What identifies a file's encoding: a new size or mtime means a new text."""
-    st = path.stat()
-    return {
-        "version": CACHE_VERSION,
-        "path": str(path.resolve()),
-        "size": st.st_size,
-        "mtime_ns": st.st_mtime_ns,
-        "normalize": bool(normalize),
-    }
-
-
-def _cache_stem(key: dict) -> Path:
-    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode("utf-8")).hexdigest()
-    return cache_dir() / f"text-{digest[:20]}"  # + .npy (ids) and .json (the rest)
-
-
-def _load_cached(stem: Path, key: dict) -> EncodedText | None:
-    """The cached encoding of key (ids memory-mapped read-only), or None."""
-    try:
-        meta = json.loads(stem.with_suffix(".json").read_text(encoding="utf-8"))
-        if {k: meta.get(k) for k in key} != key:
-            return None
-        vocab = Vocab(list(meta["chars"]))
-        ids = np.load(stem.with_suffix(".npy"), mmap_mode="r")
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # absent, or written by another version: encode again
-    if ids.shape != (meta["n_chars"],) or ids.dtype != vocab.dtype:
-        return None
-    return EncodedText(ids=ids, vocab=vocab, sha1=str(meta["sha1"]))
-
-
-def _atomic_write(target: Path, write: Callable[[BinaryIO], object]) -> None:
-    """write(f) into a temporary file beside target, then rename it over target: a reader
-    (another run of a sweep) sees no file or a whole one, never a part."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _drop_stale_entries(stem: Path, key: dict) -> None:
-    """Remove cached encodings of earlier versions of the same file (each can be GBs)."""
-    for meta_path in stem.parent.glob("text-*.json"):
-        if meta_path.stem == stem.name:
-            continue
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if meta.get("path") == key["path"] and meta.get("normalize") == key["normalize"]:
-            meta_path.unlink(missing_ok=True)  # the .json first: no entry without its ids
-            meta_path.with_suffix(".npy").unlink(missing_ok=True)
-
-
-def _write_cache(stem: Path, meta: dict, pieces: Iterable[str], vocab: Vocab) -> None:
-    """Pass 2 into the cache: the ids (.npy), then the rest (.json), each written whole."""
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    n_chars = meta["n_chars"]
-    written = []
-    _atomic_write(
-        stem.with_suffix(".npy"), lambda f: written.append(_write_ids(f, pieces, vocab, n_chars))
-    )
-    if written != [n_chars]:
-        raise ValueError(f"pass 2 read {written} characters, pass 1 read {n_chars}")
-    text = json.dumps(meta, indent=1)
-    _atomic_write(stem.with_suffix(".json"), lambda f: f.write(text.encode("utf-8")))
-
-
-def encode_text_file(
-    path, normalize: bool = True, *, block_bytes: int = BLOCK_BYTES
-) -> EncodedText:
-    """A text file as an EncodedText, without ever holding its text as one str.
-
-    Reused from the cache when the file (resolved path, size, mtime_ns) and normalize are
-    unchanged; otherwise read twice in blocks of block_bytes (1: vocabulary, length and sha1;
-    2: the ids, written to the cache) and then memory-mapped read-only. Same ids, vocabulary
-    and sha1 as EncodedText.from_text of the whole (normalised) text.
-    """
-    p = Path(path)
-    key = _file_key(p, normalize)
-    stem = _cache_stem(key)
-    cached = _load_cached(stem, key)
-    if cached is not None:
-        return cached
-    n_chars, vocab, sha1 = _scan_text_file(p, normalize, block_bytes)
-    _check_text(path, n_chars, vocab, normalize)
-    meta = {**key, "n_chars": n_chars, "sha1": sha1, "chars": vocab.chars}
-    try:
-        _write_cache(stem, meta, text_pieces(p, normalize, block_bytes), vocab)
-    except OSError as e:
-        raise ValueError(
-            f"data.path: cannot cache the encoded text of {str(path)!r} in {stem.parent} "
-            f"({e.strerror or e}); set RNN_LAB_CACHE to a writable directory"
-        ) from None
-    except ValueError:  # pass 2 met a character or a length that pass 1 did not
-        changed = True
-    else:
-        changed = _file_key(p, normalize) != key
-    corpus = None if changed else _load_cached(stem, key)
-    if corpus is None:
-        for suffix in (".json", ".npy"):
-            stem.with_suffix(suffix).unlink(missing_ok=True)
-        raise ValueError(
-            f"data.path: {str(path)!r} changed while it was being read; run again once "
-            "nothing writes to it"
-        )
-    _drop_stale_entries(stem, key)
-    return corpus
 
 
 # --------------------------------------------------------------------------------------
@@ -660,66 +442,10 @@ class CharTextTask:
 
 
 # --------------------------------------------------------------------------------------
-# Building a task by name (the data config group)
+# The data config group's options (rnn_lab.run.input_files.make_task builds the task)
 # --------------------------------------------------------------------------------------
 
 # elman and text are character tasks (CharTextTask); the rest are the synthetic sequence tasks
 # of rnn_lab.core.tasks.
 TEXT_DATA_NAMES = ("elman", "text")
 DATA_NAMES = (*TEXT_DATA_NAMES, *SEQUENCE_TASKS)
-
-
-def _load_text_file(data: dict) -> EncodedText:
-    path = data.get("path")
-    if not path:
-        raise ValueError("data.path: missing; data=text needs data.path=FILE (a UTF-8 text)")
-    normalize = bool(data.get("normalize", True))
-    p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"data.path: file {str(path)!r} does not exist (or is not a file)")
-    if p.stat().st_size >= STREAM_MIN_BYTES:
-        return encode_text_file(path, normalize)
-    text = read_text_file(p)
-    if normalize:
-        text = normalize_text(text)
-    corpus = EncodedText.from_text(text)
-    _check_text(path, len(text), corpus.vocab, normalize)
-    return corpus
-
-
-def load_corpus(data: dict) -> EncodedText:
-    """The encoded text a char task trains on, from the data settings (name + its keys)."""
-    name = data.get("name")
-    if name == "elman":
-        text = generate_elman_corpus(int(data.get("num_sentences", 600)), int(data.get("seed", 42)))
-        return EncodedText.from_text(text)
-    if name == "text":
-        return _load_text_file(data)
-    raise ValueError(f"data.name: unknown {name!r}; valid: {', '.join(DATA_NAMES)}")
-
-
-def load_corpus_text(data: dict) -> str:
-    """The text a char task trains on, as one str (small texts; see EncodedText.as_text)."""
-    return load_corpus(data).as_text()
-
-
-def make_task(
-    data: dict,
-    seq_len: int,
-    batch_size: int,
-    val_fraction: float,
-    val_max_chars: int = VAL_MAX_CHARS,
-    dtype=np.float64,
-):
-    """The task of the data settings: a CharTextTask (see it for the other arguments), or a
-    sequence task of rnn_lab.core.tasks (real values in ``dtype``; val_fraction and
-    val_max_chars do not apply: its validation set is data.val_sequences sequences)."""
-    if data.get("name") not in TEXT_DATA_NAMES and data.get("name") in DATA_NAMES:
-        return make_sequence_task(data, seq_len, batch_size, dtype)
-    return CharTextTask(
-        load_corpus(data),
-        seq_len=seq_len,
-        batch_size=batch_size,
-        val_fraction=val_fraction,
-        val_max_chars=val_max_chars,
-    )

@@ -9,7 +9,6 @@ dtype. Adding an embedding draws after the five arrays, so they stay the same.
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
@@ -54,7 +53,7 @@ INITS: dict[str, Callable[[object], None]] = {
     "identity": _identity,
 }
 # "torch": every array as torch's own modules draw them (nn.RNN / nn.GRU / nn.LSTM(D, H), then
-# nn.Linear(H, O)); "file" replaces the arrays with saved ones (load_params_file).
+# nn.Linear(H, O)); "file" replaces the arrays with saved ones (params_from_arrays).
 INIT_NAMES = tuple(INITS) + ("torch", "file")
 CELL_NAMES = ("rnn", "gru", "lstm")
 
@@ -202,20 +201,6 @@ def expected_shapes(
     return shapes
 
 
-def _read_params_file(path: str | Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """The parameter arrays of a .npz (a checkpoint.npz also holds optimiser state: ignored)."""
-    p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"init.path: file {str(path)!r} does not exist")
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            return {k: z[k] for k in (*names, "E") if k in z.files} | {
-                "_files": np.array(sorted(z.files))
-            }
-    except Exception as e:  # a truncated or non-npz file, a pickled payload
-        raise ValueError(f"init.path: {str(path)!r} is not a readable .npz file ({e})") from None
-
-
 def check_params_arrays(
     arrays: dict, path, sizes: tuple[int, int, int], embed_dim: int, cell: str = "rnn"
 ) -> None:
@@ -249,8 +234,9 @@ def check_params_arrays(
 
 
 # why: the sizes plus keyword-only options, as init_params takes them.
-def load_params_file(
-    path: str | Path,
+def params_from_arrays(
+    raw: dict,
+    path,
     sizes: tuple[int, int, int],
     *,
     seed: int = 42,
@@ -259,10 +245,10 @@ def load_params_file(
     dtype=np.float64,
     cell: str = "rnn",
 ):
-    """Start from saved weights (the cell's arrays: W_xh, W_hh, W_hy, b_h, b_y for "rnn",
-    torch's names for gru/lstm; E optional), after checking their shapes and that every value
-    is finite. sizes = (V or D, H, O). ``scale`` multiplies the recurrent weights."""
-    raw = _read_params_file(path, param_names(cell))
+    """Start from saved weights ``raw`` (the cell's arrays: W_xh, W_hh, W_hy, b_h, b_y for
+    "rnn", torch's names for gru/lstm; E optional; read from ``path`` by
+    rnn_lab.run.input_files), after checking their shapes and that every value is finite.
+    sizes = (V or D, H, O). ``scale`` multiplies the recurrent weights."""
     check_params_arrays(raw, path, sizes, embed_dim, cell)
     arrays = {k: np.asarray(v, dtype=dtype) for k, v in raw.items() if k != "_files"}
     arrays = {k: v.reshape(-1) if k.startswith("b") else v for k, v in arrays.items()}
@@ -273,35 +259,3 @@ def load_params_file(
     recurrent = "W_hh" if cell == "rnn" else "weight_hh_l0"
     arrays[recurrent] = arrays[recurrent] * dtype(scale)
     return Params(**arrays) if cell == "rnn" else gated.CELLS[cell].params_cls(**arrays)
-
-
-# why: the sizes plus keyword-only options, as init_params takes them.
-def build_params(
-    init: dict,
-    sizes: tuple[int, int, int],
-    *,
-    seed,
-    embed_dim,
-    dtype,
-    cell: str = "rnn",
-    forget_bias: float | None = None,
-):
-    """The parameters a run starts from, by its init settings ({name, scale, path})."""
-    name = init.get("name", "orthogonal")
-    scale = float(init.get("scale", 1.0) or 1.0)
-    if name == "file":
-        path = init.get("path") or ""
-        # The file's biases are the starting point: forget_bias only shapes drawn weights.
-        return load_params_file(
-            path, sizes, seed=seed, embed_dim=embed_dim, scale=scale, dtype=dtype, cell=cell
-        )
-    return init_params(
-        *sizes,
-        init=name,
-        scale=scale,
-        seed=seed,
-        embed_dim=embed_dim,
-        dtype=dtype,
-        cell=cell,
-        forget_bias=forget_bias,
-    )

@@ -75,10 +75,11 @@ from pathlib import Path
 import numpy as np
 
 from rnn_lab.core import cells, engine
-from rnn_lab.core.data import EncodedText, Vocab, load_corpus, split_ids, word_category
+from rnn_lab.core.data import EncodedText, Vocab, split_ids, word_category
 from rnn_lab.inspect.load import cell_options, load_run
 from rnn_lab.inspect.task_metrics import analyze_task_params, is_sequence_task
 from rnn_lab.run import rundir
+from rnn_lab.run.input_files import load_corpus
 from rnn_lab.run.rundir import (
     ANALYSIS_FILE,
     RunDirError,
@@ -798,7 +799,7 @@ def hidden_trajectory(
 def initial_params(settings: dict, vocab_size: int):
     """The run's untrained network: its cell and init rebuilt from the settings (seeded, so
     exact). None when it cannot be rebuilt (e.g. init=file whose file is gone)."""
-    from rnn_lab.core.inits import build_params
+    from rnn_lab.run.input_files import build_params
     from rnn_lab.run.settings import DTYPES, TrainSettings
 
     defaults = TrainSettings()

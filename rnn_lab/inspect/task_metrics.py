@@ -28,7 +28,6 @@ import logging
 import numpy as np
 
 from rnn_lab.core import cells, engine
-from rnn_lab.core.inits import build_params
 from rnn_lab.core.losses import softmax_cross_entropy
 from rnn_lab.core.tasks import (
     FIT_STREAM,
@@ -41,6 +40,7 @@ from rnn_lab.core.tasks import (
     make_sequence_task,
 )
 from rnn_lab.inspect.load import cell_options
+from rnn_lab.run.input_files import build_params
 from rnn_lab.run.settings import DTYPES, TrainSettings
 
 log = logging.getLogger("rnn_lab")

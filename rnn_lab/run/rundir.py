@@ -30,8 +30,9 @@ import os
 import socket
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -134,11 +135,18 @@ class RunConflict(ValueError):
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    atomic_write_stream(path, lambda f: f.write(data))
+
+
+def atomic_write_stream(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
+    """write(f) into a temporary file beside path, then rename it over path: a reader (another
+    run of a sweep) sees no file or a whole one, never a part. write may write in pieces (a
+    cached text's ids, GBs, are never held as one bytes object)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

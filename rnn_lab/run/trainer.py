@@ -22,11 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from rnn_lab.core import cells, engine, inits
-from rnn_lab.core.data import make_task
+from rnn_lab.core import cells, engine
 from rnn_lab.core.losses import get_loss
 from rnn_lab.core.tasks import budget_steps, sequences_seen, time_steps_seen
-from rnn_lab.run import rundir
+from rnn_lab.run import input_files, rundir
 from rnn_lab.run.integrity import verify_run_dir
 from rnn_lab.run.rundir import RunConflict
 from rnn_lab.run.schedule import due, is_record_step
@@ -62,7 +61,7 @@ class TrainError(ValueError):
 
 def build_task(s: TrainSettings):
     try:
-        task = make_task(
+        task = input_files.make_task(
             s.data, s.seq_len, s.batch_size, s.val_fraction, s.val_max_chars, DTYPES[s.dtype]
         )
     except ValueError as e:
@@ -100,7 +99,7 @@ def build_params(s: TrainSettings, task):
     cell = cell_name(s)
     try:
         cells.check_activation(cell, s.activation)
-        return inits.build_params(
+        return input_files.build_params(
             s.init,
             sizes,
             seed=s.seed,
