@@ -39,7 +39,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # The demo study (init x activation) with 2 seeds: 12 runs, as `rnn-lab study demo` runs them.
-GRID = ["experiment=demo", "seed=1,2"]
+GRID = ["study=demo", "seed=1,2"]
 
 
 def run_sweep(sweep_dir: Path, launcher: str, steps: int) -> float:
@@ -437,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     base = Path(tempfile.mkdtemp(prefix="bench_launchers_"))
     try:
         print(
-            f"12-run study (experiment=demo: init x activation x 2 seeds, {args.steps} steps "
+            f"12-run study (study=demo: init x activation x 2 seeds, {args.steps} steps "
             f"a run), {os.cpu_count()} cores"
         )
         walls = {}

@@ -15,10 +15,11 @@ __version__ = "0.1.0"
 _PACKAGE_DIR = Path(__file__).resolve().parent
 if (_PACKAGE_DIR / "conf" / "config.yaml").is_file():
     # An installed wheel: the Hydra configs and the studies ship inside the package
-    # (pyproject.toml maps the checkout's conf/ and experiments/ into rnn_lab/conf/).
+    # (pyproject.toml maps the checkout's conf/ and experiments/ into rnn_lab/conf/; the
+    # studies are in conf/study/ and, for experiment= (their group's old name), conf/experiment/).
     PROJECT_ROOT = None
     CONF_DIR = _PACKAGE_DIR / "conf"
-    EXPERIMENTS_DIR = CONF_DIR / "experiment"
+    EXPERIMENTS_DIR = CONF_DIR / "study"
 else:
     # The checkout (or an editable install of it): conf/ and experiments/ beside rnn_lab/,
     # read live, so an edited study or config counts at once.

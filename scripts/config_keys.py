@@ -38,7 +38,8 @@ PAGE = ROOT / "docs" / "config_keys.md"
 COMMAND = "python scripts/config_keys.py"
 
 # The groups a user picks from, in the order of conf/config.yaml's defaults list (schema/ and
-# study_preset/ are internal; experiment is the studies, listed by `rnn-lab study --list`).
+# study_preset/ are internal; study (old name: experiment) is the studies, listed by
+# `rnn-lab study --list`).
 GROUPS = ("cell", "recipe", "init", "activation", "optim", "data", "launcher", "logger")
 KINDS = {
     "result": "result",  # part of the run's identity: changes what it computes
@@ -186,8 +187,9 @@ def page() -> str:
         "",
         "A group picks code by name (`init=xavier`); an option's own keys follow it",
         "(`init=xavier init.scale=0.5`). Each option has its own structured schema, so an unknown",
-        "or mistyped key is refused before anything runs. `experiment=NAME` (or",
-        "`rnn-lab study NAME`) picks a study from experiments/: `rnn-lab study --list`.",
+        "or mistyped key is refused before anything runs. `study=NAME` (or `rnn-lab study NAME`;",
+        "`experiment=NAME`, its old name, still works) picks a study, the file",
+        "experiments/NAME.yaml: `rnn-lab study --list`.",
         "",
     ]
     for group in GROUPS:

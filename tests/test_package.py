@@ -75,7 +75,7 @@ def _build_wheel(tmp: Path) -> Path:
     src.mkdir()
     for name in SOURCES:
         source, copy = CHECKOUT / name, src / name
-        if source.is_dir():  # symlinks kept: conf/experiment -> ../experiments, as checked out
+        if source.is_dir():  # symlinks kept: conf/study -> ../experiments, as checked out
             shutil.copytree(
                 source, copy, symlinks=True, ignore=shutil.ignore_patterns("__pycache__")
             )
@@ -153,12 +153,15 @@ def test_the_wheel_holds_every_module_config_and_study_as_real_files(installed):
             f"rnn_lab/conf/{p}": CHECKOUT / "conf" / p
             for p in _checkout_files(CHECKOUT / "conf", "**/*.yaml")
         }
-        # conf/experiment is a symlink to experiments/: glob does not descend into it
+        # conf/study (the group) and conf/experiment (its old name) are symlinks to
+        # experiments/: glob does not descend into them
         configs |= {
-            f"rnn_lab/conf/experiment/{p.name}": p
+            f"rnn_lab/conf/{group}/{p.name}": p
+            for group in ("study", "experiment")
             for p in (CHECKOUT / "experiments").glob("*.yaml")
         }
-        assert {"rnn_lab/conf/config.yaml", "rnn_lab/conf/experiment/demo.yaml"} <= set(configs)
+        assert {"rnn_lab/conf/config.yaml", "rnn_lab/conf/study/demo.yaml"} <= set(configs)
+        assert "rnn_lab/conf/experiment/demo.yaml" in configs
         missing = sorted((expected | set(configs)) - set(infos))
         assert not missing, f"not in the wheel (add the package to pyproject.toml): {missing}"
         for name, source in configs.items():
@@ -308,4 +311,5 @@ def test_the_checkout_reads_its_own_conf_and_experiments_live():
     assert rnn_lab.PROJECT_ROOT == CHECKOUT
     assert rnn_lab.CONF_DIR == CHECKOUT / "conf"
     assert rnn_lab.EXPERIMENTS_DIR == CHECKOUT / "experiments"
+    assert (CHECKOUT / "conf" / "study").resolve() == CHECKOUT / "experiments"
     assert (CHECKOUT / "conf" / "experiment").resolve() == CHECKOUT / "experiments"

@@ -117,7 +117,7 @@ def test_planned_jobs_expand_the_grid_as_hydra_does(compose):
     optuna.hydra.sweeper._target_ = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.X"
     assert planned_jobs(optuna) == (7, ["lr"])
     # a study's grid, composed from experiments/ like `rnn-lab study demo`
-    demo = compose(["experiment=demo"], return_hydra_config=True)
+    demo = compose(["study=demo"], return_hydra_config=True)
     assert planned_jobs(demo) == (18, ["init", "activation", "seed"])
 
 

@@ -195,7 +195,7 @@ def test_reproduce_command_reruns_into_the_same_folder(sweep):
     reproduce = report.read_text().split("## Reproduce")[1]
     assert f"rnn-lab study init_by_activation hydra.sweep.dir={root}\n" in reproduce
     assert (
-        "python -m rnn_lab.train -m experiment=init_by_activation "
+        "python -m rnn_lab.train -m study=init_by_activation "
         "init=orthogonal,xavier,random activation=tanh,relu seed=1,2,3 "
         f"hydra.sweep.dir={root}\n"
     ) in reproduce

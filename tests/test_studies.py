@@ -123,7 +123,7 @@ def test_study_composes_with_a_coherent_study_block(compose, study):
     defaults = _study_file(study).get("defaults") or []
     assert PRESET in defaults, f"{study}.yaml must include {PRESET} in its defaults list"
 
-    cfg = compose([f"experiment={study}"], return_hydra_config=True)
+    cfg = compose([f"study={study}"], return_hydra_config=True)
     block = cfg.study
     assert block.name == study
     assert block.question and str(block.question).strip()
@@ -155,7 +155,7 @@ def test_study_composes_with_a_coherent_study_block(compose, study):
     assert set(block.get("axes") or []) <= set(grid)
     # Every claim can be checked as written (a bad one would stop the study at its start).
     check_claims(OmegaConf.to_container(block).get("claims") or [])
-    # `rnn-lab study NAME` and `python -m rnn_lab.train -m experiment=NAME` share a folder.
+    # `rnn-lab study NAME` and `python -m rnn_lab.train -m study=NAME` share a folder.
     assert cfg.hydra.sweep.dir == f"multirun/{study}"
 
 
@@ -276,6 +276,58 @@ def _val_losses(sweep: Path) -> dict[str, float]:
     }
 
 
+def _run_ids(sweep: Path) -> dict[str, str]:
+    return {
+        str(p.parent.relative_to(sweep)): json.loads(p.read_text())["run_id"]
+        for p in sweep.glob("*/seed=*/summary.json")
+    }
+
+
+def test_study_and_its_old_name_experiment_compose_the_same_and_share_the_sweep_folders(
+    compose, tmp_path
+):
+    """study=NAME is the group that picks a study; experiment=NAME, its old name, still works:
+    the same composed config, the same job folders and run ids. `study.KEY=...` still sets a
+    value of the chosen study, and the two groups naming different studies are refused."""
+    new = compose(["study=demo", "steps=30"], return_hydra_config=True)
+    old = compose(["experiment=demo", "steps=30"], return_hydra_config=True)
+    assert dict(new.hydra.runtime.choices)["study"] == "demo"
+    assert dict(old.hydra.runtime.choices)["experiment"] == "demo"
+    composed = []
+    for cfg in (new, old):  # all but the choice itself and the overrides that made it
+        plain = OmegaConf.to_container(cfg)
+        del plain["hydra"]["runtime"]["choices"]["study"], plain["hydra"]["overrides"]
+        del plain["hydra"]["runtime"]["choices"]["experiment"]
+        composed.append(plain)
+    assert composed[0] == composed[1]
+    assert new.study.name == "demo" and new.hydra.sweep.dir == "multirun/demo"
+    asked = compose(["study=demo", "study.question=Which one?"]).study
+    assert asked.question == "Which one?" and asked.name == "demo"
+
+    tiny = [*(f"{k}={v}" for k, v in SHRINK.items()), "init=orthogonal,xavier", "seed=1"]
+    tiny += ["activation=tanh", "launcher=basic"]
+    sweeps = {}
+    for group in ("study", "experiment"):
+        sweeps[group] = tmp_path / group
+        proc = run_cli(["-m", f"{group}=demo", *tiny, f"hydra.sweep.dir={sweeps[group]}"])
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    ids = _run_ids(sweeps["study"])
+    assert sorted(ids) == [
+        f"activation=tanh,budget_chars=0,data.num_sentences=40,hidden_size=8,"
+        f"init={init},steps=30/seed=1"
+        for init in ("orthogonal", "xavier")
+    ]
+    assert _run_ids(sweeps["experiment"]) == ids
+    assert _val_losses(sweeps["experiment"]) == _val_losses(sweeps["study"])
+
+    both = tmp_path / "both"
+    proc = run_cli(["-m", "study=demo", "experiment=seq_len", *tiny, f"hydra.sweep.dir={both}"])
+    assert proc.returncode == 2
+    assert "study=demo and experiment=seq_len both given" in proc.stderr
+    assert "experiment= is the old name of study=" in proc.stderr
+    assert not both.exists()
+
+
 def test_a_study_file_of_ones_own_runs_resumes_and_reproduces_its_claims(tmp_path):
     """`rnn-lab study PATH` runs a file kept anywhere into multirun/<stem>/ of the current
     folder; rerun (here by `rnn-lab reproduce PATH`) it resumes, and launcher=joblib, whose
@@ -299,7 +351,8 @@ def test_a_study_file_of_ones_own_runs_resumes_and_reproduces_its_claims(tmp_pat
     assert "Does clip=1 slow a short run down" in report
     commands = report.split("## Reproduce")[1].split("```")[1]
     assert f"rnn-lab study {study} " in commands  # the file, not an unknown name
-    assert "experiment=my_clip" not in commands  # plain Hydra cannot see the file
+    assert "study=my_clip" not in commands  # plain Hydra cannot see the file
+    assert "experiment=my_clip" not in commands
 
     proc = run_cli(["reproduce", str(study), one_worker], cwd=work, module="rnn_lab.app.cli")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -324,7 +377,7 @@ def test_a_study_file_composes_as_its_stem_and_a_shipped_file_is_the_shipped_stu
     study = find_study(str(path))
     assert (study.name, study.path, study.shipped) == ("probe_own_study", path, False)
     register(study)
-    cfg = compose(["experiment=probe_own_study"], return_hydra_config=True)
+    cfg = compose(["study=probe_own_study"], return_hydra_config=True)
     assert cfg.study.name == "probe_own_study" and cfg.study.file == str(path)
     assert cfg.steps == 40 and cfg.data.num_sentences == 40  # the file's lines
     assert cfg.resume is True  # ... on top of the shared preset

@@ -155,7 +155,7 @@ def test_interrupted_study_rerun_completes_only_what_is_missing(tmp_path):
             sys.executable,
             "-m",
             "rnn_lab.train",
-            "experiment=demo",
+            "study=demo",
             *job_overrides,
             # Quoted: the job's folder name holds "," and "=", which Hydra would parse.
             "init=orthogonal",

@@ -64,7 +64,7 @@ GRID_STUDIES = sorted(
 
 @pytest.mark.parametrize("study", GRID_STUDIES)
 def test_every_study_composes(compose, study):
-    cfg = compose([f"experiment={study}"], return_hydra_config=True)
+    cfg = compose([f"study={study}"], return_hydra_config=True)
     settings_from_config(cfg)
     assert cfg.study.name == study
     assert cfg.study.question and cfg.study.expect and cfg.study.baseline

@@ -54,7 +54,7 @@ def test_tuning_study_composes(compose, study):
 
     text = (EXPERIMENTS_DIR / f"{study}.yaml").read_text()
     assert "- /study_preset/default" in text
-    cfg = compose([f"experiment={study}"], return_hydra_config=True)
+    cfg = compose([f"study={study}"], return_hydra_config=True)
     assert cfg.study.name == study and str(cfg.study.question).strip()
     assert set(cfg.study.metrics) <= set(METRIC_DIRECTION)
     sweeper = cfg.hydra.sweeper

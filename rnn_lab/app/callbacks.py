@@ -93,6 +93,7 @@ class SweepCallback(Callback):
     # ---- the launching process ----
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
+        _refuse_two_studies(config)
         study = _study_of(config)
         if study:
             _refuse_bad_claims(study)
@@ -230,6 +231,17 @@ def _study_of(config: DictConfig) -> dict | None:
     if study is None:
         return None
     return OmegaConf.to_container(study, resolve=True) if OmegaConf.is_config(study) else None
+
+
+def _refuse_two_studies(config: DictConfig) -> None:
+    """study=A experiment=B (the group and its old name) would merge two studies: refused."""
+    from rnn_lab.study.grid import chosen_study
+
+    try:
+        chosen_study(OmegaConf.select(config, "hydra.runtime.choices", default=None) or {})
+    except ValueError as e:
+        print(f"rnn_lab: error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 def _refuse_bad_claims(study: dict) -> None:

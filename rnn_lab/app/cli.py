@@ -1,7 +1,7 @@
 """``rnn-lab``: one command for everything a user does with rnn_lab.
 
 rnn-lab train [overrides...]          train one run (= python -m rnn_lab.train ...)
-rnn-lab study NAME [overrides...]     run a named study from experiments/ and build its report
+rnn-lab study NAME [overrides...]     run a study (experiments/NAME.yaml) and build its report
 rnn-lab study FILE.yaml [overrides]   run a study file of your own (into multirun/<file stem>/)
 rnn-lab study --list                  list the shipped studies and their questions
 rnn-lab reproduce NAME | FILE | --all run studies with claims and print which claims hold
@@ -76,6 +76,7 @@ def main_study(argv: list[str]) -> int:
             print(f"{name:18s} {question}")
         return 0 if args.list else 2
     from rnn_lab.app.studies import StudyError, find_study, register
+    from rnn_lab.study.grid import STUDY_GROUP
 
     try:
         study = find_study(args.name)
@@ -92,7 +93,7 @@ def main_study(argv: list[str]) -> int:
         sweep_dir = Path(given.split("=", 1)[1].strip("'\""))
     print(f"rnn-lab study {args.name}: sweep in {sweep_dir}/ (re-run the same command to resume)")
     try:
-        code = _hydra_train(["-m", f"experiment={study.name}", *overrides])
+        code = _hydra_train(["-m", f"{STUDY_GROUP}={study.name}", *overrides])
     except SystemExit as e:
         if not isinstance(e.code, int) or e.code <= 128:
             raise  # a refusal (2: the folder is another sweep's) or Hydra's own error exit

@@ -168,7 +168,8 @@ def _top_level_schema() -> type:
             specs.append((f.name, kind, default))
         else:
             specs.append((f.name, hints[f.name], field(default=f.default)))
-    # Not settings of a run: Hydra's launcher choice, the chosen study and its description.
+    # Not settings of a run: Hydra's launcher choice, the old name of the study group (study=
+    # is the group; its files fill the `study` node, the description), that node.
     specs += [("launcher", Any, None), ("experiment", Any, None), ("study", Any, None)]
     specs += [("logger", Any, None)]  # the experiment tracker (conf/logger/): no result changes
     return make_dataclass("RnnLabSchema", specs)
@@ -301,7 +302,7 @@ USER_GROUPS = (
     "data",
     "launcher",
     "logger",
-    "experiment",
+    "study",  # experiment= (its old name) still works, not listed twice
 )
 
 

@@ -6,7 +6,7 @@ in ``hydra.sweeper.params``, and usually the shared preset (``- /study_preset/de
 claims. Its name is the file's stem: the sweep folder ``multirun/<stem>/``, the report's title.
 
 The file is checked before any work (:func:`find_study`), then given to Hydra as the option
-``experiment=<stem>`` through Hydra's ConfigStore (:func:`register`), so every job is composed
+``study=<stem>`` through Hydra's ConfigStore (:func:`register`), so every job is composed
 from it exactly as from a shipped study: a rerun resumes it, and every launcher sees it, since
 Hydra hands the ConfigStore to each job process (loky, submitit, Ray) with its other
 singletons. A file named like a shipped study is refused (the shipped one would win in
@@ -25,6 +25,7 @@ from hydra.plugins.config_source import ConfigSource
 from omegaconf import DictConfig, OmegaConf
 
 from rnn_lab import EXPERIMENTS_DIR
+from rnn_lab.study.grid import STUDY_GROUP
 
 # A study's name is a Hydra option and a folder name: letters, digits, _ and -.
 STUDY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
@@ -128,7 +129,7 @@ def read_study_file(path: Path) -> DictConfig:
     if package != "_global_":
         raise StudyError(
             f"{where} does not start with `# @package _global_` (without it Hydra would put "
-            f"its keys under `experiment.`, and its grid and settings would not apply). {FORMAT}"
+            f"its keys under `study.`, and its grid and settings would not apply). {FORMAT}"
         )
     study = node.get("study")
     if not isinstance(study, DictConfig):
@@ -144,12 +145,12 @@ def read_study_file(path: Path) -> DictConfig:
 
 
 def register(study: Study) -> None:
-    """Make `experiment=<name>` compose a user's study file (a shipped one needs nothing)."""
+    """Make `study=<name>` compose a user's study file (a shipped one needs nothing)."""
     if study.shipped:
         return
     node = read_study_file(study.path)
     node.study.name = study.name
     node.study.file = str(study.path)  # the report's rerun command names the file
     ConfigStore.instance().store(
-        group="experiment", name=study.name, node=node, package="_global_", provider="rnn-lab"
+        group=STUDY_GROUP, name=study.name, node=node, package="_global_", provider="rnn-lab"
     )

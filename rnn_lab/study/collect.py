@@ -330,8 +330,9 @@ def _constant_config(runs: list[RunRecord], keys: _TableKeys) -> dict:
             continue
         value = first.config.get(k)
         if value is None and k in first.choices:
-            # `launcher` and `experiment` are null placeholders in config.yaml (the schema
-            # needs the key); the option chosen is in Hydra's choices, or none was chosen.
+            # `launcher` and `experiment` (the old name of the `study` group) are null
+            # placeholders in config.yaml (the schema needs the key); the option chosen is in
+            # Hydra's choices, or none was chosen. A `study` choice is the study's own name.
             value = first.choices[k]
             if value is None:
                 continue

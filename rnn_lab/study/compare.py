@@ -34,7 +34,7 @@ import pandas as pd
 from rnn_lab.run.rundir import atomic_write_text
 from rnn_lab.run.settings import BOOKKEEPING_KEYS
 from rnn_lab.study.collect import collect, status_counts
-from rnn_lab.study.grid import arm_label, canonical, format_value
+from rnn_lab.study.grid import STUDY_GROUPS, arm_label, canonical, format_value
 from rnn_lab.study.markdown import markdown_table
 from rnn_lab.study.stats import (
     ALPHA,
@@ -64,7 +64,7 @@ def default_out_dir(dirs: Sequence[str | Path]) -> Path:
 
 
 # Config keys that never make two folders different: how a run was launched, logged, kept.
-NOT_A_DIFFERENCE = set(BOOKKEEPING_KEYS) | {"launcher", "experiment"}
+NOT_A_DIFFERENCE = set(BOOKKEEPING_KEYS) | {"launcher", *STUDY_GROUPS}
 NOT_A_DIFFERENCE_PREFIXES = ("launcher.", "logger", "hydra.", "study.")
 
 COLUMNS = [

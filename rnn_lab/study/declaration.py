@@ -25,7 +25,7 @@ import pandas as pd
 
 from rnn_lab.run import rundir
 from rnn_lab.study.claims import REPRODUCTION, check_claims, study_claims
-from rnn_lab.study.grid import canonical
+from rnn_lab.study.grid import STUDY_GROUPS, canonical
 from rnn_lab.study.run_records import find_run_dirs
 
 ENDED = (rundir.OK, rundir.DIVERGED, rundir.FAILED)  # a run with a result to look at
@@ -68,8 +68,8 @@ def claim_key(claim: dict) -> str:
     return json.dumps(what, sort_keys=True, default=str)
 
 
-# Overrides that choose where or how the runs execute, not what they are.
-NOT_DECLARED = ("launcher", "logger", "experiment", "hydra.", "logger.")
+# Overrides that choose where or how the runs execute, or which study file: not what they are.
+NOT_DECLARED = ("launcher", "logger", *STUDY_GROUPS, "hydra.", "logger.")
 
 
 def declaration_of(study: dict, grid: dict[str, list]) -> dict:

@@ -19,6 +19,12 @@ import numpy as np
 if TYPE_CHECKING:
     from rnn_lab.study.run_records import RunRecord
 
+# The config group that picks a study (a file of experiments/: study=NAME), then its old name,
+# which still works (conf/experiment is the same folder).
+STUDY_GROUP = "study"
+OLD_STUDY_GROUP = "experiment"
+STUDY_GROUPS = (STUDY_GROUP, OLD_STUDY_GROUP)
+
 
 def canonical(v) -> str:
     """A comparison key for a config value, so 1 == 1.0 == "1.0" and True == "true".
@@ -75,6 +81,19 @@ def value_sort_key(canon: str):
         return (0, float(canon), "")
     except ValueError:
         return (1, 0.0, canon)
+
+
+def chosen_study(choices) -> str | None:
+    """The study Hydra's choices name (study=NAME, or the old experiment=NAME); None for none.
+    Both given with different names is a ValueError: the two would be merged."""
+    names = {g: choices.get(g) for g in STUDY_GROUPS if choices and choices.get(g)}
+    if len(set(names.values())) > 1:
+        raise ValueError(
+            f"{STUDY_GROUP}={names[STUDY_GROUP]} and {OLD_STUDY_GROUP}={names[OLD_STUDY_GROUP]} "
+            f"both given: {OLD_STUDY_GROUP}= is the old name of {STUDY_GROUP}= (the same studies, "
+            f"experiments/NAME.yaml); give one, e.g. {STUDY_GROUP}={names[STUDY_GROUP]}"
+        )
+    return next(iter(names.values()), None)
 
 
 # --------------------------------------------------------------------------- Hydra overrides

@@ -39,7 +39,7 @@ from rnn_lab.study.collect import collect, status_counts
 from rnn_lab.study.declaration import Review, preregistration_md, review
 from rnn_lab.study.explain import explain_section_md
 from rnn_lab.study.figures import PLOTS_DIR, draw_report_figures
-from rnn_lab.study.grid import canonical, format_value
+from rnn_lab.study.grid import STUDY_GROUP, STUDY_GROUPS, canonical, format_value
 from rnn_lab.study.markdown import markdown_table
 from rnn_lab.study.stats import (
     ALPHA,
@@ -166,13 +166,16 @@ def reproduce_commands(df: pd.DataFrame, settings: dict, sweep_dir: str | Path) 
     hydra = df.attrs.get("hydra") or {}
     typed = list(hydra.get("task_overrides") or []) if df.attrs.get("from_multirun_yaml") else []
     into = sweep_dir_override(sweep_dir)
-    # The experiments/ file the runs were composed from (Hydra's choice), else the study's name.
-    experiment = (df.attrs.get("constant_config") or {}).get("experiment") or settings.get("name")
+    # The experiments/ file the runs were composed from (Hydra's choice: a sweep from before
+    # study= names it under experiment), else the study's name.
+    constant = df.attrs.get("constant_config") or {}
+    study = next((constant[g] for g in STUDY_GROUPS if constant.get(g)), settings.get("name"))
     commands = []
-    if experiment:
-        # `rnn-lab study NAME` selects experiment=NAME itself; other typed overrides pass through
-        extras = [o for o in typed if not o.startswith(("experiment=", "+experiment="))]
-        words = ["rnn-lab", "study", str(settings.get("file") or experiment), *extras]
+    if study:
+        # `rnn-lab study NAME` selects study=NAME itself; other typed overrides pass through
+        chosen = tuple(f"{p}{g}=" for g in STUDY_GROUPS for p in ("", "+"))
+        extras = [o for o in typed if not o.startswith(chosen)]
+        words = ["rnn-lab", "study", str(settings.get("file") or study), *extras]
         commands.append(" ".join([shlex.quote(str(w)) for w in words] + [into]))
         if settings.get("file"):
             return commands  # a user's study file reaches Hydra through `rnn-lab study` only
@@ -182,9 +185,9 @@ def reproduce_commands(df: pd.DataFrame, settings: dict, sweep_dir: str | Path) 
     if config_name and config_name != "config":
         parts += ["--config-name", str(config_name)]
     typed_keys = {o.split("=", 1)[0].lstrip("+~") for o in typed}
-    if experiment and "experiment" not in typed_keys:
-        typed = [f"experiment={experiment}", *typed]  # the study's settings, not the defaults
-        typed_keys.add("experiment")
+    if study and not typed_keys & set(STUDY_GROUPS):
+        typed = [f"{STUDY_GROUP}={study}", *typed]  # the study's settings, not the defaults
+        typed_keys.add(STUDY_GROUP)
     # Grid keys not typed on the command line came from the config's hydra.sweeper.params (or,
     # without multirun.yaml, from the cells that ran); spelling them out makes the command
     # reproduce the grid whichever config it is run with.
