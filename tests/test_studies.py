@@ -276,6 +276,9 @@ def _val_losses(sweep: Path) -> dict[str, float]:
     }
 
 
+SHRINK_RUN = [f"{k}={v}" for k, v in SHRINK.items()]
+
+
 def _run_ids(sweep: Path) -> dict[str, str]:
     return {
         str(p.parent.relative_to(sweep)): json.loads(p.read_text())["run_id"]
@@ -304,7 +307,7 @@ def test_study_and_its_old_name_experiment_compose_the_same_and_share_the_sweep_
     asked = compose(["study=demo", "study.question=Which one?"]).study
     assert asked.question == "Which one?" and asked.name == "demo"
 
-    tiny = [*(f"{k}={v}" for k, v in SHRINK.items()), "init=orthogonal,xavier", "seed=1"]
+    tiny = [*SHRINK_RUN, "init=orthogonal,xavier", "seed=1"]
     tiny += ["activation=tanh", "launcher=basic"]
     sweeps = {}
     for group in ("study", "experiment"):
@@ -326,6 +329,10 @@ def test_study_and_its_old_name_experiment_compose_the_same_and_share_the_sweep_
     assert "study=demo and experiment=seq_len both given" in proc.stderr
     assert "experiment= is the old name of study=" in proc.stderr
     assert not both.exists()
+    one = tmp_path / "one"  # a single run too
+    proc = run_cli(["study=demo", "experiment=seq_len", *SHRINK_RUN, f"hydra.run.dir={one}"])
+    assert proc.returncode == 2 and "both given" in proc.stderr, proc.stderr[-2000:]
+    assert not one.exists()
 
 
 def test_a_study_file_of_ones_own_runs_resumes_and_reproduces_its_claims(tmp_path):

@@ -34,6 +34,7 @@ from rnn_lab.app.tracking import tracked
 from rnn_lab.run import rundir
 from rnn_lab.run.rundir import LockHeld, RunConflict
 from rnn_lab.run.settings import TrainSettings
+from rnn_lab.study.grid import chosen_study
 
 log = logging.getLogger("rnn_lab")
 
@@ -112,6 +113,7 @@ def prepare(cfg: DictConfig) -> PreparedJob | float:
             _remove_fresh_run_dir(job.run_dir)
         return NOT_OK
     try:
+        _check_one_study()
         settings = _resumed_if_retry(job, settings_from_config(cfg))
         task = check_inputs(settings)
     except ConfigError as e:
@@ -129,6 +131,15 @@ def prepare(cfg: DictConfig) -> PreparedJob | float:
     except Exception as e:
         return _failed(job, e)
     return PreparedJob(job, settings, task)
+
+
+def _check_one_study() -> None:
+    """study=A experiment=B (the group and its old name) would merge two studies: a single run
+    is refused here, a sweep before its first job (callbacks)."""
+    try:
+        chosen_study(HydraConfig.get().runtime.choices)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def finish(prepared: PreparedJob, outcome: dict | Exception) -> float:
