@@ -348,7 +348,8 @@ def test_reproduce_all_stops_at_a_study_a_signal_stopped(monkeypatch, capsys):
     assert rep.main_reproduce(["--all", "steps=10"]) == 143
     assert ran == [("a", ["steps=10"]), ("b", ["steps=10"])]
     captured = capsys.readouterr()
-    assert "not run: c" in captured.err and "## Every claim" in captured.out
+    assert "not run: c" in captured.err and "## Every study" in captured.out
+    assert "| all | 0 s | 0 |" in captured.out  # the tally of what ran
     ran.clear()
     assert rep.main_reproduce(["a"]) == 0 and ran == [("a", [])]
 

@@ -131,6 +131,26 @@ def all_claims_md(results: list[Reproduction]) -> list[str]:
     """Every study's wall time and counts per kind, then one table of claims per kind."""
     from rnn_lab.study.claims import KINDS, VERDICTS, claims_table_md, kind_counts
 
+    rows = [row for r in results for row in r.rows]
+    totals = kind_counts(rows)
+    out = tally_md(results)
+    for kind in KINDS:
+        of_kind = [row for row in rows if row["kind"] == kind]
+        if not of_kind:
+            continue
+        counts = ", ".join(f"{totals[kind][v]} {v}" for v in VERDICTS)
+        out += [
+            f"### {kind.capitalize()} claims ({counts})\n",
+            *claims_table_md(of_kind, ("study",)),
+            "",
+        ]
+    return out
+
+
+def tally_md(results: list[Reproduction]) -> list[str]:
+    """One row a study (wall time, verdicts per kind, exit code) and the total."""
+    from rnn_lab.study.claims import KINDS, kind_counts
+
     out = ["| study | wall time | claims | " + " | ".join(KINDS) + " | exit |"]
     out.append("| --- | ---: | ---: | " + " | ".join("---" for _ in KINDS) + " | ---: |")
     for r in results:
@@ -148,16 +168,6 @@ def all_claims_md(results: list[Reproduction]) -> list[str]:
         + "; ".join(f"{k}: {sum(totals[k].values())} claims" for k in KINDS)
         + ".\n"
     )
-    for kind in KINDS:
-        of_kind = [row for row in rows if row["kind"] == kind]
-        if not of_kind:
-            continue
-        counts = ", ".join(f"{totals[kind][v]} {v}" for v in VERDICTS)
-        out += [
-            f"### {kind.capitalize()} claims ({counts})\n",
-            *claims_table_md(of_kind, ("study",)),
-            "",
-        ]
     return out
 
 
@@ -170,8 +180,10 @@ def _counts_cell(counts: dict) -> str:
 
 
 def _print_all(results: list[Reproduction]) -> None:
-    print("\n## Every claim\n")
-    print("\n".join(all_claims_md(results)))
+    # Each study printed its Answer (every claim, its verdict and numbers) as it ended: the
+    # end is the tally; the page written next has every claim again, in one table a kind.
+    print("\n## Every study\n")
+    print("\n".join(tally_md(results)))
 
 
 def write_page(results: list[Reproduction], argv: list[str], path: Path, started: datetime) -> Path:
@@ -231,7 +243,8 @@ def main_reproduce(argv: list[str]) -> int:
     results, started = [], datetime.now()
     for name in names:
         results.append(reproduce(name, overrides, studies[name]))
-        _print_claims(results[-1])
+        if not args.all:  # --all: each study's Answer, then the tally and the page
+            _print_claims(results[-1])
         if results[-1].code > 128:  # Ctrl-C / SIGTERM stopped the study: stop here, too
             skipped = names[len(results) :]
             if skipped:
