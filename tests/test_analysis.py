@@ -11,27 +11,24 @@ import numpy as np
 import pytest
 
 from rnn_lab.core.data import CharTextTask, Vocab, generate_elman_corpus, word_category
-from rnn_lab.inspect import analysis
-from rnn_lab.inspect.analysis import (
+from rnn_lab.inspect import analysis, network_states, word_metrics
+from rnn_lab.inspect import memory_probe as probe
+from rnn_lab.inspect.analysis import analyze_params, analyze_run, initial_params, main_analyze
+from rnn_lab.inspect.elman_structure import (
     STRUCTURES,
     adjusted_rand_index,
-    analyze_params,
-    analyze_run,
     bootstrap_margin,
     category_tokens,
-    gradient_fall,
-    initial_params,
     last_letter_rule_correct,
-    main_analyze,
-    memory_probe,
     nearest_centroid_accuracy,
     spelling_features,
     structure_scores,
-    vocab_hit_rate,
-    word_position_accuracy,
-    word_spans,
 )
 from rnn_lab.inspect.load import load_run
+from rnn_lab.inspect.memory_probe import memory_probe
+from rnn_lab.inspect.network_states import word_spans
+from rnn_lab.inspect.training_dynamics import gradient_decay, gradient_fall, jacobian_bound
+from rnn_lab.inspect.word_metrics import vocab_hit_rate, word_position_accuracy
 from rnn_lab.run.settings import TrainSettings
 from rnn_lab.run.trainer import train
 
@@ -236,8 +233,8 @@ def test_memory_probe_recovers_a_known_memory():
 def test_memory_probe_reads_a_bounded_window_around_the_split(monkeypatch):
     """On a long text the probe fits on the last PROBE_FIT_ROWS states before the split and
     scores the first PROBE_SCORE_ROWS after it: the same answer as on that window alone."""
-    monkeypatch.setattr(analysis, "PROBE_FIT_ROWS", 500)
-    monkeypatch.setattr(analysis, "PROBE_SCORE_ROWS", 200)
+    monkeypatch.setattr(probe, "PROBE_FIT_ROWS", 500)
+    monkeypatch.setattr(probe, "PROBE_SCORE_ROWS", 200)
     rng = np.random.default_rng(1)
     V, N, split, max_lag = 7, 6000, 5000, 4
     ids = rng.integers(0, V, N)
@@ -315,7 +312,7 @@ def test_trained_network_generates_words_and_finds_boundaries(elman_analysis):
     assert a["boundary_accuracy"] < a["within_word_accuracy"]
     assert a["memory_lag1_accuracy"] > a["memory_chance"] + 0.3
     assert len(a["details"]["memory_probe"]["accuracy"]) == 2 * 25
-    assert len(a["details"]["trajectory"]["pca"]) == analysis.TRAJECTORY_LENGTH
+    assert len(a["details"]["trajectory"]["pca"]) == network_states.TRAJECTORY_LENGTH
 
 
 def test_analysis_is_deterministic(elman_run, elman_analysis):
@@ -427,10 +424,11 @@ def test_text_data_skips_categories(tmp_path):
     assert "category_separation" not in merged and "vocab_hit_rate" not in merged
     skipped = "word categories skipped: the data is not the Elman corpus"
     assert skipped in written["notes"]
-    assert analysis.NOT_ELMAN_HIT_RATE in written["notes"]
-    assert len(written["details"]["generated"]["text"]) == analysis.GENERATED_LENGTH
+    assert word_metrics.NOT_ELMAN_HIT_RATE in written["notes"]
+    assert len(written["details"]["generated"]["text"]) == word_metrics.GENERATED_LENGTH
     # The categories plot says why it is skipped, not the other metrics' notes.
-    from rnn_lab.inspect.plots import PlotSkipped, plot_word_categories
+    from rnn_lab.inspect.analysis_plots import plot_word_categories
+    from rnn_lab.inspect.figure_io import PlotSkipped
 
     with pytest.raises(PlotSkipped, match=rf"^{skipped}$"):
         plot_word_categories(load_run(run_dir), run_dir / "word_categories.png")
@@ -491,8 +489,6 @@ def test_gradient_fall_is_measured_on_a_recorded_run(tmp_path):
 
 
 def test_jacobian_bound_and_gradient_decay_on_known_profiles():
-    from rnn_lab.inspect.analysis import gradient_decay, jacobian_bound
-
     k = np.arange(1, 6)
     exact = {"jacobian_product_norm": np.array([0.5**k]), "jacobian_sigma_max": np.array([0.5])}
     out = jacobian_bound(exact, "linear")  # W_hh = 0.5 I: the bound is met with equality

@@ -7,15 +7,10 @@ import numpy as np
 import pytest
 
 from rnn_lab.core.data import Vocab, generate_elman_corpus, split_ids
-from rnn_lab.inspect.analysis import (
-    MEMORY_MARGIN,
-    RIDGE_LAMBDA,
-    hidden_states,
-    initial_params,
-    majority_rate,
-    memory_probe,
-)
+from rnn_lab.inspect.analysis import initial_params
 from rnn_lab.inspect.load import load_run
+from rnn_lab.inspect.memory_probe import MEMORY_MARGIN, RIDGE_LAMBDA, memory_probe
+from rnn_lab.inspect.network_states import hidden_states, majority_rate
 from rnn_lab.run.settings import TrainSettings
 from rnn_lab.run.trainer import train
 

@@ -16,9 +16,10 @@ import pytest
 import yaml
 
 from rnn_lab.core import cells
-from rnn_lab.inspect.analysis import JACOBIAN_BOUND_KEYS, analyze_run, scalar_metrics
+from rnn_lab.inspect.analysis import analyze_run, scalar_metrics
 from rnn_lab.inspect.load import load_run
 from rnn_lab.inspect.plots import PLOTS
+from rnn_lab.inspect.training_dynamics import JACOBIAN_BOUND_KEYS
 from rnn_lab.run.settings import TrainSettings
 from rnn_lab.run.trainer import train
 from rnn_lab.study.collect import collect

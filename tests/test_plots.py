@@ -9,16 +9,11 @@ from matplotlib.figure import Figure
 from matplotlib.text import Text
 
 from rnn_lab.inspect.analysis import analyze_run
+from rnn_lab.inspect.analysis_plots import _category_scores, place_labels, plot_memory_probe
+from rnn_lab.inspect.dynamics_plots import plot_gradient_profile
+from rnn_lab.inspect.figure_io import PlotSkipped
 from rnn_lab.inspect.load import load_run
-from rnn_lab.inspect.plots import (
-    PLOTS,
-    PlotSkipped,
-    _category_scores,
-    place_labels,
-    plot_gradient_profile,
-    plot_memory_probe,
-    plot_run,
-)
+from rnn_lab.inspect.plots import PLOTS, plot_run
 from rnn_lab.run.settings import TrainSettings
 from rnn_lab.run.trainer import train
 

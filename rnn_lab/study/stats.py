@@ -57,7 +57,7 @@ METRIC_DIRECTION: dict[str, str | None] = {
     "recall_ce": "lower",  # copy: nats per recall step
     "recall_accuracy": "higher",
     "memory_capacity": "higher",  # sum of squared correlations over the delays
-    # the structure metrics' margins over their baselines (rnn_lab/inspect/analysis.py)
+    # the structure metrics' margins over their baselines (rnn_lab/inspect/elman_structure.py)
     "dendrogram_noun_verb_ari": "higher",
     **{
         f"{name}_margin{part}": "higher"
