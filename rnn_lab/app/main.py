@@ -18,6 +18,7 @@ import math
 import shutil
 import sys
 import traceback
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -79,11 +80,12 @@ def run(cfg: DictConfig) -> float:
     job = prepare(cfg)
     if not isinstance(job, PreparedJob):
         return job
-    try:
-        summary = train(job.settings, job.run_dir, task=job.task)
-    except Exception as e:
-        return finish(job, e)
-    return finish(job, summary)
+    with _analysis_pool(job) as pool:  # forked now: its workers warm up while the run trains
+        try:
+            summary = train(job.settings, job.run_dir, task=job.task)
+        except Exception as e:
+            return finish(job, e)
+        return finish(job, summary, pool)
 
 
 @dataclass
@@ -142,9 +144,10 @@ def _check_one_study() -> None:
         raise ConfigError(str(e)) from None
 
 
-def finish(prepared: PreparedJob, outcome: dict | Exception) -> float:
-    """The job after training: its summary (analysed when ok), or the error that ended it
-    (a conflict found by the trainer, or a failure, recorded). Returns the job's value."""
+def finish(prepared: PreparedJob, outcome: dict | Exception, pool=None) -> float:
+    """The job after training: its summary (analysed when ok, on the pool's workers when
+    given), or the error that ended it (a conflict found by the trainer, or a failure,
+    recorded). Returns the job's value."""
     job, settings = prepared.job, prepared.settings
     if isinstance(outcome, RunConflict | LockHeld):
         return _refused(job, outcome)
@@ -152,7 +155,7 @@ def finish(prepared: PreparedJob, outcome: dict | Exception) -> float:
         return _failed(job, outcome)
     summary = outcome
     if summary.get("status") == rundir.OK and settings.analyze:
-        summary = _analyze(job.run_dir, settings, summary)
+        summary = _analyze(job.run_dir, settings, summary, pool)
     if summary.get("status") == rundir.INTERRUPTED:
         if summary.get("signal") == PREEMPT_SIGNAL:
             hand_on_preemption()  # in a SLURM job: requeued, and this process ends here
@@ -199,14 +202,26 @@ def _metric(summary: dict, name: str) -> float:
     return float(value)
 
 
-def _analyze(run_dir: Path, settings, summary: dict) -> dict:
-    """Analysis and plots at the end of training; their failure never fails the run."""
-    try:
-        from rnn_lab.inspect.analysis import analyze_run
+def _analysis_pool(job: PreparedJob):
+    """The worker processes of a single run's analysis (rnn_lab.inspect.analysis_pool), or a
+    null context: none asked for, nothing to analyse, or a sweep (its jobs fill the cores)."""
+    settings = job.settings
+    if job.job.multirun or not settings.analyze or settings.analysis_workers == 0:
+        return nullcontext()
+    from rnn_lab.inspect.analysis_pool import open_pool
 
-        return analyze_run(run_dir, plots=settings.plots) or summary
+    return open_pool(settings.analysis_workers if settings.plots else 1) or nullcontext()
+
+
+def _analyze(run_dir: Path, settings, summary: dict, pool=None) -> dict:
+    """Analysis and plots at the end of training; their failure never fails the run."""
+    from rnn_lab.inspect.analysis import analyze_and_plot, log_failed_analysis
+
+    tail = analyze_and_plot if pool is None else pool.analyze_and_plot
+    try:
+        return tail(run_dir, plots=settings.plots) or summary
     except Exception as e:
-        log.warning("analysis of %s failed: %s: %s", run_dir, type(e).__name__, e)
+        log_failed_analysis(run_dir, e)
         return summary
 
 

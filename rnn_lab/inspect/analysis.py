@@ -342,11 +342,32 @@ def analyze_run(run_dir: str | Path, plots: bool = True) -> dict:
     log.info("analysis (step %s): %s", step, _headline(analysis, run_dir / rundir.ANALYSIS_FILE))
 
     if plots:
-        from rnn_lab.inspect.plots import plot_run
+        from rnn_lab.inspect.plots import log_written, plot_run
 
-        written = plot_run(run_dir)
-        log.info("plots: %s", ", ".join(p.name for p in written))
+        log_written(plot_run(run_dir))
     return summary
+
+
+def analyze_and_plot(run_dir: str | Path, plots: bool = True) -> dict | None:
+    """The end of a training run: :func:`analyze_run`, then (plots=True) every plot. A failed
+    analysis is logged (:func:`log_failed_analysis`) and does not cost the training-dynamics
+    plots. Returns the merged summary, None when the analysis failed.
+    (rnn_lab.inspect.analysis_pool does the same on worker processes.)"""
+    try:
+        summary = analyze_run(run_dir, plots=False)
+    except Exception as e:
+        log_failed_analysis(run_dir, e)
+        summary = None
+    if plots:
+        from rnn_lab.inspect.plots import log_written, plot_run
+
+        log_written(plot_run(run_dir, analysis=summary is not None))
+    return summary
+
+
+def log_failed_analysis(run_dir: str | Path, error: BaseException) -> None:
+    """A failed analysis at the end of training: a warning; the run itself is not failed."""
+    log.warning("analysis of %s failed: %s: %s", run_dir, type(error).__name__, error)
 
 
 # The metrics a run's one-line analysis names (those it has), before the file holding all.

@@ -43,24 +43,42 @@ PLOTS: list[tuple[str, Callable[[Run, Path], Path]]] = [
     ("hidden_trajectory.png", plot_hidden_trajectory),
     ("word_position.png", plot_word_position),
 ]
+# The plots drawn from analysis.json (the others read history.csv and diagnostics.npz): drawn
+# after the analysis, and not at all when it failed (an analysis.json left from an earlier
+# step would be drawn as this one).
+READ_ANALYSIS = frozenset(
+    ("word_categories.png", "memory_probe.png", "hidden_trajectory.png", "word_position.png")
+)
 
 
-def plot_run(run_dir: str | Path, strict: bool = False) -> list[Path]:
+def draw_plot(run: Run | str | Path, name: str, strict: bool = False) -> Path | None:
+    """Draw the plot ``name`` of PLOTS into the run's directory (a Run, or its path: loaded
+    here); its path, or None when it was skipped for lack of data or failed (both logged: one
+    broken plot must not cost the others; strict=True raises the failure instead: for tests)."""
+    try:
+        run = run if isinstance(run, Run) else load_run(run)
+        return dict(PLOTS)[name](run, run.path / name)
+    except PlotSkipped as e:
+        log.info("plot %s skipped: %s", name, e)
+    except Exception as e:
+        if strict:
+            raise
+        log.warning("plot %s failed: %s: %s", name, type(e).__name__, e)
+    return None
+
+
+def plot_run(run_dir: str | Path, strict: bool = False, analysis: bool = True) -> list[Path]:
     """Draw every plot the run has data for into run_dir; return the paths written.
 
     A plot without its data (record=false, no analysis.json, non-Elman text) is skipped
     and logged; an error while drawing one plot is logged and does not stop the others
-    (strict=True raises it instead: for tests).
+    (strict=True raises it instead: for tests). analysis=False: not the READ_ANALYSIS ones.
     """
     run = load_run(run_dir)
-    written: list[Path] = []
-    for name, draw in PLOTS:
-        try:
-            written.append(draw(run, run.path / name))
-        except PlotSkipped as e:
-            log.info("plot %s skipped: %s", name, e)
-        except Exception as e:  # one broken plot must not cost the others
-            if strict:
-                raise
-            log.warning("plot %s failed: %s: %s", name, type(e).__name__, e)
-    return written
+    names = [name for name, _ in PLOTS if analysis or name not in READ_ANALYSIS]
+    drawn = [draw_plot(run, name, strict) for name in names]
+    return [path for path in drawn if path is not None]
+
+
+def log_written(written: list[Path]) -> None:
+    log.info("plots: %s", ", ".join(p.name for p in written))

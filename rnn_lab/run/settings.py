@@ -200,6 +200,14 @@ class TrainSettings:
     log_interval: int = _key(1000, "progress line every N steps; 0 = start and end", Int(0), "book")
     analyze: bool = _key(True, "analyse the trained network at the end", Bool(), "book")
     plots: bool = _key(True, "draw the run's plots at the end (with analyze)", Bool(), "book")
+    analysis_workers: int = _key(
+        2,
+        "processes that analyse and plot a single run at its end, forked before training to "
+        "import their libraries meanwhile; 0 = the run's own process, after training (a sweep's "
+        "jobs always do: they fill the cores)",
+        Int(0),
+        "book",
+    )
     optimized_metric: str = _key(
         "val_loss",
         "the summary metric the task function returns to sweepers (+inf when not ok)",

@@ -1,0 +1,246 @@
+"""A single run's analysis and plots on worker processes forked before its training.
+
+In the training process, the end of a run is one step after another after the last step:
+import torch, scipy, pandas and matplotlib, analyse, draw nine figures (docs/everyday_run.md
+has the measured times). An AnalysisPool is forked before training: its workers import those
+libraries and draw a first figure while the run trains (the trainer uses one core, so on a
+machine with a free core this costs the training nothing), then share the end: the analysis
+and the training-dynamics figures start at once, the figures drawn from analysis.json once it
+is written, the heaviest first. Each file is written by the function the in-process path uses
+(analysis.analyze_run, plots.draw_plot), so the files and their bytes are the same; the
+workers' log lines are sent back and logged by the training process (terminal, train.log).
+
+A worker that dies (killed, out of memory) costs time only: its task goes to another worker,
+or to the training process when none is left. Workers ignore Ctrl-C (the training process
+handles it) and end when the pool is closed or the training process ends (their pipe closes).
+Only where processes can fork (Linux, macOS); elsewhere :func:`open_pool` gives None and the
+run's own process does it all. Sweeps do not use a pool: their jobs already fill the cores.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import multiprocessing
+import pickle
+import signal
+import sys
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+
+from rnn_lab.inspect.analysis import analyze_run, log_failed_analysis
+from rnn_lab.inspect.plots import PLOTS, READ_ANALYSIS, draw_plot, log_written
+from rnn_lab.run.rundir import ANALYSIS_FILE
+
+ANALYSIS = ANALYSIS_FILE  # the task that writes it (and merges summary.json)
+# The figures by drawing time, heaviest first (a default run on 2 cores, in seconds:
+# gradient_profile 0.95, word_categories 0.71, hidden_trajectory 0.65, jacobian 0.34, loss
+# 0.27, spectral 0.24, memory_probe 0.22, word_position 0.18, saturation 0.13): a long one
+# handed out last would keep the other workers waiting for it.
+HEAVIEST_FIRST = (
+    "gradient_profile.png",
+    "word_categories.png",
+    "hidden_trajectory.png",
+    "jacobian.png",
+    "loss.png",
+    "spectral.png",
+    "memory_probe.png",
+    "word_position.png",
+    "saturation.png",
+)
+log = logging.getLogger("rnn_lab")
+JOIN_SECONDS = 5.0  # how long close() lets a worker finish its task before it is terminated
+
+
+def open_pool(workers: int) -> AnalysisPool | None:
+    """A pool of ``workers`` processes; None for 0 or where processes cannot fork."""
+    if workers <= 0 or "fork" not in multiprocessing.get_all_start_methods():
+        return None
+    return AnalysisPool(workers)
+
+
+class AnalysisPool:
+    """Worker processes that warm up now and analyse and plot a run later (a context manager:
+    leaving it ends them)."""
+
+    def __init__(self, workers: int):
+        ctx = multiprocessing.get_context("fork")
+        sys.stdout.flush()  # a line still in a buffer would be written again by each child
+        sys.stderr.flush()
+        pipes = [ctx.Pipe() for _ in range(workers)]
+        self._workers: dict[Connection, multiprocessing.Process] = {}
+        for i, (mine, theirs) in enumerate(pipes):
+            # The child keeps its own end only: the others, left open, would keep a pipe from
+            # closing when its owner ends (a worker would outlive the training process).
+            others = [c for pair in pipes for c in pair if c is not theirs]
+            proc = ctx.Process(
+                target=_serve, args=(theirs, others), name=f"rnn_lab-analysis-{i}", daemon=True
+            )
+            proc.start()
+            self._workers[mine] = proc
+        for _, theirs in pipes:
+            theirs.close()
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self._workers.values()]
+
+    def __enter__(self) -> AnalysisPool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """End the workers: each sees its pipe close once its task (if any) is done."""
+        for conn in self._workers:
+            conn.close()
+        for proc in self._workers.values():
+            proc.join(JOIN_SECONDS)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join()
+        self._workers = {}
+
+    def analyze_and_plot(self, run_dir: str | Path, plots: bool = True) -> dict | None:
+        """What analysis.analyze_and_plot does, on the workers: the merged summary, None when
+        the analysis failed (logged; the training-dynamics plots are drawn all the same)."""
+        run_dir = str(run_dir)
+        ready = [ANALYSIS] + [n for n in HEAVIEST_FIRST if plots and n not in READ_ANALYSIS]
+        after_analysis = [n for n in HEAVIEST_FIRST if plots and n in READ_ANALYSIS]
+        idle, busy = list(self._workers), {}
+        summary, drawn = None, {}
+        while ready or busy:
+            while ready and idle:
+                conn = idle.pop(0)
+                try:
+                    conn.send((ready[0], run_dir))
+                except OSError:  # a worker that died: the next one, or this process
+                    self._lost(conn)
+                    continue
+                busy[conn] = ready.pop(0)
+            if not busy:  # no worker left: the rest here, as without a pool
+                done = [(task, _run_task(task, run_dir)) for task in ready]
+                ready = []
+            else:
+                done = []
+                for conn in wait(list(busy)):
+                    task = busy.pop(conn)
+                    try:
+                        outcome, records = conn.recv()
+                    except (EOFError, OSError):
+                        self._lost(conn)
+                        ready.insert(0, task)
+                        continue
+                    for record in records:
+                        logging.getLogger(record.name).handle(record)
+                    done.append((task, outcome))
+                    idle.append(conn)
+            for task, (ok, value) in done:
+                if task != ANALYSIS:
+                    drawn[task] = value if ok else None
+                elif ok:
+                    summary = value
+                    ready = sorted(ready + after_analysis, key=_priority)
+                else:
+                    log_failed_analysis(run_dir, value)
+        if plots:
+            log_written([drawn[n] for n, _ in PLOTS if drawn.get(n) is not None])
+        return summary
+
+    def _lost(self, conn: Connection) -> None:
+        proc = self._workers.pop(conn)
+        conn.close()
+        proc.join(JOIN_SECONDS)
+        log.warning(
+            "analysis worker %s ended (exit code %s): its work goes on", proc.pid, proc.exitcode
+        )
+
+
+def _priority(task: str) -> int:
+    return -1 if task == ANALYSIS else HEAVIEST_FIRST.index(task)
+
+
+def _run_task(task: str, run_dir: str) -> tuple[bool, object]:
+    """(True, the summary or the figure's path or None) or (False, the error)."""
+    try:
+        if task == ANALYSIS:
+            return True, analyze_run(run_dir, plots=False)
+        return True, draw_plot(run_dir, task)  # a failure is logged, the path None
+    except Exception as e:
+        return False, e
+
+
+# ---- in the worker -----------------------------------------------------------------------
+
+
+class _Records(logging.Handler):
+    """The worker's log records, sent to the training process with each task's outcome."""
+
+    def __init__(self):
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        record.msg, record.args = record.getMessage(), None  # the arguments may not pickle
+        if record.exc_info:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None
+        self.records.append(record)
+
+    def take(self) -> list[logging.LogRecord]:
+        out, self.records = self.records, []
+        return out
+
+
+def _serve(conn: Connection, others: list[Connection]) -> None:
+    """A worker: warm up, then run the tasks it is sent until its pipe closes."""
+    for other in others:
+        other.close()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the training process's
+    records = _Records()
+    # The training process's handlers (its terminal, train.log) are its own: lines go to it.
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    for logger in loggers:
+        if isinstance(logger, logging.Logger):
+            logger.handlers = []
+    logging.getLogger().addHandler(records)
+    _warm_up()
+    records.take()
+    while True:
+        try:
+            task, run_dir = conn.recv()
+        except (EOFError, OSError):
+            return
+        ok, value = _run_task(task, run_dir)
+        if not ok:
+            value = _picklable(value)
+        try:
+            conn.send(((ok, value), records.take()))
+        except OSError:
+            return
+
+
+def _warm_up() -> None:
+    """Import what the analysis and the figures need and draw one small figure (the first
+    figure of a process loads fonts and fills caches)."""
+    import scipy.cluster.hierarchy  # noqa: F401  (the dendrogram: imported where it is used)
+    import scipy.special  # noqa: F401
+    import torch  # noqa: F401  (the untrained network, drawn with torch.nn.init)
+
+    from rnn_lab.inspect.figure_io import new_figure
+
+    fig = new_figure(2, 2)
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], label="warm-up")
+    ax.set_title("warm-up")
+    ax.legend()
+    fig.savefig(io.BytesIO(), format="png")
+
+
+def _picklable(error: Exception) -> Exception:
+    try:
+        pickle.loads(pickle.dumps(error))
+        return error
+    except Exception:
+        return RuntimeError(f"{type(error).__name__}: {error}")
