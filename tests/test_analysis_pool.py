@@ -122,6 +122,24 @@ def test_no_pool_for_zero_workers():
     assert open_pool(0) is None
 
 
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity")
+def test_no_pool_on_one_cpu_and_no_more_workers_than_cpus():
+    """On one usable CPU (a SLURM job's or a container's share) the workers would take the
+    training's core; on two, a third worker would only wait."""
+    code = (
+        "import os, sys; cpus = sorted(os.sched_getaffinity(0))[: int(sys.argv[1])];"
+        "os.sched_setaffinity(0, cpus);"
+        "from rnn_lab.inspect.analysis_pool import open_pool; pool = open_pool(3);"
+        "print(None if pool is None else len(pool.pids)); pool and pool.close()"
+    )
+    cpus = len(os.sched_getaffinity(0))
+    for allowed, expected in [(1, "None"), (2, "2")][:cpus]:
+        proc = subprocess.run(
+            [sys.executable, "-c", code, str(allowed)], capture_output=True, text=True
+        )
+        assert proc.stdout.strip() == expected, proc.stderr
+
+
 # ---- the command line: no process left behind ------------------------------------------------
 
 

@@ -37,6 +37,15 @@ def _hydra_train(argv: list[str]) -> int:
     return 0
 
 
+def _train(argv: list[str]) -> int:
+    """rnn-lab train: one run (or a sweep), then the process ends (app.main.main_then_exit)."""
+    from rnn_lab.app import main as app_main
+
+    sys.argv = ["rnn-lab", *argv]
+    app_main.main_then_exit()
+    return 0
+
+
 def list_studies() -> dict[str, str]:
     """Shipped study name -> its question (the `question:` line of the file)."""
     from rnn_lab.app.studies import shipped_studies, study_question
@@ -193,7 +202,7 @@ def _delegate(module: str, func: str):
 
 
 HANDLERS = {
-    "train": _hydra_train,
+    "train": _train,
     "study": main_study,
     "reproduce": _delegate("rnn_lab.app.reproduce", "main_reproduce"),
     "collect": _delegate("rnn_lab.study.collect", "main_collect"),
@@ -216,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     if command not in HANDLERS:
         # Bare overrides (rnn-lab seq_len=50) mean train, as python -m rnn_lab.train does.
         if "=" in command or command.startswith("-"):
-            return _hydra_train(argv)
+            return _train(argv)
         print(
             f"rnn-lab: unknown command {command!r}; valid: {', '.join(COMMANDS)}", file=sys.stderr
         )

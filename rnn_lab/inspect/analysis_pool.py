@@ -22,6 +22,7 @@ from __future__ import annotations
 import io
 import logging
 import multiprocessing
+import os
 import pickle
 import signal
 import sys
@@ -53,10 +54,19 @@ JOIN_SECONDS = 5.0  # how long close() lets a worker finish its task before it i
 
 
 def open_pool(workers: int) -> AnalysisPool | None:
-    """A pool of ``workers`` processes; None for 0 or where processes cannot fork."""
-    if workers <= 0 or "fork" not in multiprocessing.get_all_start_methods():
+    """A pool of ``workers`` processes, at most one per CPU this process may use; None for 0,
+    on one CPU (the workers would take the training's core) or where processes cannot fork."""
+    workers = min(workers, usable_cpus())
+    if workers <= 0 or usable_cpus() < 2 or "fork" not in multiprocessing.get_all_start_methods():
         return None
     return AnalysisPool(workers)
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity: a SLURM job's or a container's share)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 class AnalysisPool:

@@ -203,8 +203,8 @@ class TrainSettings:
     analysis_workers: int = _key(
         2,
         "processes that analyse and plot a single run at its end, forked before training to "
-        "import their libraries meanwhile; 0 = the run's own process, after training (a sweep's "
-        "jobs always do: they fill the cores)",
+        "import their libraries meanwhile (at most one per usable CPU, none on one CPU); 0 = the "
+        "run's own process, after training (a sweep's jobs always do: they fill the cores)",
         Int(0),
         "book",
     )
