@@ -167,3 +167,22 @@ def test_gated_contenders_train_the_same_network_as_torch(cell):
     for _ in range(50):
         picked.step()
     assert math.isfinite(picked.loss) and picked.loss < first
+
+
+def test_everyday_run_bench_writes_its_page(tmp_path, capsys):
+    """A quick look (2 short runs): both modes measured, the page has its provenance, the
+    table (ratio, spread, load) and the verdict on the 1.4x target."""
+    from rnn_lab.bench.everyday_run import MODES, main
+
+    out = tmp_path / "everyday.md"
+    assert main(["--repeats", "1", "--steps", "300", "--out", str(out)]) == 0
+    page = out.read_text()
+    assert page.startswith("# The everyday run") and "steps=300 (not the default" in page
+    assert "Written by `python benchmarks/bench_everyday_run.py --repeats 1" in page
+    assert "- commit: " in page and "- machine: " in page
+    for mode in MODES:
+        row = next(line for line in page.splitlines() if line.startswith(f"| {mode} |"))
+        ratio = float(row.split("|")[2].split()[0])
+        assert ratio > 1.0  # the whole process outlasts its training loop
+    assert "Target (issue 21)" in page and "1-minute load" in page
+    assert "analysis_workers=0" in capsys.readouterr().out

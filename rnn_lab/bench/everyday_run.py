@@ -54,6 +54,7 @@ def run_once(run_dir: Path, overrides: list[str], env: dict) -> dict:
         "wall_s": wall,
         "train_s": summary["wall_time_s"],
         "ratio": wall / summary["wall_time_s"],
+        "outside_s": wall - summary["wall_time_s"],
         "tail_s": started + wall - done_at,  # analysis, plots, exit
         "load": load,
         "status": summary["status"],
@@ -67,26 +68,31 @@ def _spread(values: list[float], fmt: str) -> str:
     return f"{med} ({fmt.format(min(values))}-{fmt.format(max(values))})"
 
 
-def render(runs: dict[str, list[dict]], cpus: int) -> list[str]:
+def render(runs: dict[str, list[dict]], cpus: int, steps: int | None = None) -> list[str]:
     """The page's body: one row per mode, the verdict on the target."""
+    run = "with its defaults (30,000 steps" if steps is None else f"steps={steps} (not the default"
     loads = [r["load"] for rs in runs.values() for r in rs]
     n = len(next(iter(runs.values())))
     lines = [
-        "The command: `python -m rnn_lab.train` with its defaults (30,000 steps of the Elman "
-        "corpus, then the analysis and nine plots), each mode run "
+        f"The command: `python -m rnn_lab.train` {run} of the Elman corpus, then the "
+        "analysis and nine plots), each mode run "
         f"{n} times in turn with the other, every run in a fresh directory. Wall: the process "
-        "from launch to exit; training: its training loop (summary.json `wall_time_s`); after "
-        "`done:`: from the run's last training line to the exit (analysis, plots, exit). "
+        "from launch to exit; training: its training loop (summary.json `wall_time_s`); "
+        "outside training: the difference (start-up, torch's import for the initial weights, "
+        "the tail); after `done:`: from the run's last training line to the exit (analysis, "
+        "plots, exit). "
         "Median (lowest-highest):",
         "",
-        "| mode | wall / training | wall (s) | training (s) | after `done:` (s) | 1-min load |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| mode | wall / training | wall (s) | training (s) | outside training (s) | "
+        "after `done:` (s) | 1-min load |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for mode, rs in runs.items():
         cells = [
             _spread([r["ratio"] for r in rs], "{:.2f}"),
             _spread([r["wall_s"] for r in rs], "{:.1f}"),
             _spread([r["train_s"] for r in rs], "{:.1f}"),
+            _spread([r["outside_s"] for r in rs], "{:.1f}"),
             _spread([r["tail_s"] for r in rs], "{:.1f}"),
             _spread([r["load"] for r in rs], "{:.1f}"),
         ]
@@ -110,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="runs of each mode")
     parser.add_argument("--out", type=Path, default=docs_page("everyday_run.md"))
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temporary one")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="steps=N instead of the default (a quick look)"
+    )
     args = parser.parse_args(argv)
     command = "python benchmarks/bench_everyday_run.py" + "".join(
         f" {a}" for a in (argv if argv is not None else sys.argv[1:])
@@ -119,10 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(dir=args.workdir, prefix="everyday_run.") as tmp:
         for k in range(args.repeats):
             for i, (mode, overrides) in enumerate(MODES.items()):
-                got = run_once(Path(tmp) / f"run{k}_{i}", overrides, env)
+                steps = [f"steps={args.steps}"] if args.steps else []
+                got = run_once(Path(tmp) / f"run{k}_{i}", [*steps, *overrides], env)
                 runs[mode].append(got)
                 print(f"{mode}: " + ", ".join(f"{key}={_short(v)}" for key, v in got.items()))
-    body = render(runs, os.cpu_count() or 1)
+    body = render(runs, os.cpu_count() or 1, args.steps)
     print("\n".join(body))
     path = write_generated_page(args.out, "The everyday run", body, command)
     print(f"wrote {path}")
