@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from rnn_lab import CONF_DIR
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _caches_in_a_temporary_folder(tmp_path_factory):
+    """The caches (encoded texts, initial weights: rnn_lab.run.init_cache) of every test and
+    of the processes it starts go to a folder of the session, not the user's ~/.cache."""
+    os.environ["RNN_LAB_CACHE"] = str(tmp_path_factory.mktemp("rnn_lab_cache"))
 
 
 @pytest.fixture

@@ -77,6 +77,7 @@ def init_params(
     dtype=np.float64,
     cell: str = "rnn",
     forget_bias: float | None = None,
+    draws=None,
 ):
     """Fresh parameters of a cell (engine.Params for "rnn", gated.GRUParams/LSTMParams).
 
@@ -88,31 +89,41 @@ def init_params(
     order input, recurrent, output after ``torch.manual_seed(seed)``, in float32 as torch
     does, then cast to dtype. init="torch": torch's own modules' draws (uniform +-1/sqrt(H)).
     forget_bias (LSTM only): the forget gate's total bias b_if + b_hf (b_if = it, b_hf = 0).
-    The caller's torch RNG state is left as it was.
+    The caller's torch RNG state is left as it was. draws: a store of earlier draws,
+    ``draws(args, draw) -> arrays`` (rnn_lab.run.init_cache keeps them on disk: drawn before,
+    they are read back bit for bit without importing torch); None draws every time.
     """
     check_cell(cell)
     if init not in INITS and init != "torch":
         raise ValueError(f"init.name: unknown {init!r}; valid: {', '.join(INIT_NAMES)}")
     if forget_bias is not None and cell != "lstm":
         raise ValueError(f"forget_bias: only the LSTM has a forget gate (cell={cell})")
-    import torch
-
     in_cols = embed_dim if embed_dim > 0 else input_size
-    gen_state = torch.random.get_rng_state()
-    try:
-        torch.manual_seed(seed)
-        if init == "torch":
-            arrays = _torch_module_draws(cell, in_cols, hidden_size, output_size)
-        else:
-            arrays = _block_draws(cell, init, in_cols, hidden_size, output_size)
-        if embed_dim > 0:
-            E = torch.empty(embed_dim, input_size)
-            torch.nn.init.normal_(E, mean=0.0, std=0.1)  # the walkthrough's randn * 0.1
-            arrays["E"] = E
-    finally:
-        # Leave the caller's torch RNG as it was: init must not perturb anything else.
-        torch.random.set_rng_state(gen_state)
-    out = {n: a.numpy().astype(dtype) for n, a in arrays.items()}
+
+    def draw() -> dict[str, np.ndarray]:
+        import torch
+
+        gen_state = torch.random.get_rng_state()
+        try:
+            torch.manual_seed(seed)
+            if init == "torch":
+                arrays = _torch_module_draws(cell, in_cols, hidden_size, output_size)
+            else:
+                arrays = _block_draws(cell, init, in_cols, hidden_size, output_size)
+            if embed_dim > 0:
+                E = torch.empty(embed_dim, input_size)
+                torch.nn.init.normal_(E, mean=0.0, std=0.1)  # the walkthrough's randn * 0.1
+                arrays["E"] = E
+        finally:
+            # Leave the caller's torch RNG as it was: init must not perturb anything else.
+            torch.random.set_rng_state(gen_state)
+        return {n: a.numpy() for n, a in arrays.items()}
+
+    # Drawn before on this machine (same torch, code, sizes, init, cell, seed): no torch import.
+    args = dict(cell=cell, init=init, input_size=input_size, hidden_size=hidden_size,
+                output_size=output_size, embed_dim=embed_dim, seed=int(seed))  # fmt: skip
+    drawn = draws(args, draw) if draws is not None else draw()
+    out = {n: a.astype(dtype) for n, a in drawn.items()}
     recurrent = "W_hh" if cell == "rnn" else "weight_hh_l0"
     out[recurrent] = out[recurrent] * dtype(scale)
     if forget_bias is not None:

@@ -2,12 +2,13 @@
 
 In the training process, the end of a run is one step after another after the last step:
 import scipy, pandas and matplotlib, analyse, draw nine figures (docs/everyday_run.md has the
-measured times). An AnalysisPool is forked before training (after torch's import, which both
-sides need): its workers import the others and draw a first figure while the run trains (the
-trainer uses one core, so on a machine with a free core this costs the training nothing), then
-share the end: the analysis
-and the training-dynamics figures start at once, the figures drawn from analysis.json once it
-is written, the heaviest first. Each file is written by the function the in-process path uses
+measured times). An AnalysisPool is forked before training: its workers import them and draw
+a first figure while the run trains (the trainer uses one core, so on a machine with a free
+core this costs the training nothing), then share the end: the analysis and the
+training-dynamics figures start at once, the figures drawn from analysis.json once it is
+written, the heaviest first. (torch is not imported: the untrained network the analysis
+compares with is read from rnn_lab.run.init_cache, where the training process put it.) Each
+file is written by the function the in-process path uses
 (analysis.analyze_run, plots.draw_plot), so the files and their bytes are the same; the
 workers' log lines are sent back and logged by the training process (terminal, train.log).
 
@@ -75,11 +76,6 @@ class AnalysisPool:
     leaving it ends them)."""
 
     def __init__(self, workers: int):
-        # torch before the fork, once: the training process draws its initial weights with it,
-        # the workers the untrained network the analysis compares with. Imported in each
-        # worker instead, it took a core from the training process's own import at start-up.
-        import torch  # noqa: F401
-
         ctx = multiprocessing.get_context("fork")
         sys.stdout.flush()  # a line still in a buffer would be written again by each child
         sys.stderr.flush()

@@ -4,7 +4,8 @@
   ``STREAM_MIN_BYTES`` or more is never held as one str: it is read in blocks, twice
   (vocabulary, length and sha1; then the ids), and its ids are cached as a .npy file under
   :func:`cache_dir` that later runs memory-map read-only.
-- ``init=file``: the weights at init.path (a .npz, e.g. another run's checkpoint.npz).
+- ``init=file``: the weights at init.path (a .npz, e.g. another run's checkpoint.npz);
+  drawn initial weights are kept in the same folder (rnn_lab.run.init_cache).
 
 The engine (rnn_lab.core) does no file I/O: it gets the text, the ids and the arrays from here.
 """
@@ -35,6 +36,7 @@ from rnn_lab.core.data import (
 )
 from rnn_lab.core.inits import init_params, param_names, params_from_arrays
 from rnn_lab.core.tasks import make_sequence_task
+from rnn_lab.run import init_cache
 from rnn_lab.run.rundir import atomic_write_stream, atomic_write_text
 
 BLOCK_BYTES = 4 << 20  # a big text file is read in blocks of this many bytes
@@ -366,4 +368,5 @@ def build_params(
         dtype=dtype,
         cell=cell,
         forget_bias=forget_bias,
+        draws=init_cache.keeper(cache_dir()),  # drawn before: read back, no torch import
     )
