@@ -20,8 +20,9 @@ import pytest
 
 from rnn_lab import PROJECT_ROOT
 from rnn_lab.inspect.analysis import analyze_and_plot
-from rnn_lab.inspect.analysis_pool import AnalysisPool, open_pool
-from rnn_lab.inspect.plots import PLOTS, READ_ANALYSIS
+from rnn_lab.inspect.analysis_pool import HEAVIEST_FIRST, AnalysisPool, open_pool
+from rnn_lab.inspect.plots import PLOTS
+from rnn_lab.inspect.run_end import PLOT_NAMES, READ_ANALYSIS
 from rnn_lab.run.rundir import VOCAB_FILE, read_json
 from rnn_lab.run.trainer import train
 
@@ -116,6 +117,19 @@ def test_a_worker_that_dies_costs_nothing_but_time(trained, tmp_path, caplog, ki
     assert len(ended) == killed, caplog.text
     for name, data in files(here).items():
         assert files(there)[name] == data, name
+
+
+def test_the_training_process_names_the_plots_as_the_plots_module_draws_them():
+    """The pool's scheduler knows the plots by name (run_end) without importing matplotlib:
+    the same names, in the same order, each with its drawing time measured."""
+    assert [name for name, _ in PLOTS] == list(PLOT_NAMES)
+    assert sorted(HEAVIEST_FIRST) == sorted(PLOT_NAMES) and READ_ANALYSIS < set(PLOT_NAMES)
+    code = (
+        "import sys, rnn_lab.app.main, rnn_lab.inspect.analysis_pool;"
+        "print(sorted(m for m in ('pandas', 'matplotlib', 'scipy', 'torch') if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.stdout.strip() == "[]", proc.stderr  # nothing heavy before the fork
 
 
 def test_no_pool_for_zero_workers():

@@ -216,9 +216,12 @@ def _analysis_pool(job: PreparedJob):
 
 def _analyze(run_dir: Path, settings, summary: dict, pool=None) -> dict:
     """Analysis and plots at the end of training; their failure never fails the run."""
-    from rnn_lab.inspect.analysis import analyze_and_plot, log_failed_analysis
+    from rnn_lab.inspect.run_end import log_failed_analysis
 
-    tail = analyze_and_plot if pool is None else pool.analyze_and_plot
+    if pool is None:
+        from rnn_lab.inspect.analysis import analyze_and_plot as tail
+    else:
+        tail = pool.analyze_and_plot
     try:
         return tail(run_dir, plots=settings.plots) or summary
     except Exception as e:

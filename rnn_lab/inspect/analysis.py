@@ -86,6 +86,7 @@ from rnn_lab.inspect.network_states import (
     output_logits,
     run_states,
 )
+from rnn_lab.inspect.run_end import log_failed_analysis, log_written
 from rnn_lab.inspect.task_metrics import analyze_task_params, is_sequence_task
 from rnn_lab.inspect.training_dynamics import (
     GATED_BOUND_NOTE,
@@ -342,7 +343,7 @@ def analyze_run(run_dir: str | Path, plots: bool = True) -> dict:
     log.info("analysis (step %s): %s", step, _headline(analysis, run_dir / rundir.ANALYSIS_FILE))
 
     if plots:
-        from rnn_lab.inspect.plots import log_written, plot_run
+        from rnn_lab.inspect.plots import plot_run
 
         log_written(plot_run(run_dir))
     return summary
@@ -359,15 +360,10 @@ def analyze_and_plot(run_dir: str | Path, plots: bool = True) -> dict | None:
         log_failed_analysis(run_dir, e)
         summary = None
     if plots:
-        from rnn_lab.inspect.plots import log_written, plot_run
+        from rnn_lab.inspect.plots import plot_run
 
         log_written(plot_run(run_dir, analysis=summary is not None))
     return summary
-
-
-def log_failed_analysis(run_dir: str | Path, error: BaseException) -> None:
-    """A failed analysis at the end of training: a warning; the run itself is not failed."""
-    log.warning("analysis of %s failed: %s: %s", run_dir, type(error).__name__, error)
 
 
 # The metrics a run's one-line analysis names (those it has), before the file holding all.

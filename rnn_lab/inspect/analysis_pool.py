@@ -31,8 +31,9 @@ import sys
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
-from rnn_lab.inspect.analysis import analyze_run, log_failed_analysis
-from rnn_lab.inspect.plots import PLOTS, READ_ANALYSIS, draw_plot, log_written
+# Only the light run_end here: the training process forks the pool before training, and what
+# it imports then is on its path (the analysis and the plots: pandas, matplotlib, scipy).
+from rnn_lab.inspect.run_end import PLOT_NAMES, READ_ANALYSIS, log_failed_analysis, log_written
 from rnn_lab.run.rundir import ANALYSIS_FILE
 
 ANALYSIS = ANALYSIS_FILE  # the task that writes it (and merges summary.json)
@@ -118,8 +119,9 @@ class AnalysisPool:
         """What analysis.analyze_and_plot does, on the workers: the merged summary, None when
         the analysis failed (logged; the training-dynamics plots are drawn all the same)."""
         run_dir = str(run_dir)
-        ready = [ANALYSIS] + [n for n in HEAVIEST_FIRST if plots and n not in READ_ANALYSIS]
-        after_analysis = [n for n in HEAVIEST_FIRST if plots and n in READ_ANALYSIS]
+        names = sorted((name for name in PLOT_NAMES if plots), key=_priority)
+        ready = [ANALYSIS] + [n for n in names if n not in READ_ANALYSIS]
+        after_analysis = [n for n in names if n in READ_ANALYSIS]
         idle, busy = list(self._workers), {}
         summary, drawn = None, {}
         while ready or busy:
@@ -157,7 +159,7 @@ class AnalysisPool:
                 else:
                     log_failed_analysis(run_dir, value)
         if plots:
-            log_written([drawn[n] for n, _ in PLOTS if drawn.get(n) is not None])
+            log_written([drawn[n] for n in PLOT_NAMES if drawn.get(n) is not None])
         return summary
 
     def _lost(self, conn: Connection) -> None:
@@ -170,11 +172,18 @@ class AnalysisPool:
 
 
 def _priority(task: str) -> int:
-    return -1 if task == ANALYSIS else HEAVIEST_FIRST.index(task)
+    """The analysis first (4 figures wait for it), then heaviest first (a plot not measured yet
+    last)."""
+    if task == ANALYSIS:
+        return -1
+    return HEAVIEST_FIRST.index(task) if task in HEAVIEST_FIRST else len(HEAVIEST_FIRST)
 
 
 def _run_task(task: str, run_dir: str) -> tuple[bool, object]:
     """(True, the summary or the figure's path or None) or (False, the error)."""
+    from rnn_lab.inspect.analysis import analyze_run
+    from rnn_lab.inspect.plots import draw_plot
+
     try:
         if task == ANALYSIS:
             return True, analyze_run(run_dir, plots=False)
@@ -239,6 +248,8 @@ def _warm_up() -> None:
     import scipy.cluster.hierarchy  # noqa: F401  (the dendrogram: imported where it is used)
     import scipy.special  # noqa: F401
 
+    import rnn_lab.inspect.analysis  # noqa: F401
+    import rnn_lab.inspect.plots  # noqa: F401
     from rnn_lab.inspect.figure_io import new_figure
 
     fig = new_figure(2, 2)

@@ -29,9 +29,12 @@ from rnn_lab.inspect.dynamics_plots import (
 )
 from rnn_lab.inspect.figure_io import PlotSkipped
 from rnn_lab.inspect.load import Run, load_run
+from rnn_lab.inspect.run_end import READ_ANALYSIS
 
 log = logging.getLogger("rnn_lab")
 
+# (name, draw) in run_end.PLOT_NAMES's order (the training process lists them without this
+# module; tests/test_analysis_pool.py checks the two agree).
 PLOTS: list[tuple[str, Callable[[Run, Path], Path]]] = [
     ("loss.png", plot_loss),
     ("spectral.png", plot_spectral),
@@ -43,12 +46,6 @@ PLOTS: list[tuple[str, Callable[[Run, Path], Path]]] = [
     ("hidden_trajectory.png", plot_hidden_trajectory),
     ("word_position.png", plot_word_position),
 ]
-# The plots drawn from analysis.json (the others read history.csv and diagnostics.npz): drawn
-# after the analysis, and not at all when it failed (an analysis.json left from an earlier
-# step would be drawn as this one).
-READ_ANALYSIS = frozenset(
-    ("word_categories.png", "memory_probe.png", "hidden_trajectory.png", "word_position.png")
-)
 
 
 def draw_plot(run: Run | str | Path, name: str, strict: bool = False) -> Path | None:
@@ -78,7 +75,3 @@ def plot_run(run_dir: str | Path, strict: bool = False, analysis: bool = True) -
     names = [name for name, _ in PLOTS if analysis or name not in READ_ANALYSIS]
     drawn = [draw_plot(run, name, strict) for name in names]
     return [path for path in drawn if path is not None]
-
-
-def log_written(written: list[Path]) -> None:
-    log.info("plots: %s", ", ".join(p.name for p in written))
