@@ -215,6 +215,9 @@ def test_a_stopped_or_killed_run_leaves_no_worker_behind(tmp_path, how):
     marker = uuid.uuid4().hex
     proc = start_run(tmp_path, marker, "steps=200000")
     wait_for_line(proc, "/200000 |")
+    deadline = time.monotonic() + 60  # the second worker is forked once the first is warm
+    while len(processes_with(marker)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert len(processes_with(marker)) == 3  # the run and its two workers
     if how == "ctrl_c":  # the terminal sends SIGINT to the whole foreground group
         os.killpg(proc.pid, signal.SIGINT)

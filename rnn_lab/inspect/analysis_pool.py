@@ -2,13 +2,13 @@
 
 In the training process, the end of a run is one step after another after the last step:
 import scipy, pandas and matplotlib, analyse, draw nine figures (docs/everyday_run.md has the
-measured times). An AnalysisPool is forked before training: its workers import them and draw
-a first figure while the run trains (the trainer uses one core, so on a machine with a free
-core this costs the training nothing), then share the end: the analysis and the
-training-dynamics figures start at once, the figures drawn from analysis.json once it is
-written, the heaviest first. (torch is not imported: the untrained network the analysis
-compares with is read from rnn_lab.run.init_cache, where the training process put it.) Each
-file is written by the function the in-process path uses
+measured times). An AnalysisPool is forked before training: its first worker imports them and
+draws a first figure while the run trains (the trainer uses one core, so on a machine with a
+free core this costs the training nothing) and forks the others, warm; then they share the
+end: the analysis and the training-dynamics figures start at once, the figures drawn from
+analysis.json once it is written, the heaviest first. (torch is not imported: the untrained
+network the analysis compares with is read from rnn_lab.run.init_cache, where the training
+process put it.) Each file is written by the function the in-process path uses
 (analysis.analyze_run, plots.draw_plot), so the files and their bytes are the same; the
 workers' log lines are sent back and logged by the training process (terminal, train.log).
 
@@ -81,22 +81,23 @@ class AnalysisPool:
         sys.stdout.flush()  # a line still in a buffer would be written again by each child
         sys.stderr.flush()
         pipes = [ctx.Pipe() for _ in range(workers)]
-        self._workers: dict[Connection, multiprocessing.Process] = {}
-        for i, (mine, theirs) in enumerate(pipes):
-            # The child keeps its own end only: the others, left open, would keep a pipe from
-            # closing when its owner ends (a worker would outlive the training process).
-            others = [c for pair in pipes for c in pair if c is not theirs]
-            proc = ctx.Process(
-                target=_serve, args=(theirs, others), name=f"rnn_lab-analysis-{i}", daemon=True
-            )
-            proc.start()
-            self._workers[mine] = proc
+        # One process warms up and then forks the others (one import's work, not one each:
+        # on a busy machine every import is CPU taken from the training).
+        self._first = ctx.Process(
+            target=_serve_all, args=pipes, name="rnn_lab-analysis", daemon=True
+        )
+        self._first.start()
         for _, theirs in pipes:
             theirs.close()
+        self._conns = [mine for mine, _ in pipes]
+        self._pid: dict[Connection, int | None] = dict.fromkeys(self._conns)  # once it said
 
     @property
     def pids(self) -> list[int]:
-        return [p.pid for p in self._workers.values()]
+        """The workers' process ids (waits for them to have warmed up)."""
+        for conn in self._conns:
+            self._hello(conn)
+        return [pid for pid in self._pid.values() if pid is not None]
 
     def __enter__(self) -> AnalysisPool:
         return self
@@ -105,15 +106,15 @@ class AnalysisPool:
         self.close()
 
     def close(self) -> None:
-        """End the workers: each sees its pipe close once its task (if any) is done."""
-        for conn in self._workers:
+        """End the workers: each sees its pipe close once its task (if any) is done; the first
+        waits for the ones it forked."""
+        for conn in self._conns:
             conn.close()
-        for proc in self._workers.values():
-            proc.join(JOIN_SECONDS)
-            if proc.is_alive():
-                proc.terminate()
-                proc.join()
-        self._workers = {}
+        self._first.join(JOIN_SECONDS)
+        if self._first.is_alive():
+            self._first.terminate()
+            self._first.join()
+        self._conns = []
 
     def analyze_and_plot(self, run_dir: str | Path, plots: bool = True) -> dict | None:
         """What analysis.analyze_and_plot does, on the workers: the merged summary, None when
@@ -122,7 +123,9 @@ class AnalysisPool:
         names = sorted((name for name in PLOT_NAMES if plots), key=_priority)
         ready = [ANALYSIS] + [n for n in names if n not in READ_ANALYSIS]
         after_analysis = [n for n in names if n in READ_ANALYSIS]
-        idle, busy = list(self._workers), {}
+        idle = [c for c in self._conns if self._pid[c] is not None]
+        warming = [c for c in self._conns if self._pid[c] is None]  # a task waits for them
+        busy: dict[Connection, str] = {}
         summary, drawn = None, {}
         while ready or busy:
             while ready and idle:
@@ -133,12 +136,17 @@ class AnalysisPool:
                     self._lost(conn)
                     continue
                 busy[conn] = ready.pop(0)
-            if not busy:  # no worker left: the rest here, as without a pool
+            if not busy and not warming:  # no worker left: the rest here, as without a pool
                 done = [(task, _run_task(task, run_dir)) for task in ready]
                 ready = []
             else:
                 done = []
-                for conn in wait(list(busy)):
+                for conn in wait([*busy, *warming]):
+                    if conn in warming:
+                        warming.remove(conn)
+                        if self._hello(conn):
+                            idle.append(conn)
+                        continue
                     task = busy.pop(conn)
                     try:
                         outcome, records = conn.recv()
@@ -162,13 +170,21 @@ class AnalysisPool:
             log_written([drawn[n] for n in PLOT_NAMES if drawn.get(n) is not None])
         return summary
 
+    def _hello(self, conn: Connection) -> bool:
+        """Read a worker's first message (its pid, once warmed up); False when it died."""
+        if self._pid.get(conn) is None and conn in self._conns:
+            try:
+                self._pid[conn] = conn.recv()
+            except (EOFError, OSError):
+                self._lost(conn)
+                return False
+        return conn in self._conns
+
     def _lost(self, conn: Connection) -> None:
-        proc = self._workers.pop(conn)
+        pid = self._pid.pop(conn, None)
+        self._conns.remove(conn)
         conn.close()
-        proc.join(JOIN_SECONDS)
-        log.warning(
-            "analysis worker %s ended (exit code %s): its work goes on", proc.pid, proc.exitcode
-        )
+        log.warning("analysis worker %s ended: its work goes on", pid or "(warming up)")
 
 
 def _priority(task: str) -> int:
@@ -214,10 +230,12 @@ class _Records(logging.Handler):
         return out
 
 
-def _serve(conn: Connection, others: list[Connection]) -> None:
-    """A worker: warm up, then run the tasks it is sent until its pipe closes."""
-    for other in others:
-        other.close()
+def _serve_all(*pipes: tuple[Connection, Connection]) -> None:
+    """The first worker: warm up, fork the others (each keeps its own pipe end only: an end
+    left open elsewhere would keep a pipe from closing when its owner ends, and a worker would
+    outlive the training process), serve, then wait for the ones it forked."""
+    for mine, _ in pipes:
+        mine.close()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the training process's
     records = _Records()
     # The training process's handlers (its terminal, train.log) are its own: lines go to it.
@@ -228,6 +246,30 @@ def _serve(conn: Connection, others: list[Connection]) -> None:
     logging.getLogger().addHandler(records)
     _warm_up()
     records.take()
+    ends = [theirs for _, theirs in pipes]
+    forked = []
+    for i, end in enumerate(ends[1:], start=1):
+        pid = os.fork()
+        if pid == 0:  # a worker forked from the warm one
+            for other in ends[:i] + ends[i + 1 :]:
+                other.close()
+            try:
+                _serve(end, records)
+            finally:
+                os._exit(0)
+        forked.append(pid)
+        end.close()
+    _serve(ends[0], records)
+    for pid in forked:
+        os.waitpid(pid, 0)
+
+
+def _serve(conn: Connection, records: _Records) -> None:
+    """A warm worker: say its pid, then run the tasks it is sent until its pipe closes."""
+    try:
+        conn.send(os.getpid())
+    except OSError:
+        return
     while True:
         try:
             task, run_dir = conn.recv()
