@@ -175,9 +175,9 @@ def test_everyday_run_bench_writes_its_page(tmp_path, capsys):
     from rnn_lab.bench.everyday_run import MODES, main
 
     out = tmp_path / "everyday.md"
-    assert main(["--repeats", "1", "--steps", "300", "--out", str(out)]) == 0
+    assert main(["--repeats", "1", "--steps", "100", "--out", str(out)]) == 0
     page = out.read_text()
-    assert page.startswith("# The everyday run") and "steps=300 (not the default" in page
+    assert page.startswith("# The everyday run") and "steps=100 (not the default" in page
     assert "Written by `python benchmarks/bench_everyday_run.py --repeats 1" in page
     assert "- commit: " in page and "- machine: " in page
     for mode in MODES:
