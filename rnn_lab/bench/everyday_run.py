@@ -7,7 +7,7 @@ its training.
 Each repeat runs the default command four times, in turn: as shipped (``analysis_workers=2``:
 the analysis and the plots on two processes forked before training) and with
 ``analysis_workers=0`` (all of it in the training process after the last step, as before),
-each with its initial weights drawn before (rnn_lab.core.init_cache: no torch import) and
+each with its initial weights drawn before (rnn_lab.run.init_cache: no torch import) and
 with a fresh cache (torch imported to draw them: a first run; the last mode is the run as it
 was before both). For each process: its wall time from launch to exit, its training time
 (summary.json's ``wall_time_s``: the training loop), their ratio, and the time from the run's
@@ -83,7 +83,7 @@ def render(runs: dict[str, list[dict]], cpus: int, steps: int | None = None) -> 
         f"{n} times in turn with the others, every run in a fresh directory. "
         "`analysis_workers=2`: the analysis and the plots on two processes forked before "
         "training; `=0`: in the training process after the last step. Weights drawn before: "
-        "the initial weights read from the cache (rnn_lab.core.init_cache), torch not imported; "
+        "the initial weights read from the cache (rnn_lab.run.init_cache), torch not imported; "
         "first run: a fresh cache, torch imported to draw them. Wall: the process from launch "
         "to exit; training: its training loop (summary.json `wall_time_s`); outside training: "
         "the difference (start-up, the tail); after `done:`: from the run's last training line "
