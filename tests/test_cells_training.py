@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from rnn_lab.core import cells, gated
+from rnn_lab.run.lifecycle import TrainError, build_task
 from rnn_lab.run.settings import TrainSettings
-from rnn_lab.run.trainer import TrainError, build_task, train
+from rnn_lab.run.trainer import train
 
 TORCH_NAMES = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
 REPLICA = dict(
@@ -99,7 +100,7 @@ def test_a_300_step_run_equals_a_torch_replica(cell, tmp_path):
 
 
 def _initial(s: TrainSettings) -> dict[str, np.ndarray]:
-    from rnn_lab.run.trainer import build_params
+    from rnn_lab.run.lifecycle import build_params
 
     return build_params(s, build_task(s)).arrays()
 

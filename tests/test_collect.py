@@ -438,8 +438,9 @@ def test_study_imports_neither_engine_nor_training_loop_nor_pyplot():
         "import rnn_lab.study.report, rnn_lab.study.collect, rnn_lab.study.stats\n"
         "import rnn_lab.study.run_records, rnn_lab.study.grid, rnn_lab.study.curves\n"
         "import rnn_lab.study.figures, rnn_lab.run.integrity\n"
-        "banned = ('rnn_lab.core', 'rnn_lab.run.trainer', 'rnn_lab.run.step',"
-        " 'rnn_lab.run.state', 'rnn_lab.inspect.load', 'matplotlib.pyplot', 'torch')\n"
+        "banned = ('rnn_lab.core', 'rnn_lab.run.trainer', 'rnn_lab.run.lifecycle',"
+        " 'rnn_lab.run.step', 'rnn_lab.run.state', 'rnn_lab.inspect.load',"
+        " 'matplotlib.pyplot', 'torch')\n"
         "print(sorted(m for m in sys.modules if m.startswith(banned)))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

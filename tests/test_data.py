@@ -376,7 +376,7 @@ def test_a_capped_split_is_read_as_its_blocks_in_bounded_chunks_the_same_every_t
     again = list(task.validation_batches())
     assert all(np.array_equal(a.inputs, b.inputs) for a, b in zip(batches, again))
     # The validation loss is each block's own loss from h = 0, per character.
-    from rnn_lab.run.trainer import validation_loss
+    from rnn_lab.run.lifecycle import validation_loss
 
     params = _random_params(task.vocab.size)
     expected = _block_losses(params, blocks) / (3 * 999)

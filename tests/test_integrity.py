@@ -193,7 +193,7 @@ def test_integrity_is_numpy_and_stdlib_only():
     code = (
         "import sys, rnn_lab.run.integrity\n"
         "heavy = ('pandas', 'yaml', 'matplotlib', 'scipy', 'torch', 'rnn_lab.core',"
-        " 'rnn_lab.run.trainer', 'rnn_lab.run.settings')\n"
+        " 'rnn_lab.run.trainer', 'rnn_lab.run.lifecycle', 'rnn_lab.run.settings')\n"
         "print(sorted(m for m in sys.modules if m.startswith(heavy)))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

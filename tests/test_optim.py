@@ -8,8 +8,9 @@ import torch
 
 from rnn_lab.core.inits import init_params
 from rnn_lab.core.optim import SGD, Adagrad, Adam, make_optimizer, step_decay_lr
+from rnn_lab.run.lifecycle import build_task
 from rnn_lab.run.settings import TrainSettings
-from rnn_lab.run.trainer import build_task, train
+from rnn_lab.run.trainer import train
 
 N_STEPS = 20
 SHAPES = {"W": (4, 3), "b": (3,)}

@@ -8,8 +8,9 @@ import pytest
 
 from rnn_lab.core import engine
 from rnn_lab.core.losses import softmax_cross_entropy
+from rnn_lab.run.lifecycle import build_params, build_task
 from rnn_lab.run.schedule import is_record_step
-from rnn_lab.run.trainer import build_params, build_task, train
+from rnn_lab.run.trainer import train
 
 
 def test_recorded_step_one_equals_direct_bptt(tmp_path, tiny_settings):

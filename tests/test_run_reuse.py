@@ -16,9 +16,10 @@ from rnn_lab.core.losses import softmax_cross_entropy
 from rnn_lab.core.optim import make_optimizer
 from rnn_lab.inspect.analysis import analyze_run
 from rnn_lab.run import rundir
+from rnn_lab.run.lifecycle import build_params, build_task
 from rnn_lab.run.rundir import RunConflict
 from rnn_lab.run.settings import TrainSettings
-from rnn_lab.run.trainer import build_params, build_task, train
+from rnn_lab.run.trainer import train
 
 NO_REPORT = "~hydra.callbacks.report"
 

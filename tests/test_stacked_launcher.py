@@ -35,7 +35,7 @@ import yaml
 from cli_helpers import TINY, sweep_logs
 
 from rnn_lab import PROJECT_ROOT
-from rnn_lab.run import rundir, stacked, trainer
+from rnn_lab.run import lifecycle, rundir, stacked
 from rnn_lab.run.rundir import LockHeld, RunConflict
 from rnn_lab.run.settings import TrainSettings
 from rnn_lab.run.stacked import group_key, train_group
@@ -172,6 +172,68 @@ def test_an_arm_diverging_at_a_due_step_leaves_the_others_runs_unchanged(tmp_pat
             assert history.set_index("step").loc[4, "val_loss"] > 0  # validated at step 4
 
 
+# The first arm of the stack diverges (at step 4) where ONE schedule is due and nothing else:
+# validation (val_interval=4) or the checkpoint (checkpoint_interval=4), the survivors in
+# several orders. Every checkpoint each arm writes (its arrays and the history beside it)
+# must be its separate run's, bit for bit: a stack deciding its schedule from the
+# diverged arm's step (3) skipped the survivors' step-4 work.
+ONLY_ONE_DUE_AT_STEP_4 = {
+    "validation": dict(val_interval=4, checkpoint_interval=5),
+    "checkpoint": dict(val_interval=5, checkpoint_interval=4),
+}
+SURVIVORS = [
+    dict(seed=3),
+    dict(init=_init("xavier"), activation="relu", lr=0.02, seed=4),
+    dict(activation="sigmoid", lr=0.05, clip=0.0, seed=7),
+]
+
+
+def _checkpoints_written(monkeypatch) -> dict[Path, list]:
+    """Every checkpoint write, by run directory: (step, arrays, history.csv's bytes then)."""
+    written: dict[Path, list] = {}
+    original = rundir.write_checkpoint
+
+    def spy(run_dir, arrays):
+        history = (Path(run_dir) / rundir.HISTORY_FILE).read_bytes()
+        kept = {k: np.array(v) for k, v in arrays.items() if k != "wall_time_s"}
+        written.setdefault(Path(run_dir), []).append((int(arrays["step"]), kept, history))
+        original(run_dir, arrays)
+
+    monkeypatch.setattr(rundir, "write_checkpoint", spy)
+    return written
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2), (2, 0, 1), (1, 2, 0)], ids=str)
+@pytest.mark.parametrize("due_work", list(ONLY_ONE_DUE_AT_STEP_4))
+def test_the_first_arm_diverging_at_a_due_step_leaves_every_checkpoint_unchanged(
+    tmp_path, monkeypatch, due_work, order
+):
+    base = {**BASE, "steps": 12, "log_interval": 0, "sample_interval": 0}
+    base.update(ONLY_ONE_DUE_AT_STEP_4[due_work])
+    arms = [DIVERGING_AT_STEP_4, *(SURVIVORS[i] for i in order)]
+    written = _checkpoints_written(monkeypatch)
+    results = _group_against_singles(tmp_path, base, arms)
+    assert results[0]["status"] == rundir.DIVERGED and "at step 4" in results[0]["error"]
+    assert [r["status"] for r in results[1:]] == [rundir.OK] * 3
+    for i in range(len(arms)):
+        stacked_writes = written[tmp_path / "stacked" / str(i)]
+        single_writes = written[tmp_path / "single" / str(i)]
+        steps = [step for step, _, _ in single_writes]
+        if i == 0:
+            assert steps == [3]  # its checkpoint at the step before it diverged
+        else:
+            assert steps == ([4, 8, 12] if due_work == "checkpoint" else [5, 10, 12])
+        assert [step for step, _, _ in stacked_writes] == steps, f"arm {i}"
+        for (step, x, history_x), (_, y, history_y) in zip(stacked_writes, single_writes):
+            assert history_x == history_y, f"arm {i}, step {step}"
+            assert x.keys() == y.keys()
+            for key in x:
+                np.testing.assert_array_equal(x[key], y[key], err_msg=f"arm {i} {step} {key}")
+        if i and due_work == "validation":
+            history = pd.read_csv(tmp_path / "stacked" / str(i) / rundir.HISTORY_FILE)
+            assert history.set_index("step").loc[4, "val_loss"] > 0  # validated at step 4
+
+
 def test_record_steps_take_every_arms_spectrum_in_one_batched_call(tmp_path, monkeypatch):
     """The record steps' eigenvalues and sigma_max come from one np.linalg call over the
     stack's trained arms (a frozen W_hh's spectrum is taken once and kept), and every arm's
@@ -298,7 +360,7 @@ def test_group_key_shares_what_the_engine_shares():
 def _sigint_after_step(monkeypatch, step: int):
     """A real SIGINT to this process right after `step` (the trainer's handler, single or
     stacked, then checkpoints and ends the run as interrupted)."""
-    original = trainer.after_step
+    original = lifecycle.after_step
 
     def after_step(s, run_dir, state, *args, **kwargs):
         original(s, run_dir, state, *args, **kwargs)
@@ -306,7 +368,7 @@ def _sigint_after_step(monkeypatch, step: int):
             signal.raise_signal(signal.SIGINT)
 
     with monkeypatch.context() as m:
-        m.setattr(trainer, "after_step", after_step)
+        m.setattr(lifecycle, "after_step", after_step)
         yield
 
 

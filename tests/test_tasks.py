@@ -32,7 +32,8 @@ from rnn_lab.inspect.task_metrics import (
 )
 from rnn_lab.run import rundir
 from rnn_lab.run.input_files import make_task
-from rnn_lab.run.trainer import build_task, train
+from rnn_lab.run.lifecycle import build_task
+from rnn_lab.run.trainer import train
 
 ADAM = {"name": "adam", "beta1": 0.9, "beta2": 0.999, "eps": 1e-8}
 

@@ -267,7 +267,7 @@ def test_checkpoint_works_as_init_file(tmp_path, compose):
     s = settings_from_config(
         compose([*TINY, "init=file", f"init.path={first / 'checkpoint.npz'}", "steps=1"])
     )
-    from rnn_lab.run.trainer import build_params
+    from rnn_lab.run.lifecycle import build_params
 
     params = build_params(s, check_inputs(s))
     with np.load(first / "checkpoint.npz") as z:

@@ -12,8 +12,9 @@ import pytest
 from rnn_lab.core import data
 from rnn_lab.core.data import CharTextTask, generate_elman_corpus
 from rnn_lab.inspect.load import load_run
+from rnn_lab.run.lifecycle import build_task, validation_loss
 from rnn_lab.run.stacked import train_group
-from rnn_lab.run.trainer import build_task, train, validation_loss
+from rnn_lab.run.trainer import train
 
 
 @pytest.fixture(scope="module")

@@ -106,7 +106,7 @@ def prepare(cfg: DictConfig) -> PreparedJob | float:
     """The job up to training: skipped when the sweep was stopped, its settings and inputs
     checked, its directory planned (a conflict refused before any work). Returns the job's
     value when it ends here, else the job ready to train (then call :func:`finish`)."""
-    from rnn_lab.run.trainer import plan_run
+    from rnn_lab.run.lifecycle import plan_run
 
     job = _Job()
     fresh = not (job.run_dir / rundir.SUMMARY_FILE).exists()

@@ -281,7 +281,7 @@ def settings_from_config(cfg: DictConfig | dict) -> TrainSettings:
 def check_inputs(settings: TrainSettings):
     """Checks that need the data: the text file, its length, init.path shapes and values.
     Returns the task (built once: the trainer reuses it)."""
-    from rnn_lab.run.trainer import TrainError, build_params, build_task
+    from rnn_lab.run.lifecycle import TrainError, build_params, build_task
 
     try:
         task = build_task(settings)

@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # SLURM's signal before a preemption or the time limit (sbatch --signal=USR2@120, as submitit
 # asks for it; scancel --signal=USR2 sends it by hand). The trainer stops on it too
-# (rnn_lab.run.trainer.STOP_SIGNALS); hand_on_preemption then passes it on.
+# (rnn_lab.run.lifecycle.STOP_SIGNALS); hand_on_preemption then passes it on.
 PREEMPT_SIGNAL = signal.SIGUSR2
 POLL_S = 0.2  # how often a job process looks at the marker and at the launcher
 RESEND_S = 1.0  # a stop signal is sent again this often while the job still runs (see _watch)

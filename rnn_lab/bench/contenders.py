@@ -19,10 +19,10 @@ import numpy as np
 
 from rnn_lab.core.data import CharTextTask
 from rnn_lab.core.optim import step_decay_lr
+from rnn_lab.run.lifecycle import build_params
 from rnn_lab.run.settings import TrainSettings
 from rnn_lab.run.state import TrainState
 from rnn_lab.run.step import train_step
-from rnn_lab.run.trainer import build_params
 
 MIN_CHAR_SIZES = (64, 100)  # the walkthrough's H and min-char-rnn's default hidden_size
 

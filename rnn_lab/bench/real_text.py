@@ -206,7 +206,7 @@ def train_recipe(recipe: Recipe, text: Path, work: Path, quick=False, reuse=Fals
     (and its time log) that an earlier call left in work, when it finished, instead."""
     from rnn_lab.inspect.load import load_run
     from rnn_lab.run.input_files import make_task
-    from rnn_lab.run.trainer import validation_loss
+    from rnn_lab.run.lifecycle import validation_loss
 
     run_dir = work / recipe.name.replace(" ", "_")
     cmd = [sys.executable, *recipe.command(str(text), str(run_dir), quick)[1:]]

@@ -43,10 +43,10 @@ from rnn_lab.core import engine, stacked_losses, stacked_optim
 from rnn_lab.core import stacked_engine as st
 from rnn_lab.core.data import CharTextTask, EncodedText, generate_elman_corpus
 from rnn_lab.core.optim import step_decay_lr
+from rnn_lab.run.lifecycle import build_params
 from rnn_lab.run.settings import TrainSettings
 from rnn_lab.run.state import TrainState
 from rnn_lab.run.step import train_step
-from rnn_lab.run.trainer import build_params
 
 INITS = ("orthogonal", "xavier", "random", "identity")
 ACTIVATIONS = ("tanh", "relu", "sigmoid")

@@ -6,12 +6,14 @@ batch, hidden size, steps, dtype, optimiser type, embedding, cell and every sche
 engine takes per arm: activation, init and seed, lr and its decay, clip and clip_mode,
 freeze_whh, the optimiser's hyperparameters, temperature and diverge_factor.
 
-Every arm leaves EXACTLY the run directory :func:`rnn_lab.run.trainer.train` writes: its
-TrainState is built as the trainer builds it (parameters, sampling RNG, task pointer), its
-history rows, diagnostics, samples, validation, checkpoints and summary are written by the
-trainer's own functions, and its checkpoint is the single run's format, so a stacked run
-resumes through the single-run trainer and the other way round. Each arm holds its run lock
-and is planned with ``plan_run`` (conflicts refused before any work) like a single run.
+Every arm leaves EXACTLY the run directory :func:`rnn_lab.run.trainer.train` writes: what
+happens around its steps is :mod:`rnn_lab.run.lifecycle`'s, called per arm as the single
+trainer calls it per run (plan, TrainState, start files, the schedule after each step from
+the arm's own step, the end), and its checkpoint is the single run's format, so a stacked
+run resumes through the single-run trainer and the other way round. Each arm holds its run
+lock and is planned (conflicts refused before any work) like a single run. This module
+keeps the grouping and the batched loop; the engine batches only what must be batched
+(forward, loss, BPTT, the optimiser over the arm axis).
 
 The arms share one data stream: they start at the same step, so one ``next_batch()`` per
 step is every arm's batch (arms resuming from different steps are trained one start step
@@ -29,7 +31,6 @@ import copy
 import json
 import logging
 import math
-import signal
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -43,8 +44,7 @@ from rnn_lab.core import stacked_engine as stacked_core
 from rnn_lab.core.optim import step_decay_lr
 from rnn_lab.core.stacked_losses import stacked_loss
 from rnn_lab.core.stacked_optim import make_stacked_optimizer
-from rnn_lab.run import rundir
-from rnn_lab.run import trainer as single
+from rnn_lab.run import lifecycle, rundir
 from rnn_lab.run.rundir import LockHeld, RunConflict
 from rnn_lab.run.schedule import due, is_record_step
 from rnn_lab.run.settings import TrainSettings
@@ -52,7 +52,6 @@ from rnn_lab.run.state import TrainState
 from rnn_lab.run.step import (
     Spectrum,
     StepResult,
-    absurd_at_end,
     divergence,
     measure_step,
     radii_of,
@@ -90,7 +89,7 @@ STACKABLE_CELLS = ("rnn",)  # gated cells (gru, lstm) always run alone
 
 def group_key(settings: TrainSettings) -> str | None:
     """The runs that may share a stacked engine have equal keys; None: never stacked."""
-    s = single.with_budget(settings)
+    s = lifecycle.with_budget(settings)
     d = s.to_dict()
     cell = d.get("cell") or {}
     if (cell.get("name", "rnn") if isinstance(cell, dict) else cell) not in STACKABLE_CELLS:
@@ -104,8 +103,8 @@ def work_estimate(settings: TrainSettings) -> float:
     """A run's training work, roughly (steps x seq_len x batch x H (H + 64) x the cell's gate
     blocks, 1 for the vanilla cell): only for the launcher's plan (where to cut stacks so the
     workers end together, which units start first)."""
-    s = single.with_budget(settings)
-    gated_cell = gated.CELLS.get(single.cell_name(s))
+    s = lifecycle.with_budget(settings)
+    gated_cell = gated.CELLS.get(lifecycle.cell_name(s))
     blocks = gated_cell.n_gates if gated_cell is not None else 1
     H = s.hidden_size
     return float(s.steps * s.seq_len * s.batch_size * H * (H + 64) * blocks)
@@ -160,11 +159,10 @@ class _Arm:
     run_dir: Path
     run_id: str
     locks: contextlib.ExitStack
-    plan: single.Plan | None = None
+    plan: lifecycle.Plan | None = None
     state: TrainState | None = None
     last_grads: object = None
-    wall_before: float = 0.0
-    first_step: int = 0
+    runtime: lifecycle.RunTime | None = None  # set when its stack starts
 
     @property
     def key(self) -> str:
@@ -193,14 +191,14 @@ def train_group(jobs, *, task=None) -> list:
     jobs = [j if isinstance(j, ArmJob) else ArmJob(j[0], Path(j[1])) for j in jobs]
     if not jobs:
         return []
-    settings = [single.with_budget(j.settings) for j in jobs]
+    settings = [lifecycle.with_budget(j.settings) for j in jobs]
     keys = {group_key(s) for s in settings}
     if None in keys or len(keys) != 1:
         raise ValueError("train_group: the jobs do not share an engine (their group keys differ)")
     results = _Results([None] * len(jobs))
-    task = single.build_task(settings[0]) if task is None else task
+    task = lifecycle.build_task(settings[0]) if task is None else task
     arms = _plan_arms(jobs, settings, task, results)
-    stop = single.StopFlag()
+    stop = lifecycle.StopFlag()
     stop.install()
     try:
         for stack in _stacks(arms, task, results):
@@ -219,13 +217,13 @@ def _plan_arms(jobs, settings, task, results: _Results) -> list[_Arm]:
     for i, (job, s) in enumerate(zip(jobs, settings)):
         run_dir = Path(job.run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        arm = _Arm(i, s, run_dir, single.run_id_of(s, task), contextlib.ExitStack())
+        arm = _Arm(i, s, run_dir, lifecycle.run_id_of(s, task), contextlib.ExitStack())
         with arm_context(run_dir):
             try:
                 arm.locks.enter_context(
                     rundir.file_lock(run_dir / rundir.LOCK_FILE, "run directory")
                 )
-                plan = single.plan_run(s, run_dir, task)
+                plan = lifecycle.plan_run(s, run_dir, task)
             except (RunConflict, LockHeld) as e:
                 arm.release()
                 results.set(arm, e)
@@ -249,8 +247,8 @@ def _stacks(arms: list[_Arm], task, results: _Results) -> Iterator[list[_Arm]]:
             try:
                 # A resumed arm moves its own copy of the task to its checkpoint's pointer.
                 own = task if arm.plan.checkpoint is None else copy.copy(task)
-                arm.state = single.start_run(arm.s, arm.run_dir, own, arm.plan)
-                single.write_start_files(arm.s, arm.run_dir, arm.state, arm.run_id)
+                arm.state = lifecycle.start_run(arm.s, arm.run_dir, own, arm.plan)
+                lifecycle.write_start_files(arm.s, arm.run_dir, arm.state, arm.run_id)
             except Exception as e:
                 log.exception("%s: could not start", arm.run_dir)
                 arm.release()
@@ -283,7 +281,7 @@ class _LoopEngine:
         self.arms = [self.arms[i] for i in keep]
 
     def validation_losses(self) -> dict[int, float]:
-        return {}  # each arm validates itself (trainer.validation_loss)
+        return {}  # each arm validates itself (lifecycle.validation_loss)
 
 
 class _ArmOptimizer:
@@ -354,7 +352,7 @@ class _StackedEngine:
             self._rebind()
 
     def validation_losses(self) -> dict[int, float]:
-        """trainer.validation_loss of every arm (by id), in one stacked pass."""
+        """lifecycle.validation_loss of every arm (by id), in one stacked pass."""
         task, sp = self.arms[0].state.task, self.sp
         total, counted, h = np.zeros(sp.K), 0.0, None
         for batch in task.validation_batches():
@@ -524,7 +522,7 @@ def _train_stack(stack: list[_Arm], stop, results: _Results) -> None:
     t0 = time.perf_counter()
     active = list(stack)
     for arm in active:
-        arm.first_step, arm.wall_before = arm.state.step, arm.state.wall_time_s
+        arm.runtime = lifecycle.RunTime.of(arm.state)
     try:
         engine = make_engine(active)
         active = list(engine.arms)  # the engine's order
@@ -538,23 +536,25 @@ def _train_stack(stack: list[_Arm], stop, results: _Results) -> None:
             validating = engine.arms and due(step, s.val_interval, s.steps)
             val = engine.validation_losses() if validating else {}
             elapsed = time.perf_counter() - t0
-            after = single.after_step_due(s, step)  # the schedules are shared by the arms
+            after = bool(lifecycle.work_after(s, step))  # the schedules are shared by the arms
             keep = []
             for i, (arm, result) in enumerate(zip(active, step_results)):
                 if result.diverged is None:
                     arm.last_grads = result.grads
-                    arm.state.wall_time_s = arm.wall_before + elapsed
+                    arm.runtime.update(arm.state, elapsed)
                     keep.append(i)
                     if not after:
                         continue
                 token = _ARM.set(arm.key)  # (arm_context without its cost)
                 try:
                     if result.diverged is not None:
-                        log.warning("diverged: %s", result.diverged)
-                        _end(arm, rundir.DIVERGED, result.diverged, None, elapsed, results)
+                        why, grads = result.diverged, arm.last_grads
+                        args = (arm.s, arm.state, arm.runtime, elapsed, grads)
+                        _end(arm, lifecycle.loop_outcome(*args, diverged=why), results)
                         continue
                     args = (arm.s, arm.run_dir, arm.state, result, arm.run_id)
-                    single.after_step(*args, val_loss=val.get(id(arm)))
+                    # (through the module: a test wraps lifecycle.after_step for both trainers)
+                    lifecycle.after_step(*args, val_loss=val.get(id(arm)))
                 finally:
                     _ARM.reset(token)
             if len(keep) < len(active):
@@ -570,39 +570,19 @@ def _train_stack(stack: list[_Arm], stop, results: _Results) -> None:
             results.set(arm, e)
         return
     elapsed = time.perf_counter() - t0
-    final_val = active and not stopped and single.final_validation_due(s, active[0].state.step)
+    final_val = active and not stopped and lifecycle.final_validation_due(s, active[0].state.step)
     val = engine.validation_losses() if final_val else {}
     for arm in active:
         with arm_context(arm.run_dir):
             signum = stop.signum if stopped else None
-            _end_of_loop(arm, signum, elapsed, results, val.get(id(arm)))
+            args = (arm.s, arm.state, arm.runtime, elapsed, arm.last_grads, signum)
+            _end(arm, lifecycle.loop_outcome(*args), results, val.get(id(arm)))
 
 
-def _end_of_loop(arm: _Arm, signum, elapsed: float, results: _Results, val_loss=None) -> None:
-    """An arm that trained to the end of the loop: ok (or absurd at the end), or stopped
-    (a signal seen after a step, as the trainer's loop sees it)."""
-    state = arm.state
-    status, error = rundir.OK, None
-    if signum is not None:
-        status = rundir.INTERRUPTED
-        error = f"stopped by {signal.Signals(signum).name} at step {state.step}"
-        log.warning("%s; checkpoint written, resume with resume=true", error)
-    elif state.step == arm.s.steps:
-        error = absurd_at_end(state, arm.s.diverge_factor)
-        status = rundir.DIVERGED if error else status
-    signum = signum if status == rundir.INTERRUPTED else None
-    _end(arm, status, error, signum, elapsed, results, val_loss)
-
-
-# why: an arm's whole ending (its outcome, its time and the stack's validation of it).
-def _end(arm: _Arm, status: str, error, signum, elapsed, results: _Results, val_loss=None):
+def _end(arm: _Arm, outcome: lifecycle.LoopOutcome, results: _Results, val_loss=None) -> None:
     """Finish an arm's files as the trainer does, release its lock and answer its job."""
-    state = arm.state
-    state.wall_time_s = arm.wall_before + elapsed
-    speed = (state.step - arm.first_step) / max(elapsed, 1e-9)
-    outcome = single.LoopOutcome(status, error, signum, speed, arm.last_grads)
     try:
-        summary = single.finish_run(arm.s, arm.run_dir, state, arm.run_id, outcome, val_loss)
+        summary = lifecycle.finish_run(arm.s, arm.run_dir, arm.state, arm.run_id, outcome, val_loss)
         results.set(arm, summary)
     except Exception as e:
         log.exception("%s: could not write the run's files", arm.run_dir)
