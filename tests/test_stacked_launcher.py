@@ -35,6 +35,9 @@ import yaml
 from cli_helpers import TINY, sweep_logs
 
 from rnn_lab import PROJECT_ROOT
+from rnn_lab.core.losses import LOSSES
+from rnn_lab.core.optim import OPTIMIZERS
+from rnn_lab.core.tasks import TASKS
 from rnn_lab.run import lifecycle, rundir, stacked
 from rnn_lab.run.rundir import LockHeld, RunConflict
 from rnn_lab.run.settings import TrainSettings
@@ -351,6 +354,30 @@ def test_group_key_shares_what_the_engine_shares():
     assert key(cell={"name": "gru"}) is None and key(cell={"name": "lstm"}) is None
     with pytest.raises(ValueError, match="do not share an engine"):
         train_group([(base, "a"), (TrainSettings(**{**base.to_dict(), "seq_len": 9}), "b")])
+
+
+def test_every_optimiser_and_loss_has_a_stacked_form():
+    """The registry: what the single run can use, the stack can (else group_key keeps the
+    run alone). A new optimiser or loss must come with its stacked form."""
+    assert stacked.without_stacked_form() == {"optim": [], "loss": []}
+    for name in OPTIMIZERS:
+        s = TrainSettings(**{**BASE, "optim": {"name": name}})
+        assert group_key(s) is not None, name
+    for data in ({"name": "elman"}, *({"name": n} for n in TASKS)):
+        assert group_key(TrainSettings(**{**BASE, "data": data})) is not None, data
+
+
+def test_a_run_whose_optimiser_or_loss_lacks_a_stacked_form_trains_alone(monkeypatch):
+    """A new optimiser (or loss) added to the single run's dict only: the registry names it
+    and group_key refuses to stack a run that uses it (the run goes the single way)."""
+    monkeypatch.setitem(OPTIMIZERS, "rmsprop", OPTIMIZERS["adagrad"])
+    monkeypatch.setitem(LOSSES, "huber", LOSSES["squared_error"])
+    monkeypatch.setattr(TASKS["adding"], "loss_name", "huber")
+    assert stacked.without_stacked_form() == {"optim": ["rmsprop"], "loss": ["huber"]}
+    assert group_key(TrainSettings(**{**BASE, "optim": {"name": "rmsprop"}})) is None
+    assert group_key(TrainSettings(**{**BASE, "data": {"name": "adding"}})) is None
+    assert group_key(TrainSettings(**{**BASE, "optim": {"name": "adagrad"}})) is not None
+    assert group_key(TrainSettings(**{**BASE, "data": {"name": "copy"}})) is not None
 
 
 # ---- one checkpoint format -----------------------------------------------------------------

@@ -38,7 +38,7 @@ from rnn_lab.core.elman import (  # noqa: F401 (re-exported: the corpus is part 
     third_person,
     word_category,
 )
-from rnn_lab.core.tasks import SEQUENCE_TASKS
+from rnn_lab.core.tasks import SEQUENCE_TASKS, TASKS
 
 # --------------------------------------------------------------------------------------
 # Text, vocabulary, split
@@ -449,3 +449,14 @@ class CharTextTask:
 # of rnn_lab.core.tasks.
 TEXT_DATA_NAMES = ("elman", "text")
 DATA_NAMES = (*TEXT_DATA_NAMES, *SEQUENCE_TASKS)
+
+
+def loss_name_of(data: dict) -> str:
+    """The name (rnn_lab.core.losses.LOSSES) of the loss the task of these data settings
+    trains with, without building the task."""
+    name = data.get("name")
+    if name in TEXT_DATA_NAMES:
+        return CharTextTask.loss_name
+    if name in TASKS:
+        return TASKS[name].loss_name
+    raise ValueError(f"data.name: unknown {name!r}; valid: {', '.join(DATA_NAMES)}")

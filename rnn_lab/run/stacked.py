@@ -41,9 +41,11 @@ import numpy as np
 from rnn_lab.core import engine as core_engine
 from rnn_lab.core import gated
 from rnn_lab.core import stacked_engine as stacked_core
-from rnn_lab.core.optim import step_decay_lr
-from rnn_lab.core.stacked_losses import stacked_loss
-from rnn_lab.core.stacked_optim import make_stacked_optimizer
+from rnn_lab.core.data import loss_name_of
+from rnn_lab.core.losses import LOSSES
+from rnn_lab.core.optim import OPTIMIZERS, step_decay_lr
+from rnn_lab.core.stacked_losses import STACKED_LOSSES, stacked_loss
+from rnn_lab.core.stacked_optim import STACKED_OPTIMIZERS, make_stacked_optimizer
 from rnn_lab.run import lifecycle, rundir
 from rnn_lab.run.rundir import LockHeld, RunConflict
 from rnn_lab.run.schedule import due, is_record_step
@@ -87,13 +89,36 @@ PER_ARM_KEYS = frozenset(
 STACKABLE_CELLS = ("rnn",)  # gated cells (gru, lstm) always run alone
 
 
-def group_key(settings: TrainSettings) -> str | None:
-    """The runs that may share a stacked engine have equal keys; None: never stacked."""
-    s = lifecycle.with_budget(settings)
-    d = s.to_dict()
-    cell = d.get("cell") or {}
+def without_stacked_form() -> dict[str, list[str]]:
+    """The optimisers and losses of the single run (rnn_lab.core.optim.OPTIMIZERS,
+    rnn_lab.core.losses.LOSSES) that have no stacked form (STACKED_OPTIMIZERS,
+    STACKED_LOSSES): a run using one never stacks (group_key is None). Meant to be empty
+    (tests/test_stacked_launcher.py asserts it): add the stacked form with the single one."""
+    return {
+        "optim": sorted(set(OPTIMIZERS) - set(STACKED_OPTIMIZERS)),
+        "loss": sorted(set(LOSSES) - set(STACKED_LOSSES)),
+    }
+
+
+def _has_stacked_form(s: TrainSettings) -> bool:
+    """The run's cell, optimiser and loss all have a stacked form."""
+    cell = s.cell or {}
     if (cell.get("name", "rnn") if isinstance(cell, dict) else cell) not in STACKABLE_CELLS:
+        return False
+    try:
+        loss = loss_name_of(s.data)
+    except ValueError:
+        return False  # a data name the task builder refuses: the single run says why
+    return (s.optim or {}).get("name", "sgd") in STACKED_OPTIMIZERS and loss in STACKED_LOSSES
+
+
+def group_key(settings: TrainSettings) -> str | None:
+    """The runs that may share a stacked engine have equal keys; None: never stacked (a
+    gated cell, or an optimiser or loss without a stacked form: such a run trains alone)."""
+    s = lifecycle.with_budget(settings)
+    if not _has_stacked_form(s):
         return None
+    d = s.to_dict()
     shared = {k: v for k, v in d.items() if k not in PER_ARM_KEYS}
     shared["optim"] = (d.get("optim") or {}).get("name", "sgd")  # its hyperparameters: per arm
     return json.dumps(shared, sort_keys=True, default=str)
