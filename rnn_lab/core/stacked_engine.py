@@ -14,7 +14,8 @@ weights (init, seed), lr and its decay, clip and clip_mode, freeze_whh, the opti
 hyperparameters (:class:`ArmSettings` and the optimisers' per-arm settings).
 
 This module is the engine (parameters, forward, BPTT, clipping); the losses of a stack are
-in :mod:`rnn_lab.core.stacked_losses` and its optimisers in :mod:`rnn_lab.core.stacked_optim`.
+rnn_lab.core.losses' arm-axis forms (through :mod:`rnn_lab.core.stacked_losses`; a single run
+is their K = 1 case) and its optimisers are in :mod:`rnn_lab.core.stacked_optim`.
 
 Why: at the walkthrough's sizes (H=64, B=1) a training step is ~150 NumPy calls on tiny arrays, so
 a run spends much of its time in call overhead. Stacked, each call does K arms' work for
@@ -410,7 +411,7 @@ def forward(
 
 
 # --------------------------------------------------------------------------------------
-# Arm-axis helpers (the backward's and rnn_lab.core.stacked_losses')
+# Arm-axis helpers (the backward's and rnn_lab.core.losses')
 # --------------------------------------------------------------------------------------
 
 

@@ -369,7 +369,7 @@ def _budget_note(s: TrainSettings) -> str:
 # --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class StepWork:
     """What after_step does after one step of a run: the schedule, from the run's own step."""
 

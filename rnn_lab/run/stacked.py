@@ -48,7 +48,7 @@ from rnn_lab.core.stacked_losses import STACKED_LOSSES, stacked_loss
 from rnn_lab.core.stacked_optim import STACKED_OPTIMIZERS, make_stacked_optimizer
 from rnn_lab.run import lifecycle, rundir
 from rnn_lab.run.rundir import LockHeld, RunConflict
-from rnn_lab.run.schedule import due, is_record_step
+from rnn_lab.run.schedule import is_record_step
 from rnn_lab.run.settings import TrainSettings
 from rnn_lab.run.state import TrainState
 from rnn_lab.run.step import (
@@ -558,17 +558,16 @@ def _train_stack(stack: list[_Arm], stop, results: _Results) -> None:
             # The step the surviving arms are at: an arm that diverged in this update was
             # not advanced, so active[0] (if it diverged) would name the step before.
             step = next((a.state.step for a, r in zip(active, step_results) if not r.diverged), 0)
-            validating = engine.arms and due(step, s.val_interval, s.steps)
-            val = engine.validation_losses() if validating else {}
+            work = lifecycle.work_after(s, step)  # the schedules are shared by the arms
+            val = engine.validation_losses() if engine.arms and work.validate else {}
             elapsed = time.perf_counter() - t0
-            after = bool(lifecycle.work_after(s, step))  # the schedules are shared by the arms
             keep = []
             for i, (arm, result) in enumerate(zip(active, step_results)):
                 if result.diverged is None:
                     arm.last_grads = result.grads
                     arm.runtime.update(arm.state, elapsed)
                     keep.append(i)
-                    if not after:
+                    if not work:
                         continue
                 token = _ARM.set(arm.key)  # (arm_context without its cost)
                 try:
