@@ -40,6 +40,7 @@ from rnn_lab.core.optim import OPTIMIZERS
 from rnn_lab.core.tasks import TASKS
 from rnn_lab.run import lifecycle, rundir, stacked
 from rnn_lab.run.rundir import LockHeld, RunConflict
+from rnn_lab.run.schedule import is_record_step
 from rnn_lab.run.settings import TrainSettings
 from rnn_lab.run.stacked import group_key, train_group
 from rnn_lab.run.trainer import train
@@ -262,7 +263,7 @@ def test_record_steps_take_every_arms_spectrum_in_one_batched_call(tmp_path, mon
     ]
     train_group(jobs)
     H = BASE["hidden_size"]
-    record_steps = [t for t in range(1, 301) if stacked.is_record_step(t, jobs[0][0])]
+    record_steps = [t for t in range(1, 301) if is_record_step(t, jobs[0][0])]
     # The first record step: all four arms; after it only the two trained ones. (The 2-D
     # eigvals calls are the Jacobian products' and the start and end files', per arm.)
     expected = [(4, H, H)] + [(2, H, H)] * (len(record_steps) - 1)

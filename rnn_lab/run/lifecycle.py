@@ -35,7 +35,7 @@ from rnn_lab.core.tasks import budget_steps, sequences_seen, time_steps_seen
 from rnn_lab.run import input_files, rundir
 from rnn_lab.run.integrity import verify_run_dir
 from rnn_lab.run.rundir import RunConflict
-from rnn_lab.run.schedule import due, is_record_step
+from rnn_lab.run.schedule import due, history_row_due
 from rnn_lab.run.settings import DTYPES, TrainSettings, identity_settings
 from rnn_lab.run.state import Recorder, TrainState, saved_settings
 from rnn_lab.run.step import absurd_at_end
@@ -303,9 +303,7 @@ def _sound_history(s: TrainSettings, run_dir: Path, step: int) -> list[dict] | N
         rows = rundir.read_history_rows(run_dir / rundir.HISTORY_FILE, step)
     except (ValueError, OSError):
         return None
-    expected = [
-        t for t in range(1, step + 1) if is_record_step(t, s) or due(t, s.val_interval, s.steps)
-    ]
+    expected = [t for t in range(1, step + 1) if history_row_due(t, s)]
     if [r["step"] for r in rows] != expected or any(REQUIRED_COLUMNS - r.keys() for r in rows):
         return None
     return rows

@@ -19,3 +19,14 @@ def is_record_step(step: int, s) -> bool:
     if step <= s.record_dense_until and s.record_dense_interval > 0:
         return step % s.record_dense_interval == 0
     return due(step, s.record_interval, s.steps)
+
+
+def history_row_due(step: int, s) -> bool:
+    """history.csv has a row for this step: a record step or a validation step."""
+    return is_record_step(step, s) or due(step, s.val_interval, s.steps)
+
+
+def profile_due(step: int, s) -> bool:
+    """This step's BPTT keeps its per-time-step gradient norms: a record step of a run that
+    records."""
+    return s.record and is_record_step(step, s)

@@ -48,7 +48,7 @@ from rnn_lab.core.stacked_losses import STACKED_LOSSES, stacked_loss
 from rnn_lab.core.stacked_optim import STACKED_OPTIMIZERS, make_stacked_optimizer
 from rnn_lab.run import lifecycle, rundir
 from rnn_lab.run.rundir import LockHeld, RunConflict
-from rnn_lab.run.schedule import is_record_step
+from rnn_lab.run.schedule import profile_due
 from rnn_lab.run.settings import TrainSettings
 from rnn_lab.run.state import TrainState
 from rnn_lab.run.step import (
@@ -428,7 +428,7 @@ class _StackedEngine:
             forward = self._forward(batch)
             lrs = [step_decay_lr(step, a.s.lr, a.s.lr_decay_rate, a.s.lr_decay_every) for a in arms]
         cache, loss_sum, dlogits, n_counted = forward
-        profile = is_record_step(step, s) and s.record
+        profile = profile_due(step, s)
         grads = stacked_core.backward(self.sp, cache, dlogits, self.settings, profile=profile)
         self._spectra(step, s)
         results = []

@@ -18,7 +18,7 @@ from rnn_lab.core import cells, engine
 from rnn_lab.core.batch import Batch
 from rnn_lab.core.losses import get_loss
 from rnn_lab.core.optim import step_decay_lr
-from rnn_lab.run.schedule import due, is_record_step
+from rnn_lab.run.schedule import due, history_row_due, is_record_step, profile_due
 from rnn_lab.run.settings import TrainSettings
 from rnn_lab.run.state import LOSS_WINDOW, TrainState
 
@@ -56,7 +56,7 @@ def train_step(state: TrainState, batch: Batch, s: TrainSettings) -> StepResult:
         freeze_whh=s.freeze_whh,
         clip=s.clip,
         clip_mode=s.clip_mode,
-        profile=is_record_step(step, s) and s.record,
+        profile=profile_due(step, s),
     )
     measure_step(state, s, step, lr, cache, grads, batch, loss)
 
@@ -81,7 +81,7 @@ def measure_step(state: TrainState, s: TrainSettings, step: int, lr, cache, grad
         state.window.add_unscored(grads.clipped)
     recording = is_record_step(step, s)
     act = engine.get_activation(s.activation)
-    if recording or due(step, s.val_interval, s.steps):  # as spectrum_due's eigen
+    if history_row_due(step, s):  # as spectrum_due's eigen
         eigenvalues, radii = spectrum(state).eigen
         row = history_row(state, step, lr, grads, radii)
         if s.record and recording:
@@ -148,7 +148,7 @@ def spectrum_is_current(state: TrainState) -> bool:
 def spectrum_due(step: int, s: TrainSettings) -> tuple[bool, bool]:
     """Does measure_step ask for (eigenvalues, sigma_max) at this step?"""
     recording = is_record_step(step, s)
-    eigen = recording or due(step, s.val_interval, s.steps)
+    eigen = history_row_due(step, s)
     jacobian = due(step, s.jacobian_interval, s.steps, first=True, last=True)
     return eigen, bool(s.record and (recording or jacobian))
 
