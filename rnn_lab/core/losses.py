@@ -13,11 +13,11 @@ K = 1 case (``LOSSES``, the functions below). The arm-axis forms do, row by row,
 needs: reductions over the last axis by NumPy's pairwise sum, each arm's squared norm by BLAS
 dot, so every arm of a stack gets exactly the bits its single run gets.
 
-What one copy costs the single run (measured against the former separate single-run
-functions, same bits on 180 cases): ~1.1 us more per cross-entropy call at the walkthrough's
-size (T=25, B=1, V=30: 13.2 -> 14.3 us; none at T=50, B=32, V=113), which is 1.5-3.5% of
-the bench's single-run engine step (best rounds, CPU time, load 2-5) and no measurable
-change in the trainer's steps/s.
+What one copy costs the single run (2026-12-07, against the former separate single-run
+functions, same bits on 180 cases; CPU time): ~1.1 us more per cross-entropy call at the
+walkthrough's size (T=25, B=1, V=30: 13.2 -> 14.3 us; none at T=50, B=32, V=113): the
+bench's single-run engine step (rnn_lab.bench.contenders.RnnLabLoop) 1.5% slower in one
+process with interleaved rounds (0.982-0.997 by round), no measurable change in the trainer.
 """
 
 from __future__ import annotations

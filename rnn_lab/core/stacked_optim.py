@@ -4,6 +4,13 @@ Each arm keeps its own hyperparameters (validated and defaulted by the single-ru
 itself) and (K, P) state rows; ``arm_state(k)`` / ``load_arm_state(k, ...)`` give and take
 exactly the single run's optimizer state, so a stacked arm checkpoints and resumes as a single
 run does. The update is elementwise per arm: the same bits on any block of arms.
+
+Why the single run's optimisers are not these at K = 1: they step any cell's named
+parameters (rnn_lab.core.optim, checked against torch.optim in tests/test_optim.py), and
+at K = 1 these cost more per step (2026-12-07, walkthrough sizes, P = 8,030, CPU time):
+SGD 8.8 -> 15.8 us (1.8x), Adagrad 21.2 -> 24.9 us (1.17x), Adam 42 -> 44 us (1.04x);
+SGD (the default) would add ~5% to the single run's ~145 us step. tests/test_stacked_engine.py
+and tests/test_stacked_launcher.py hold the two to the same bits.
 """
 
 from __future__ import annotations

@@ -332,7 +332,16 @@ class _StackedEngine:
     """The arms in one rnn_lab.core.stacked_engine. Each arm's TrainState holds views of
     its row (params, h) and an optimiser whose state is its row of the stacked one; the
     step is train_step's, with forward, loss, BPTT and the update done for all arms at once
-    and the per-arm bookkeeping by step.measure_step on each arm's views."""
+    and the per-arm bookkeeping by step.measure_step on each arm's views.
+
+    Why step / validation_losses repeat run.step.train_step and lifecycle.validation_loss
+    with an arm axis instead of the single run being their K = 1 case: the single-run ones
+    serve every cell (GRU and LSTM have no stacked form) and the stacked path is slower for
+    one arm: `rnn-lab bench --stacked --ks 1,6 --clock cpu` (2026-12-07, load ~2): K = 1
+    takes +26% (float64) and +34% (float32) time per step against the single-run path. The
+    loss is one copy (rnn_lab.core.losses' arm-axis forms; the single run is K = 1); the
+    optimisers stay two (see rnn_lab.core.stacked_optim). The bit-identity tests
+    (tests/test_stacked_launcher.py, tests/test_stacked_engine.py) hold the pairs together."""
 
     def __init__(self, arms: list[_Arm]):
         order = stacked_core.activation_order(
