@@ -162,6 +162,7 @@ DUE_EVERY_4 = dict(
 )
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # diverging quietly, both trainers
 @pytest.mark.parametrize("position", [0, 1, 2], ids=["first", "middle", "last"])
 def test_an_arm_diverging_at_a_due_step_leaves_the_others_runs_unchanged(tmp_path, position):
     arms = [dict(seed=3), dict(init=_init("xavier"), activation="relu", lr=0.02, seed=4)]
@@ -208,6 +209,7 @@ def _checkpoints_written(monkeypatch) -> dict[Path, list]:
 
 
 @pytest.mark.parametrize("order", [(0, 1, 2), (2, 0, 1), (1, 2, 0)], ids=str)
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # diverging quietly, both trainers
 @pytest.mark.parametrize("due_work", list(ONLY_ONE_DUE_AT_STEP_4))
 def test_the_first_arm_diverging_at_a_due_step_leaves_every_checkpoint_unchanged(
     tmp_path, monkeypatch, due_work, order

@@ -307,6 +307,7 @@ def test_diverging_run_is_recorded_with_exit_code_zero(tmp_path):
     assert summary["status"] == "diverged"
     assert "loss became" in summary["error"]
     assert summary["steps_done"] < 40
+    assert "RuntimeWarning" not in proc.stderr  # the run's own line says it, not NumPy's
 
 
 def _checkpoint_arrays(path: Path) -> dict[str, np.ndarray]:

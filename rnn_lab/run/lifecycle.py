@@ -610,6 +610,14 @@ def _save(s: TrainSettings, run_dir: Path, state: TrainState, run_id: str) -> No
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
 
 
+def diverging_quietly():
+    """The numeric context of a training loop. A diverging run overflows (inf, then nan) for a
+    step or two before its loss is non-finite; the loop then ends it as diverged, with the step
+    and the loss in its log and summary. NumPy's overflow warnings on the way would only say
+    the same on the terminal, as raw lines from inside the engine."""
+    return np.errstate(over="ignore", invalid="ignore")
+
+
 class StopFlag:
     """Set by a STOP_SIGNALS signal: the loop finishes its step, checkpoints and returns."""
 

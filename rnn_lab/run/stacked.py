@@ -227,7 +227,8 @@ def train_group(jobs, *, task=None) -> list:
     stop.install()
     try:
         for stack in _stacks(arms, task, results):
-            _train_stack(stack, stop, results)
+            with lifecycle.diverging_quietly():
+                _train_stack(stack, stop, results)
     finally:
         stop.restore()
         for arm in arms:

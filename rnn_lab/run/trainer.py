@@ -56,7 +56,8 @@ def train(settings: TrainSettings, run_dir: str | Path, *, task=None) -> dict:
             return plan.complete
         state = start_run(s, run_dir, task, plan)
         write_start_files(s, run_dir, state, run_id)
-        loop = _loop(s, run_dir, state, run_id)
+        with lifecycle.diverging_quietly():
+            loop = _loop(s, run_dir, state, run_id)
         return finish_run(s, run_dir, state, run_id, loop)
 
 
