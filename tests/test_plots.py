@@ -119,3 +119,33 @@ def test_category_title_says_whether_the_structure_beats_its_baselines():
     assert ": beyond them" in _category_scores(FakeRun)
     FakeRun.analysis = {}
     assert _category_scores(FakeRun) == ""
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+def test_the_fixed_margins_hold_every_label(tmp_path_factory, monkeypatch, cell):
+    """The run plots are laid out by fixed margins (figure_io.Margins), not measured: every
+    axes' labels, titles and legends and the figure's title stay inside the figure and clear
+    of each other (as constrained layout would have them), for the vanilla cell and for a gated
+    cell's longer labels (gate legends, s = (h, c))."""
+    import rnn_lab.inspect.analysis_plots as analysis_plots
+    import rnn_lab.inspect.dynamics_plots as dynamics_plots
+    from rnn_lab.inspect import figure_io
+
+    figures = {}
+
+    def keep(fig, path):
+        figures[path.name] = fig
+        return figure_io.save_figure(fig, path)
+
+    for module in (analysis_plots, dynamics_plots):
+        monkeypatch.setattr(module, "save_figure", keep)
+    run_dir = _trained(tmp_path_factory, f"margins_{cell}", cell={"name": cell})
+    analyze_run(run_dir, plots=False)
+    plot_run(run_dir, strict=True)
+    assert set(figures) == ALL_PLOTS
+    problems = {name: figure_io.layout_problems(fig) for name, fig in figures.items()}
+    assert not any(problems.values()), problems
+    # The check can fail: a label longer than the margins leave room for.
+    fig = figures["saturation.png"]
+    fig.axes[0].set_ylabel("a y label far longer than the margin left of the axes " * 2)
+    assert figure_io.layout_problems(fig)

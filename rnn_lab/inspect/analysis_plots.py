@@ -12,7 +12,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from rnn_lab.inspect.figure_io import PlotSkipped, new_figure, save_figure
+from rnn_lab.inspect.figure_io import ONE_AXES, Margins, PlotSkipped, new_figure, save_figure
 from rnn_lab.inspect.load import Run
 from rnn_lab.inspect.plot_parts import analysis_details, finish_figure
 
@@ -103,7 +103,7 @@ def plot_word_categories(run: Run, out: Path) -> Path:
     words, categories = cat["words"], cat["word_categories"]
     coords = np.asarray(cat["pca"], dtype=float)
     colors = [CATEGORY_COLORS.get(c, "0.3") for c in categories]
-    fig = new_figure(14, 6.4)
+    fig = new_figure(14, 6.4, Margins(0.75, 0.9, 1.55, 1.05, wspace=0.6, cols=2))
     ax_pca, ax_den = fig.subplots(1, 2, width_ratios=[1.25, 1])
     ax_pca.scatter(coords[:, 0], coords[:, 1], c=colors, s=18)
     explained = cat.get("pca_explained_variance") or [0, 0]
@@ -172,7 +172,7 @@ def plot_memory_probe(run: Run, out: Path) -> Path:
     """Accuracy of decoding the character k steps back from the hidden state."""
     mem = analysis_details(run, "memory_probe", "the memory probe")
     lags = np.asarray(mem["lags"])
-    fig = new_figure(9.5, 5.0)
+    fig = new_figure(9.5, 5.0, ONE_AXES)
     ax = fig.subplots()
     ax.plot(
         lags,
@@ -264,7 +264,8 @@ def plot_hidden_trajectory(run: Run, out: Path, per_panel: int = 25) -> Path:
     n_panels = len(bounds) - 1
     ncols = min(2, n_panels)
     nrows = math.ceil(n_panels / ncols)
-    fig = new_figure(7.2 * ncols, 5.4 * nrows)
+    margins = Margins(0.75, 0.2, 0.55, 0.85, wspace=0.25, hspace=0.45, cols=ncols, rows=nrows)
+    fig = new_figure(7.2 * ncols, 5.4 * nrows, margins)
     axes = np.atleast_1d(fig.subplots(nrows, ncols, sharex=True, sharey=True)).ravel()
     explained = traj.get("pca_explained_variance") or [0, 0]
     for p, ax in enumerate(axes):
@@ -329,7 +330,7 @@ def plot_word_position(run: Run, out: Path) -> Path:
     pos = analysis_details(run, "word_position", "the word-boundary analysis")
     labels, acc, count = pos["labels"], pos["accuracy"], pos["count"]
     keep = [i for i, c in enumerate(count) if c > 0]
-    fig = new_figure(9, 4.8)
+    fig = new_figure(9, 4.8, ONE_AXES)
     ax = fig.subplots()
     x = np.arange(len(keep))
     heights = [acc[i] for i in keep]

@@ -292,9 +292,9 @@ def _warm_up() -> None:
 
     import rnn_lab.inspect.analysis  # noqa: F401
     import rnn_lab.inspect.plots  # noqa: F401
-    from rnn_lab.inspect.figure_io import new_figure
+    from rnn_lab.inspect.figure_io import ONE_AXES, new_figure
 
-    fig = new_figure(2, 2)
+    fig = new_figure(2, 2, ONE_AXES)
     ax = fig.subplots()
     ax.plot([0, 1], [0, 1], label="warm-up")
     ax.set_title("warm-up")

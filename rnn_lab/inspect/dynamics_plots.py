@@ -12,7 +12,7 @@ import numpy as np
 from matplotlib.colors import LogNorm
 
 from rnn_lab.core import cells, engine
-from rnn_lab.inspect.figure_io import PlotSkipped, new_figure, save_figure
+from rnn_lab.inspect.figure_io import ONE_AXES, Margins, PlotSkipped, new_figure, save_figure
 from rnn_lab.inspect.load import Run
 from rnn_lab.inspect.plot_parts import finish_figure, history_column
 
@@ -30,7 +30,7 @@ def plot_loss(run: Run, out: Path) -> Path:
     if len(steps) == 0:
         raise PlotSkipped("history.csv has no loss rows")
     val_steps, val_loss = history_column(run, "val_loss")
-    fig = new_figure(12, 4.8)
+    fig = new_figure(12, 4.8, Margins(0.75, 0.2, 0.55, 0.85, wspace=0.25, cols=2))
     axes = fig.subplots(1, 2, sharey=True)
     V = len(run.vocab)
     for ax, log_steps in zip(axes, (False, True)):
@@ -79,7 +79,7 @@ def plot_spectral(run: Run, out: Path) -> Path:
         raise PlotSkipped("history.csv has no spectral_radius")
     sig_steps, sigma = history_column(run, "sigma_max")
     names = _weight_names(run)
-    fig = new_figure(12, 5.2)
+    fig = new_figure(12, 5.2, Margins(0.75, 0.2, 0.55, 0.85, wspace=0.9, cols=2))
     ax, ax_eig = fig.subplots(1, 2, width_ratios=[1.5, 1])
     ax.plot(steps, radius, color="C0", lw=1.5, label=f"spectral radius {names['radius']}")
     if len(sig_steps):
@@ -224,7 +224,7 @@ def plot_gradient_profile(run: Run, out: Path) -> Path:
     with np.errstate(divide="ignore", invalid="ignore"):
         relative = np.where(start > 0, values / start, np.nan)
     T = values.shape[1]
-    fig = new_figure(17, 5.4)
+    fig = new_figure(17, 5.4, Margins(0.8, 1.0, 0.55, 0.85, wspace=1.75, cols=3))
     ax_rel, ax_lines, ax_all = fig.subplots(1, 3, width_ratios=[1.1, 0.9, 1.1])
     _heatmap(
         fig,
@@ -303,7 +303,7 @@ def plot_jacobian(run: Run, out: Path) -> Path:
     if len(steps) > 6:
         steps = steps[np.unique(np.linspace(0, len(steps) - 1, 6).round().astype(int))]
     colors = _step_colors(len(steps))
-    fig = new_figure(12, 4.8)
+    fig = new_figure(12, 4.8, Margins(0.95, 0.2, 0.55, 0.85, wspace=1.15, cols=2))
     ax_norm, ax_rad = fig.subplots(1, 2, sharex=True)
     bounds = _pascanu_bounds(run)  # step -> gamma sigma_max (W_hh) at that capture
     for step, color in zip(steps, colors):
@@ -372,7 +372,7 @@ def plot_saturation(run: Run, out: Path) -> Path:
     if run.gated:
         return plot_gate_saturation(run, out)
     relu = run.activation == "relu"
-    fig = new_figure(8.5, 4.6)
+    fig = new_figure(8.5, 4.6, ONE_AXES)
     ax = fig.subplots()
     if relu:
         label = "dead units (h = 0 at every step of the chunk)"
@@ -397,7 +397,7 @@ def plot_gate_saturation(run: Run, out: Path) -> Path:
     """Gated cells: per gate, the fraction of gate values in a chunk within 0.05 of the ends
     of its range (0 or 1 for the sigmoid gates, ±1 for the tanh candidate), over training
     (history.csv's gate_saturation_<gate>); the memory gate (GRU z, LSTM f) drawn bold."""
-    fig = new_figure(8.5, 4.6)
+    fig = new_figure(8.5, 4.6, ONE_AXES)
     ax = fig.subplots()
     top = 0.0
     candidate = cells.CANDIDATE_BLOCK[run.cell]
