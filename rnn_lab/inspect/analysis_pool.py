@@ -37,10 +37,10 @@ from rnn_lab.inspect.run_end import PLOT_NAMES, READ_ANALYSIS, log_failed_analys
 from rnn_lab.run.rundir import ANALYSIS_FILE
 
 ANALYSIS = ANALYSIS_FILE  # the task that writes it (and merges summary.json)
-# The figures by drawing time, heaviest first (a default run on 2 cores, in seconds:
-# gradient_profile 0.95, word_categories 0.71, hidden_trajectory 0.65, jacobian 0.34, loss
-# 0.27, spectral 0.24, memory_probe 0.22, word_position 0.18, saturation 0.13): a long one
-# handed out last would keep the other workers waiting for it.
+# The figures by drawing time, heaviest first (CPU seconds in a warm worker, a default run,
+# fixed margins: gradient_profile 0.37, word_categories 0.36, hidden_trajectory 0.25,
+# jacobian 0.22, loss 0.17, spectral 0.12, memory_probe 0.08, word_position 0.08, saturation
+# 0.06): a long one handed out last would keep the other workers waiting for it.
 HEAVIEST_FIRST = (
     "gradient_profile.png",
     "word_categories.png",
