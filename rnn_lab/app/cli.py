@@ -39,6 +39,9 @@ def _hydra_train(argv: list[str]) -> int:
 
 def _train(argv: list[str]) -> int:
     """rnn-lab train: one run (or a sweep), then the process ends (app.main.main_then_exit)."""
+    from rnn_lab.run import init_drawer
+
+    init_drawer.start(argv)  # before Hydra's import: torch loads meanwhile, in case it must draw
     from rnn_lab.app import main as app_main
 
     sys.argv = ["rnn-lab", *argv]

@@ -4,15 +4,17 @@ its training.
     python benchmarks/bench_everyday_run.py               # writes docs/everyday_run.md
     python benchmarks/bench_everyday_run.py --repeats 2 --out /tmp/everyday.md   # a quick look
 
-Each repeat runs the default command four times, in turn: as shipped (``analysis_workers=2``:
+Each repeat runs the default command five times, in turn: as shipped (``analysis_workers=2``:
 the analysis and the plots on two processes forked before training) and with
-``analysis_workers=0`` (all of it in the training process after the last step, as before),
-each with its initial weights drawn before (rnn_lab.run.init_cache: no torch import) and
-with a fresh cache (torch imported to draw them: a first run; the last mode is the run as it
-was before both). For each process: its wall time from launch to exit, its training time
-(summary.json's ``wall_time_s``: the training loop), their ratio, and the time from the run's
-``done:`` line to the exit (the analysis, the plots and the interpreter's exit). The 1-minute
-load average is read before each run: the ratio depends on whether a second core is free.
+``analysis_workers=0`` (all of it in the training process after the last step, as before);
+with its initial weights drawn before (rnn_lab.run.init_cache: no torch import) and with a
+fresh cache (a first run: torch draws them, imported by the drawer forked at start,
+rnn_lab.run.init_drawer, or with ``RNN_LAB_INIT_DRAWER=0`` by the run itself after its
+start-up). The last mode is the run as it was before all three. For each process: its wall
+time from launch to exit, its training time (summary.json's ``wall_time_s``: the training
+loop), their ratio, and the time from the run's ``done:`` line to the exit (the analysis, the
+plots and the interpreter's exit). The 1-minute load average is read before each run: the
+ratio depends on whether a second core is free.
 """
 
 from __future__ import annotations
@@ -30,14 +32,23 @@ from pathlib import Path
 
 from rnn_lab import PROJECT_ROOT
 from rnn_lab.provenance import docs_page, write_generated_page
+from rnn_lab.run.init_drawer import DISABLE_VAR
 from rnn_lab.run.rundir import SUMMARY_FILE, read_json
 
 TARGET_RATIO = 1.4  # issue 21: the whole process <= 1.4 x its training wall time
-MODES = {  # name -> (the overrides of the default command, a fresh weights cache)
-    "analysis_workers=2 (default), weights drawn before": ([], False),
-    "analysis_workers=2 (default), first run (torch draws)": ([], True),
-    "analysis_workers=0, weights drawn before": (["analysis_workers=0"], False),
-    "analysis_workers=0, first run (torch draws): as before": (["analysis_workers=0"], True),
+SHIPPED, SHIPPED_FIRST, NO_DRAWER, IN_PROCESS, BEFORE = (
+    "analysis_workers=2 (default), weights drawn before",
+    "analysis_workers=2 (default), first run (the drawer draws)",
+    "analysis_workers=2 (default), first run, RNN_LAB_INIT_DRAWER=0",
+    "analysis_workers=0, weights drawn before",
+    "analysis_workers=0, first run, RNN_LAB_INIT_DRAWER=0: as before",
+)
+MODES = {  # name -> (the overrides of the default command, a fresh weights cache, environment)
+    SHIPPED: ([], False, {}),
+    SHIPPED_FIRST: ([], True, {}),
+    NO_DRAWER: ([], True, {DISABLE_VAR: "0"}),
+    IN_PROCESS: (["analysis_workers=0"], False, {}),
+    BEFORE: (["analysis_workers=0"], True, {DISABLE_VAR: "0"}),
 }
 _DONE_LINE = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]\[rnn_lab\]\[\w+\] - done: ")
 
@@ -84,7 +95,10 @@ def render(runs: dict[str, list[dict]], cpus: int, steps: int | None = None) -> 
         "`analysis_workers=2`: the analysis and the plots on two processes forked before "
         "training; `=0`: in the training process after the last step. Weights drawn before: "
         "the initial weights read from the cache (rnn_lab.run.init_cache), torch not imported; "
-        "first run: a fresh cache, torch imported to draw them. Wall: the process from launch "
+        "first run: a fresh cache, torch draws them, imported by the drawer process the run "
+        "forks at its start (rnn_lab.run.init_drawer) while the run starts up, or with "
+        "`RNN_LAB_INIT_DRAWER=0` by the run itself once its config is composed. Wall: the "
+        "process from launch "
         "to exit; training: its training loop (summary.json `wall_time_s`); outside training: "
         "the difference (start-up, the tail); after `done:`: from the run's last training line "
         "to the exit (analysis, plots, exit). Median (lowest-highest):",
@@ -105,7 +119,8 @@ def render(runs: dict[str, list[dict]], cpus: int, steps: int | None = None) -> 
         lines.append(f"| {mode} | " + " | ".join(cells) + " |")
     med = {mode: {k: statistics.median(r[k] for r in rs) for k in rs[0] if k != "status"}
            for mode, rs in runs.items()}  # fmt: skip
-    shipped, shipped_first, in_process, before = med.values()
+    shipped, shipped_first, no_drawer = med[SHIPPED], med[SHIPPED_FIRST], med[NO_DRAWER]
+    in_process, before = med[IN_PROCESS], med[BEFORE]
     verdict = [f"**{'met' if m['ratio'] <= TARGET_RATIO else 'NOT met'}** ({m['ratio']:.2f}x "
                f"{when})" for m, when in ((shipped, "weights drawn before"),
                                           (shipped_first, "a first run"))]  # fmt: skip
@@ -117,7 +132,9 @@ def render(runs: dict[str, list[dict]], cpus: int, steps: int | None = None) -> 
         "runs included).",
         "",
         f"Wall time, medians: as shipped {shipped['wall_s']:.1f} s with weights drawn before, "
-        f"{shipped_first['wall_s']:.1f} s on a first run; the run as before "
+        f"{shipped_first['wall_s']:.1f} s on a first run ({no_drawer['wall_s']:.1f} s without "
+        f"the drawer: its start-up {no_drawer['outside_s'] - no_drawer['tail_s']:.1f} s against "
+        f"{shipped_first['outside_s'] - shipped_first['tail_s']:.1f} s); the run as before "
         f"(`analysis_workers=0`, first run) {before['wall_s']:.1f} s. The workers against the "
         f"training process (weights drawn before): after `done:` {shipped['tail_s']:.1f} s vs "
         f"{in_process['tail_s']:.1f} s, training {shipped['train_s']:.1f} s vs "
@@ -149,9 +166,9 @@ def main(argv: list[str] | None = None) -> int:
         warm = {**env, "RNN_LAB_CACHE": str(work / "cache")}
         run_once(work / "fill_cache", ["steps=1", "analyze=false"], warm)  # untimed
         for k in range(args.repeats):
-            for i, (mode, (overrides, fresh)) in enumerate(MODES.items()):
+            for i, (mode, (overrides, fresh, extra)) in enumerate(MODES.items()):
                 cache = {**env, "RNN_LAB_CACHE": str(work / f"cache{k}_{i}")} if fresh else warm
-                got = run_once(work / f"run{k}_{i}", [*steps, *overrides], cache)
+                got = run_once(work / f"run{k}_{i}", [*steps, *overrides], {**cache, **extra})
                 runs[mode].append(got)
                 print(f"{mode}: " + ", ".join(f"{key}={_short(v)}" for key, v in got.items()))
     body = render(runs, os.cpu_count() or 1, args.steps)

@@ -98,31 +98,10 @@ def init_params(
         raise ValueError(f"init.name: unknown {init!r}; valid: {', '.join(INIT_NAMES)}")
     if forget_bias is not None and cell != "lstm":
         raise ValueError(f"forget_bias: only the LSTM has a forget gate (cell={cell})")
-    in_cols = embed_dim if embed_dim > 0 else input_size
-
-    def draw() -> dict[str, np.ndarray]:
-        import torch
-
-        gen_state = torch.random.get_rng_state()
-        try:
-            torch.manual_seed(seed)
-            if init == "torch":
-                arrays = _torch_module_draws(cell, in_cols, hidden_size, output_size)
-            else:
-                arrays = _block_draws(cell, init, in_cols, hidden_size, output_size)
-            if embed_dim > 0:
-                E = torch.empty(embed_dim, input_size)
-                torch.nn.init.normal_(E, mean=0.0, std=0.1)  # the walkthrough's randn * 0.1
-                arrays["E"] = E
-        finally:
-            # Leave the caller's torch RNG as it was: init must not perturb anything else.
-            torch.random.set_rng_state(gen_state)
-        return {n: a.numpy() for n, a in arrays.items()}
-
     # Drawn before on this machine (same torch, code, sizes, init, cell, seed): no torch import.
     args = dict(cell=cell, init=init, input_size=input_size, hidden_size=hidden_size,
                 output_size=output_size, embed_dim=embed_dim, seed=int(seed))  # fmt: skip
-    drawn = draws(args, draw) if draws is not None else draw()
+    drawn = draws(args, lambda: draw_arrays(**args)) if draws is not None else draw_arrays(**args)
     out = {n: a.astype(dtype) for n, a in drawn.items()}
     recurrent = "W_hh" if cell == "rnn" else "weight_hh_l0"
     out[recurrent] = out[recurrent] * dtype(scale)
@@ -133,6 +112,38 @@ def init_params(
     if cell == "rnn":
         return Params(**out)
     return gated.CELLS[cell].params_cls(**out)
+
+
+def draw_arrays(
+    *,
+    cell: str,
+    init: str,
+    input_size: int,
+    hidden_size: int,
+    output_size: int,
+    embed_dim: int,
+    seed: int,
+) -> dict[str, np.ndarray]:
+    """The arrays torch draws for init_params (float32, before dtype, scale and forget_bias):
+    what a draws store keeps. The caller's torch RNG state is left as it was."""
+    import torch
+
+    in_cols = embed_dim if embed_dim > 0 else input_size
+    gen_state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        if init == "torch":
+            arrays = _torch_module_draws(cell, in_cols, hidden_size, output_size)
+        else:
+            arrays = _block_draws(cell, init, in_cols, hidden_size, output_size)
+        if embed_dim > 0:
+            E = torch.empty(embed_dim, input_size)
+            torch.nn.init.normal_(E, mean=0.0, std=0.1)  # the walkthrough's randn * 0.1
+            arrays["E"] = E
+    finally:
+        # Leave the caller's torch RNG as it was: init must not perturb anything else.
+        torch.random.set_rng_state(gen_state)
+    return {n: a.numpy() for n, a in arrays.items()}
 
 
 def _block_draws(cell: str, init: str, in_cols: int, H: int, O: int) -> dict:

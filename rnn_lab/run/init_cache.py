@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from rnn_lab.core import inits
+from rnn_lab.run import init_drawer
 from rnn_lab.run.rundir import atomic_write_bytes
 
 INIT_CACHE_VERSION = 1  # part of the key: bump it when what is stored changes
@@ -50,7 +51,8 @@ def cached_draws(args: dict, draw: Callable[[], dict[str, np.ndarray]], folder: 
             return {name: stored[name] for name in stored.files}
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         pass  # not drawn yet, or unreadable: draw it
-    arrays = draw()
+    # A single run's drawer imported torch while the run started (rnn_lab.run.init_drawer).
+    arrays = init_drawer.draw(args) or draw()
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     try:

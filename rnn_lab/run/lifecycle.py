@@ -32,7 +32,7 @@ import numpy as np
 from rnn_lab.core import cells, engine
 from rnn_lab.core.losses import get_loss
 from rnn_lab.core.tasks import budget_steps, sequences_seen, time_steps_seen
-from rnn_lab.run import input_files, rundir
+from rnn_lab.run import init_drawer, input_files, rundir
 from rnn_lab.run.integrity import verify_run_dir
 from rnn_lab.run.rundir import RunConflict
 from rnn_lab.run.schedule import due, history_row_due
@@ -261,6 +261,12 @@ def _conflict_message(run_dir, identities: tuple[dict, dict], owner_sha1, data_s
 
 
 def start_run(s: TrainSettings, run_dir: Path, task, plan: Plan) -> TrainState:
+    state = _started(s, run_dir, task, plan)
+    init_drawer.stop()  # the initial weights exist (or none were drawn): its core is free
+    return state
+
+
+def _started(s: TrainSettings, run_dir: Path, task, plan: Plan) -> TrainState:
     if plan.checkpoint is None:
         rundir.clear_outputs(run_dir)  # no file of an earlier attempt survives a fresh start
         return TrainState.start(build_params(s, task), s.optim, task, s.batch_size, s.seed)
@@ -268,7 +274,7 @@ def start_run(s: TrainSettings, run_dir: Path, task, plan: Plan) -> TrainState:
     recorder = _sound_diagnostics(s, run_dir, int(plan.checkpoint["step"]))
     if rows is None or recorder is None:
         log.warning("%s: history or diagnostics do not cover the checkpoint: restarting", run_dir)
-        return start_run(s, run_dir, task, Plan())
+        return _started(s, run_dir, task, Plan())
     state = TrainState.from_arrays(plan.checkpoint, s.optim, task, cell_name(s))
     state.rows, state.recorder = rows, recorder
     if (run_dir / rundir.ANALYSIS_FILE).exists():
