@@ -174,7 +174,8 @@ def test_a_drawer_that_died_leaves_the_draw_to_the_run(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "argv", [["-m", "seed=1,2"], ["--multirun"], ["--cfg", "job"], ["--help"], ["-c", "job"]]
+    "argv",
+    [["-m", "seed=1,2"], ["--multirun"], ["hydra.mode=MULTIRUN"], ["--cfg", "job"], ["--help"]],
 )
 def test_no_drawer_where_no_run_of_this_process_draws(argv, monkeypatch):
     """A sweep's jobs draw in their own processes; --help, --cfg and the like draw nothing."""

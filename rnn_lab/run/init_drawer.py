@@ -111,6 +111,8 @@ def _worth_it(argv: list[str]) -> bool:
         return False
     if any(arg in _NO_DRAW_FLAGS for arg in argv):
         return False
+    if any(arg.replace(" ", "").upper() == "HYDRA.MODE=MULTIRUN" for arg in argv):
+        return False  # a sweep without -m
     if not hasattr(os, "fork") or not hasattr(os, "sched_getaffinity"):
         return False
     return len(os.sched_getaffinity(0)) >= 2
