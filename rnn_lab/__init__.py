@@ -8,6 +8,16 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity: a SLURM job's or a container's share):
+    what decides whether a helper process (analysis worker, initial-weights drawer) gets a core
+    of its own or takes the run's."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 from pathlib import Path  # noqa: E402
 
 __version__ = "0.1.0"

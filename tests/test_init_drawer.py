@@ -14,8 +14,9 @@ import time
 
 import numpy as np
 import pytest
+from cli_helpers import cli_env
+from clusters import alive_in_session
 
-from rnn_lab import PROJECT_ROOT
 from rnn_lab.core.inits import draw_arrays
 from rnn_lab.run import init_drawer
 
@@ -31,21 +32,16 @@ def _args(draw: dict) -> dict:
     return {"embed_dim": 0, "seed": 42, **draw}
 
 
-def _python(code: str, *, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), **(env or {})}
-    return subprocess.run([sys.executable, "-c", code], env=env, text=True, **kwargs)
+def _python(code: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], env=cli_env(), text=True, **kwargs)
 
 
-def _session_gone(pgid: int, seconds: float = 5.0) -> bool:
-    """No process is left in the process group (the run's session) within ``seconds``."""
+def _left_in_session(sid: int, seconds: float = 5.0) -> list[str]:
+    """The run's session's live processes once they had ``seconds`` to end (none: [])."""
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return True
+    while (alive := alive_in_session(sid)) and time.monotonic() < deadline:
         time.sleep(0.05)
-    return False
+    return alive
 
 
 def test_the_drawer_draws_the_bits_the_run_would_draw():
@@ -96,7 +92,7 @@ def test_a_first_run_draws_in_its_drawer_and_leaves_no_process(command, tmp_path
         )
         proc = subprocess.Popen(
             [sys.executable, "-c", code],
-            env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "RNN_LAB_CACHE": str(cache)},
+            env=cli_env({"RNN_LAB_CACHE": str(cache)}),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -105,7 +101,7 @@ def test_a_first_run_draws_in_its_drawer_and_leaves_no_process(command, tmp_path
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
         assert out.strip().splitlines()[-1] == "false", (attempt, out, err)
-        assert _session_gone(proc.pid), f"{attempt}: a process of the run outlived it"
+        assert not _left_in_session(proc.pid), f"{attempt}: a process of the run outlived it"
     (kept,) = cache.glob("init-*.npz")
     want = draw_arrays(**_args(DRAWS[0]))
     with np.load(kept) as stored:
@@ -117,7 +113,7 @@ def test_a_first_run_draws_in_its_drawer_and_leaves_no_process(command, tmp_path
 def test_a_refused_run_leaves_no_drawer(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "rnn_lab.train", f"hydra.run.dir={tmp_path / 'r'}", "lr=-1"],
-        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+        env=cli_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -125,7 +121,7 @@ def test_a_refused_run_leaves_no_drawer(tmp_path):
     )
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2 and "lr" in err, err
-    assert _session_gone(proc.pid)
+    assert not _left_in_session(proc.pid)
 
 
 def test_the_drawer_dies_with_its_parent():
@@ -137,16 +133,15 @@ def test_the_drawer_dies_with_its_parent():
         "print(init_drawer._drawer.pid, flush=True)\n"
         "time.sleep(120)\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     proc = subprocess.Popen(
-        [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True,
+        [sys.executable, "-c", code], env=cli_env(), stdout=subprocess.PIPE, text=True,
         start_new_session=True,
     )  # fmt: skip
     drawer_pid = int(proc.stdout.readline())
     os.kill(drawer_pid, 0)  # it runs
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    assert _session_gone(proc.pid), "the drawer outlived its killed parent"
+    assert not _left_in_session(proc.pid), "the drawer outlived its killed parent"
 
 
 def test_a_drawer_that_died_leaves_the_draw_to_the_run(tmp_path):

@@ -33,6 +33,7 @@ from pathlib import Path
 
 # Only the light run_end here: the training process forks the pool before training, and what
 # it imports then is on its path (the analysis and the plots: pandas, matplotlib, scipy).
+from rnn_lab import usable_cpus
 from rnn_lab.inspect.run_end import PLOT_NAMES, READ_ANALYSIS, log_failed_analysis, log_written
 from rnn_lab.run.rundir import ANALYSIS_FILE
 
@@ -63,13 +64,6 @@ def open_pool(workers: int) -> AnalysisPool | None:
     if workers <= 0 or usable_cpus() < 2 or "fork" not in multiprocessing.get_all_start_methods():
         return None
     return AnalysisPool(workers)
-
-
-def usable_cpus() -> int:
-    """The CPUs this process may run on (its affinity: a SLURM job's or a container's share)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 class AnalysisPool:

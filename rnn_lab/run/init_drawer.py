@@ -26,11 +26,13 @@ import os
 import signal
 import sys
 
+from rnn_lab import usable_cpus
+
 # Hydra's flags after which no run of ours draws weights (or a sweep's jobs do, elsewhere).
-_NO_DRAW_FLAGS = frozenset(
-    ("-m", "--multirun", "-h", "--help", "--hydra-help", "-c", "--cfg", "-i", "--info", "-sc")
-    + ("--shell-completion",)
-)
+_NO_DRAW_FLAGS = frozenset({
+    "-m", "--multirun", "-h", "--help", "--hydra-help", "-c", "--cfg", "-i", "--info",
+    "-sc", "--shell-completion",
+})  # fmt: skip
 
 DISABLE_VAR = "RNN_LAB_INIT_DRAWER"  # =0: no drawer (the run imports torch itself if it draws)
 _drawer: _Drawer | None = None
@@ -113,9 +115,7 @@ def _worth_it(argv: list[str]) -> bool:
         return False
     if any(arg.replace(" ", "").upper() == "HYDRA.MODE=MULTIRUN" for arg in argv):
         return False  # a sweep without -m
-    if not hasattr(os, "fork") or not hasattr(os, "sched_getaffinity"):
-        return False
-    return len(os.sched_getaffinity(0)) >= 2
+    return hasattr(os, "fork") and usable_cpus() >= 2
 
 
 def _serve(conn, parent: int) -> None:
